@@ -1,0 +1,217 @@
+"""Login, tokens, the calling user, and organisations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub.api._http import Registry, ctx, field_str, json_response, principal, read_json, run_sync
+from hub.db import session_scope
+from hub.errors import HubError
+from hub.models import Organisation, Token, User
+from hub.security import DEFAULT_SCOPES, Scopes
+from hub.services import accounts
+from hub.services.catalog import iso
+
+endpoint = Registry()
+
+_TOKEN_REQUEST = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}, "example": ["read", "publish:demo"]},
+        "expires_in": {"type": "integer", "description": "seconds until the token expires"},
+    },
+}
+_TOKEN = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "prefix": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "created_at": {"type": "string"}, "last_used_at": {"type": "string", "nullable": True},
+        "expires_at": {"type": "string", "nullable": True},
+        "token": {"type": "string", "description": "the secret; returned once, at creation"},
+    },
+}
+
+
+def token_json(token: Token, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": token.id,
+        "name": token.name,
+        "prefix": token.display_prefix,
+        "scopes": token.scopes.split(),
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+        "expires_at": iso(token.expires_at),
+    }
+    if secret is not None:
+        out["token"] = secret
+    return out
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"name": user.name, "admin": user.is_admin, "created_at": iso(user.created_at)}
+
+
+def _scopes(data: dict[str, Any]) -> Scopes:
+    raw = data.get("scopes", list(DEFAULT_SCOPES))
+    if not isinstance(raw, (list, str)):
+        raise HubError("invalid_scope", "scopes must be a list of strings")
+    try:
+        return Scopes.parse(raw)
+    except ValueError as exc:
+        raise HubError("invalid_scope", str(exc)) from exc
+
+
+def _expires(data: dict[str, Any]) -> int | None:
+    value = data.get("expires_in")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise HubError("invalid_field", "expires_in must be a positive number of seconds")
+    return value
+
+
+@endpoint("POST", "/api/v1/auth/login", "Trade a user name and password for a new API token", "accounts",
+          errors=("invalid_credentials", "invalid_scope", "invalid_json"), status=201, response=_TOKEN,
+          request={"type": "object", "required": ["username", "password"],
+                   "properties": {"username": {"type": "string"}, "password": {"type": "string"},
+                                  **_TOKEN_REQUEST["properties"]}})
+async def login(request: Request) -> Response:
+    data = await read_json(request)
+    username = field_str(data, "username")
+    password = field_str(data, "password")
+    scopes = _scopes(data)
+    expires = _expires(data)
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            user = accounts.authenticate(session, hub.hasher, username or "", password or "")
+            token, secret = accounts.create_token(
+                session, user, scopes, name=str(data.get("name") or "login"), expires_in=expires)
+            return token_json(token, secret)
+
+    return json_response(await run_sync(work), status=201)
+
+
+@endpoint("GET", "/api/v1/whoami", "The user the token belongs to, and the token's scopes", "accounts",
+          auth="required", errors=("unauthenticated",))
+async def whoami(request: Request) -> Response:
+    who = await principal(request, required=True)
+    assert who.user is not None and who.scopes is not None
+    return json_response({**user_json(who.user), "scopes": sorted(who.scopes.items)})
+
+
+@endpoint("GET", "/api/v1/tokens", "List your live tokens (never their secrets)", "accounts",
+          auth="required", errors=("unauthenticated",))
+async def list_tokens(request: Request) -> Response:
+    who = await principal(request, required=True)
+    hub = ctx(request)
+
+    def work() -> list[dict[str, Any]]:
+        with session_scope(hub.engine) as session:
+            return [token_json(t) for t in accounts.list_tokens(session, who.require_user())]
+
+    return json_response({"tokens": await run_sync(work)})
+
+
+@endpoint("POST", "/api/v1/tokens", "Create a token; its scopes may not exceed the calling token's", "accounts",
+          auth="required", errors=("unauthenticated", "insufficient_scope", "invalid_scope"), status=201,
+          request=_TOKEN_REQUEST, response=_TOKEN)
+async def create_token(request: Request) -> Response:
+    who = await principal(request, required=True)
+    data = await read_json(request)
+    scopes, expires = _scopes(data), _expires(data)
+    assert who.scopes is not None
+    if not who.scopes.covers(scopes):
+        raise HubError("insufficient_scope", "a token cannot create a token with wider scopes than its own")
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            token, secret = accounts.create_token(
+                session, who.require_user(), scopes, name=str(data.get("name") or "token"), expires_in=expires)
+            return token_json(token, secret)
+
+    return json_response(await run_sync(work), status=201)
+
+
+@endpoint("DELETE", "/api/v1/tokens/{token_id:int}", "Revoke one of your tokens", "accounts",
+          auth="required", errors=("unauthenticated", "token_not_found"), status=204,
+          params=(("token_id", "path", "the token's id"),))
+async def revoke_token(request: Request) -> Response:
+    who = await principal(request, required=True)
+    hub = ctx(request)
+
+    def work() -> None:
+        with session_scope(hub.engine, write=True) as session:
+            accounts.revoke_token(session, who.require_user(), request.path_params["token_id"])
+
+    await run_sync(work)
+    return Response(status_code=204)
+
+
+def org_json(session: Any, org: Organisation) -> dict[str, Any]:
+    return {"name": org.name, "created_at": iso(org.created_at),
+            "members": [{"name": u.name, "role": r} for u, r in accounts.org_members(session, org)]}
+
+
+@endpoint("POST", "/api/v1/orgs", "Create an organisation; you become its owner", "accounts",
+          auth="required", errors=("unauthenticated", "name_taken", "invalid_package_name"), status=201,
+          request={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})
+async def create_org(request: Request) -> Response:
+    who = await principal(request, required=True)
+    data = await read_json(request)
+    name = field_str(data, "name") or ""
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            return org_json(session, accounts.create_org(session, who.require_user(), name))
+
+    return json_response(await run_sync(work), status=201)
+
+
+@endpoint("GET", "/api/v1/orgs/{org}", "An organisation and its members", "accounts",
+          errors=("org_not_found",), params=(("org", "path", "organisation name"),))
+async def get_org(request: Request) -> Response:
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            return org_json(session, accounts.get_org(session, request.path_params["org"]))
+
+    return json_response(await run_sync(work))
+
+
+@endpoint("PUT", "/api/v1/orgs/{org}/members/{user}", "Add a member or change their role (owners only)", "accounts",
+          auth="required", errors=("unauthenticated", "forbidden", "org_not_found", "user_not_found", "invalid_field"),
+          request={"type": "object", "required": ["role"], "properties": {"role": {"enum": list(accounts.ORG_ROLES)}}},
+          params=(("org", "path", "organisation name"), ("user", "path", "user name")))
+async def put_member(request: Request) -> Response:
+    return await _member(request, await read_json(request))
+
+
+@endpoint("DELETE", "/api/v1/orgs/{org}/members/{user}", "Remove a member (owners only)", "accounts",
+          auth="required", errors=("unauthenticated", "forbidden", "org_not_found", "user_not_found"),
+          params=(("org", "path", "organisation name"), ("user", "path", "user name")))
+async def delete_member(request: Request) -> Response:
+    return await _member(request, None)
+
+
+async def _member(request: Request, data: dict[str, Any] | None) -> Response:
+    who = await principal(request, required=True)
+    role = field_str(data, "role") if data is not None else None
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            org = accounts.get_org(session, request.path_params["org"])
+            user = accounts.get_user(session, request.path_params["user"])
+            accounts.set_org_member(session, who, org, user, role)
+            session.flush()
+            return org_json(session, org)
+
+    return json_response(await run_sync(work))

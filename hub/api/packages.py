@@ -1,0 +1,404 @@
+"""Packages and versions: search, documents, publishing, yanking, roles and file downloads."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from sqlmodel import select
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cvflow.manifest import MANIFEST_FILENAME
+from hub.api._http import Registry, ctx, dumps, field_str, json_response, principal, query_int, read_json, run_sync
+from hub.api.downloads import blob_response
+from hub.db import session_scope
+from hub.errors import HubError
+from hub.mirror.copies import origin_json
+from hub.mirror.upstream import UpstreamPool
+from hub.models import File, utcnow
+from hub.services import catalog, packages
+from hub.services.accounts import get_user
+
+endpoint = Registry()
+
+_PKG = (("namespace", "path", "namespace (user or organisation)"), ("name", "path", "package name"))
+_VER = (*_PKG, ("version", "path", "SemVer version"))
+_PUBLISH_ERRORS = (
+    "unauthenticated", "insufficient_scope", "forbidden", "namespace_not_found", "invalid_package_name",
+    "invalid_manifest", "invalid_version", "invalid_path", "invalid_files", "missing_blobs", "version_exists",
+    "body_too_large", "invalid_json", "name_shadows_upstream", "upstream_unavailable", "read_only",
+)
+
+
+def _cache_key(namespace: str, name: str) -> str:
+    return f"pkg:{namespace}/{name}"
+
+
+def _invalidate(request: Request, namespace: str, name: str) -> None:
+    ctx(request).cache.invalidate(_cache_key(namespace, name))
+
+
+@endpoint("GET", "/api/v1/packages", "Search and list packages", "packages", auth="optional",
+          errors=("invalid_field",),
+          params=(("q", "query", "text to find in names and descriptions"), ("task", "query", "task, e.g. detection"),
+                  ("tag", "query", "a tag"), ("namespace", "query", "only this namespace"),
+                  ("sort", "query", "downloads (default), recent or name"), ("page", "query", "page number, from 1"),
+                  ("per_page", "query", "results per page, 1 to 100 (default 20)")))
+async def list_packages(request: Request) -> Response:
+    who = await principal(request)
+    q = request.query_params
+    args = dict(query=q.get("q", "").strip()[:200], task=q.get("task") or None, tag=q.get("tag") or None,
+                namespace=q.get("namespace") or None, sort=q.get("sort", "downloads"),
+                page=query_int(request, "page", 1), per_page=query_int(request, "per_page", 20))
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            return catalog.search(session, who, **args)  # type: ignore[arg-type]
+
+    return json_response(await run_sync(work))
+
+
+@endpoint("POST", "/api/v1/index", "Versions and dependencies of many packages at once, for resolvers", "packages",
+          auth="optional", errors=("upstream_unavailable",),
+          request={"type": "object", "required": ["packages"],
+                   "properties": {"packages": {"type": "array", "items": {"type": "string"}, "maxItems": 500}}},
+          response={"type": "object", "properties": {"packages": {"type": "object"},
+                                                     "missing": {"type": "array", "items": {"type": "string"}}}})
+async def index(request: Request) -> Response:
+    who = await principal(request)
+    data = await read_json(request)
+    names = data.get("packages")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > 500:
+        raise HubError("invalid_field", "'packages' must be a list of at most 500 package names")
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            return catalog.index(session, who, sorted(set(names)))
+
+    result = await run_sync(work)
+    pool = _pool(request)
+    if pool is not None:
+        remote = await run_sync(pool.remote_names, names)
+        if remote:
+            entries = await run_sync(partial(pool.index, remote, known=list(result["packages"])))
+            result["packages"].update(entries)
+            result["missing"] = sorted(set(result["missing"]) - entries.keys())
+    return json_response(result)
+
+
+@endpoint("GET", "/api/v1/packages/{namespace}/{name}", "A package with all its versions", "packages",
+          auth="optional", errors=("package_not_found", "upstream_unavailable"), params=_PKG,
+          headers={"ETag": "a digest of the document; send it back in If-None-Match"})
+async def get_package(request: Request) -> Response:
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
+    hub = ctx(request)
+    anonymous = "authorization" not in request.headers
+    if anonymous:
+        hit = hub.cache.get(_cache_key(namespace, name))
+        if hit is not None:
+            return _document(request, *hit)
+    who = await principal(request)
+
+    pool = _pool(request)
+
+    def work() -> tuple[bytes, bool] | str | None:
+        with session_scope(hub.engine) as session:
+            kind = pool.local_kind(session, f"{namespace}/{name}") if pool is not None else "local"
+            if kind == "local":
+                package = packages.get_package(session, who, namespace, name)
+                doc = _with_origin(session, package, catalog.package_document(session, package))
+                return dumps(doc), package.private
+        return kind
+
+    def local() -> dict[str, Any]:  # the versions copied here, for when no upstream answers
+        with session_scope(hub.engine) as session:
+            package = packages.get_package(session, who, namespace, name)
+            return _with_origin(session, package, catalog.package_document(session, package))
+
+    found = await run_sync(work)
+    if not isinstance(found, tuple):
+        assert pool is not None
+        doc = await run_sync(pool.package_document, f"{namespace}/{name}", local=local if found else None)
+        found = dumps(doc), False
+    body, private = found
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if anonymous and not private:
+        hub.cache.put(_cache_key(namespace, name), body, etag)
+    return _document(request, body, etag)
+
+
+def _pool(request: Request) -> UpstreamPool | None:
+    return request.app.state.upstreams  # type: ignore[no-any-return]
+
+
+def _from_upstream(session: Any, pool: UpstreamPool | None, exc: HubError, p: Any) -> bool:
+    """Whether a miss here is asked of the upstreams: not for packages published here."""
+    if pool is None or exc.code not in ("package_not_found", "version_not_found"):
+        return False
+    return pool.local_kind(session, f"{p['namespace']}/{p['name']}") != "local"
+
+
+async def _refuse_shadowing(request: Request, full_name: str) -> None:
+    """A new package whose name an upstream has would shadow it: refused unless allowed."""
+    pool = _pool(request)
+    hub = ctx(request)
+    if pool is None or hub.settings.allow_shadowing:
+        return
+
+    def exists() -> bool:
+        with session_scope(hub.engine) as session:
+            return pool.local_kind(session, full_name) is not None
+
+    if not await run_sync(exists) and await run_sync(pool.shadowed, full_name):
+        raise HubError("name_shadows_upstream", f"an upstream hub has a package {full_name}; a package of that name "
+                       "here would shadow it (set CVFLOW_HUB_ALLOW_SHADOWING=1 to allow)",
+                       details={"package": full_name})
+
+
+def _with_origin(session: Any, package: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """Copies of packages from another hub say where they came from."""
+    origin = origin_json(session, package)
+    if origin is not None:
+        doc["origin"] = origin
+    return doc
+
+
+class _Document(Response):
+    """A JSON document with its headers built once (the hot, cached read path)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, etag: str, *, not_modified: bool = False) -> None:
+        self.status_code = 304 if not_modified else 200
+        self.body = b"" if not_modified else body
+        self.background = None
+        self.raw_headers = [(b"etag", etag.encode()), (b"cache-control", b"no-cache")]
+        if not not_modified:
+            self.raw_headers += [(b"content-length", str(len(body)).encode()),
+                                 (b"content-type", b"application/json")]
+
+
+def _document(request: Request, body: bytes, etag: str) -> Response:
+    return _Document(body, etag, not_modified=request.headers.get("if-none-match") == etag)
+
+
+@endpoint("PATCH", "/api/v1/packages/{namespace}/{name}", "Change package settings (owners only)", "packages",
+          auth="required", errors=("unauthenticated", "forbidden", "package_not_found", "invalid_field"),
+          params=_PKG,
+          request={"type": "object", "properties": {"private": {"type": "boolean"}}})
+async def patch_package(request: Request) -> Response:
+    who = await principal(request, required=True)
+    data = await read_json(request)
+    if not isinstance(data.get("private"), bool):
+        raise HubError("invalid_field", "'private' must be true or false")
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            package = packages.update_package(session, who, namespace, name, private=data["private"])
+            session.flush()
+            return catalog.package_document(session, package)
+
+    doc = await run_sync(work)
+    _invalidate(request, namespace, name)
+    return json_response(doc)
+
+
+@endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions",
+          "Publish a version: its cvflow.toml and its file list; every blob must be uploaded first", "packages",
+          auth="required", errors=_PUBLISH_ERRORS, status=201, params=_PKG,
+          request={"type": "object", "required": ["manifest", "files"], "properties": {
+              "manifest": {"type": "string", "description": "the cvflow.toml text"},
+              "files": {"type": "array", "items": {"type": "object", "required": ["path", "size", "sha256"],
+                        "properties": {"path": {"type": "string"}, "size": {"type": "integer"},
+                                       "sha256": {"type": "string"}}}},
+              "private": {"type": "boolean", "description": "for a new package: make it private"}}})
+async def publish(request: Request) -> Response:
+    who = await principal(request, required=True)
+    hub = ctx(request)
+    data = await read_json(request, limit=hub.settings.max_manifest_size + 4 * 1024 * 1024)
+    manifest = field_str(data, "manifest") or ""
+    private = data.get("private")
+    if private is not None and not isinstance(private, bool):
+        raise HubError("invalid_field", "'private' must be true or false")
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
+    await _refuse_shadowing(request, f"{namespace}/{name}")
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            version = packages.publish(session, hub.settings, who, namespace, name,
+                                       manifest_toml=manifest, files=data.get("files"), private=private)  # type: ignore[arg-type]
+            package = packages.get_package(session, who, namespace, name)
+            return catalog.version_document(session, package, version)
+
+    doc = await run_sync(work)
+    _invalidate(request, namespace, name)
+    return json_response(doc, status=201, headers={"location": f"/api/v1/packages/{namespace}/{name}/versions/{doc['version']}"})
+
+
+@endpoint("GET", "/api/v1/packages/{namespace}/{name}/versions/{version}",
+          "A version: manifest, files with sizes and sha256, dependencies", "packages", auth="optional",
+          errors=("package_not_found", "version_not_found", "upstream_unavailable", "upstream_invalid"), params=_VER)
+async def get_version(request: Request) -> Response:
+    who = await principal(request)
+    p = request.path_params
+    hub = ctx(request)
+
+    pool = _pool(request)
+
+    def work() -> dict[str, Any] | None:
+        with session_scope(hub.engine) as session:
+            try:
+                package = packages.get_package(session, who, p["namespace"], p["name"])
+                version = packages.get_version(session, package, p["version"])
+            except HubError as exc:
+                if not _from_upstream(session, pool, exc, p):
+                    raise
+                return None
+            doc = catalog.version_document(session, package, version)
+            doc["manifest_toml"] = version.manifest_toml  # mirrors copy the manifest byte for byte
+            return _with_origin(session, package, doc)
+
+    doc = await run_sync(work)
+    if doc is None:
+        assert pool is not None
+        url, doc = await run_sync(pool.version_document, f"{p['namespace']}/{p['name']}", p["version"])
+        doc = {**doc, "origin": {"upstream": url, "via": "pull-through"}}
+    return json_response(doc)
+
+
+async def _yank(request: Request, yanked: bool) -> Response:
+    who = await principal(request, required=True)
+    data = await read_json(request)
+    reason = field_str(data, "reason") or ""
+    p = request.path_params
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            version = packages.set_yanked(session, who, p["namespace"], p["name"], p["version"], yanked=yanked, reason=reason)
+            return catalog.version_summary(version)
+
+    doc = await run_sync(work)
+    _invalidate(request, p["namespace"], p["name"])
+    return json_response(doc)
+
+
+_YANK = dict(auth="required", params=_VER,
+             errors=("unauthenticated", "insufficient_scope", "forbidden", "package_not_found", "version_not_found",
+                     "invalid_field"),
+             request={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}})
+
+
+@endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions/{version}/yank",
+          "Yank a version: resolvers skip it unless pinned; it is never deleted", "packages", **_YANK)  # type: ignore[arg-type]
+async def yank(request: Request) -> Response:
+    return await _yank(request, True)
+
+
+@endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions/{version}/unyank", "Undo a yank", "packages", **_YANK)  # type: ignore[arg-type]
+async def unyank(request: Request) -> Response:
+    return await _yank(request, False)
+
+
+@endpoint("GET", "/api/v1/packages/{namespace}/{name}/versions/{version}/files/{path:path}",
+          "Download a file of a version (Range, ETag = sha256, If-None-Match); cvflow.toml counts a download",
+          "packages",
+          auth="optional", params=(*_VER, ("path", "path", "the file's path in the package")), request_type="",
+          errors=("package_not_found", "version_not_found", "file_not_found", "invalid_range", "blob_not_found",
+                  "upstream_unavailable", "upstream_invalid", "storage_unavailable"),
+          headers={"ETag": "the quoted sha256 of the file", "Digest": "sha-256 of the whole file"})
+async def download_file(request: Request) -> Response:
+    who = await principal(request)
+    p = request.path_params
+    hub = ctx(request)
+
+    pool = _pool(request)
+
+    def lookup() -> tuple[Any, Any] | None:
+        with session_scope(hub.engine) as session:
+            try:
+                package = packages.get_package(session, who, p["namespace"], p["name"])
+                version = packages.get_version(session, package, p["version"])
+            except HubError as exc:
+                if not _from_upstream(session, pool, exc, p):
+                    raise
+                return None
+            file = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
+            if file is None:
+                raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}")
+            return version, file
+
+    found = await run_sync(lookup)
+    if found is None:  # fetched from an upstream, verified and stored, then sent from here
+        assert pool is not None
+        entry = await run_sync(pool.fetch_file, f"{p['namespace']}/{p['name']}", p["version"], p["path"])
+        return await blob_response(request, hub, entry["sha256"], entry["size"], filename=p["path"].rsplit("/", 1)[-1])
+    version, file = found
+    etag = f'"{file.sha256}"'
+    if request.headers.get("if-none-match") in (etag, "*"):
+        return Response(status_code=304, headers={"etag": etag})
+    rng = request.headers.get("range", "")
+    # A version is downloaded once per fetch of its manifest, which every pull needs and a
+    # client that already has the version does not fetch again (the way Hugging Face counts
+    # a model's config file). Resumed ranges and 304s are not new downloads.
+    if file.path == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-")):
+        def count() -> None:
+            with session_scope(hub.engine, write=True) as session:
+                catalog.record_download(session, version)
+
+        await run_sync(count)
+    return await blob_response(request, hub, file.sha256, file.size, filename=file.path.rsplit("/", 1)[-1])
+
+
+@endpoint("GET", "/api/v1/packages/{namespace}/{name}/downloads", "Downloads per day over the last 90 days",
+          "packages", auth="optional", errors=("package_not_found",), params=_PKG)
+async def downloads(request: Request) -> Response:
+    who = await principal(request)
+    p = request.path_params
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            package = packages.get_package(session, who, p["namespace"], p["name"])
+            since = (utcnow() - timedelta(days=90)).date()
+            return {"package": package.full_name, "total": package.downloads,
+                    "days": catalog.download_history(session, package, since)}
+
+    return json_response(await run_sync(work))
+
+
+@endpoint("PUT", "/api/v1/packages/{namespace}/{name}/roles/{user}", "Make a user owner or maintainer (owners only)",
+          "packages", auth="required", params=(*_PKG, ("user", "path", "user name")),
+          errors=("unauthenticated", "forbidden", "package_not_found", "user_not_found", "invalid_field"),
+          request={"type": "object", "required": ["role"], "properties": {"role": {"enum": list(packages.PACKAGE_ROLES)}}})
+async def put_role(request: Request) -> Response:
+    return await _role(request, await read_json(request))
+
+
+@endpoint("DELETE", "/api/v1/packages/{namespace}/{name}/roles/{user}", "Remove a user's role (owners only)",
+          "packages", auth="required", params=(*_PKG, ("user", "path", "user name")),
+          errors=("unauthenticated", "forbidden", "package_not_found", "user_not_found"))
+async def delete_role(request: Request) -> Response:
+    return await _role(request, None)
+
+
+async def _role(request: Request, data: dict[str, Any] | None) -> Response:
+    who = await principal(request, required=True)
+    role = field_str(data, "role") if data is not None else None
+    p = request.path_params
+    hub = ctx(request)
+
+    def work() -> None:
+        with session_scope(hub.engine, write=True) as session:
+            packages.set_role(session, who, p["namespace"], p["name"], get_user(session, p["user"]), role)
+
+    await run_sync(work)
+    _invalidate(request, p["namespace"], p["name"])
+    return Response(status_code=204)

@@ -1,0 +1,156 @@
+"""Builds the hub's Starlette application from settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import web
+from hub import api, db, security
+from hub.api import openapi
+from hub.api._http import HubContext, MetadataCache, dumps, json_response
+from hub.errors import HubError
+from hub.mirror.feed import SerialTracker
+from hub.mirror.middleware import ReadOnlyMiddleware, SerialHeaderMiddleware
+from hub.mirror.upstream import upstream_pool
+from hub.services.blobs import UploadService
+from hub.settings import Settings
+from hub.storage import BlobStore, open_store
+from web import security as web_security
+
+log = logging.getLogger("cvflow.hub")
+
+
+def open_storage(settings: Settings) -> BlobStore:
+    return open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url,
+                      s3_region=settings.s3_region, s3_presign=settings.s3_presign)
+
+
+def build_context(settings: Settings, *, store: BlobStore | None = None) -> HubContext:
+    """The collaborators every request uses; migrates first when the settings say so."""
+    if settings.auto_migrate:
+        db.migrate(settings.database_url)
+    engine = db.create_engine(settings.database_url)
+    store = store or open_storage(settings)
+    return HubContext(
+        settings=settings,
+        engine=engine,
+        store=store,
+        hasher=security.password_hasher(settings.argon2_time_cost, settings.argon2_memory_cost),
+        uploads=UploadService(engine, store, settings),
+        cache=MetadataCache(settings.metadata_cache_ttl),
+        schema_head=db.head_revision(),
+    )
+
+
+def create_app(settings: Settings, *, context: HubContext | None = None) -> Starlette:
+    hub = context or build_context(settings)
+    spec = dumps(openapi.build())
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(spec, media_type="application/json")
+
+    routes = [*api.routes(), Route("/api/v1/openapi.json", openapi_json), *web.routes()]
+    secret = web_security.secret_key(settings.secret_key, settings.data_dir)
+    serial = SerialTracker(hub.engine)
+    mirror_middleware = [Middleware(SerialHeaderMiddleware, tracker=serial)]
+    if settings.read_only:
+        mirror_middleware.append(Middleware(ReadOnlyMiddleware))
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            *mirror_middleware,
+            Middleware(web_security.SecurityHeadersMiddleware),
+            Middleware(web_security.SessionMiddleware, secret=secret),
+        ],
+        exception_handlers={
+            HubError: _hub_error,
+            HTTPException: _http_error,
+            sa.exc.OperationalError: _db_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.hub = hub
+    app.state.serial = serial
+    app.state.upstreams = upstream_pool(hub)
+    app.state.login_limiter = web_security.RateLimiter(settings.login_rate_limit)
+    app.state.oauth = _oauth(settings)
+    return app
+
+
+def _oauth(settings: Settings) -> Any:
+    """An Authlib registry with the configured OpenID Connect providers (None if none)."""
+    if not settings.oidc_providers:
+        return None
+    import json
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # authlib's own notice about httpx, on import
+        from authlib.integrations.starlette_client import OAuth
+
+    oauth = OAuth()
+    for p in json.loads(settings.oidc_providers):
+        oauth.register(
+            p["name"], client_id=p["client_id"], client_secret=p.get("client_secret"),
+            server_metadata_url=p["issuer"].rstrip("/") + "/.well-known/openid-configuration",
+            client_kwargs={"scope": "openid email profile"},
+        )
+    return oauth
+
+
+def _page(request: Request, status: int, title: str, message: str) -> Response:
+    from web.templating import render
+
+    return render(request, "error.html", status=status, title=title, message=message)
+
+
+async def _hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    if _wants_page(request):
+        return _page(request, exc.status, "Something went wrong" if exc.status >= 500 else "Cannot do that",
+                     exc.message)
+    headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+    return json_response(exc.body(), status=exc.status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if _wants_page(request):
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Bad request")
+        return _page(request, exc.status_code, title, str(exc.detail))
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    err = HubError(code, exc.detail if exc.status_code not in (404, 405) else None)
+    return json_response(err.body(), status=exc.status_code, headers=exc.headers)
+
+
+def _wants_page(request: Request) -> bool:
+    path = request.url.path
+    return not path.startswith(("/api/", "/healthz", "/readyz")) and "text/html" in request.headers.get("accept", "")
+
+
+async def _db_error(request: Request, exc: Exception) -> Response:
+    log.warning("database error: %s", exc)
+    if _wants_page(request):
+        return _page(request, 503, "Unavailable", "The hub's database cannot be reached. Try again shortly.")
+    return json_response(HubError("database_unavailable").body(), status=503)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    if _wants_page(request):
+        return _page(request, 500, "Something went wrong", "An unexpected error; the hub logged it.")
+    return json_response(HubError("internal_error").body(), status=500)
+
+
+def app_from_env() -> Any:
+    """ASGI factory for servers started by hand: ``uvicorn --factory hub.app:app_from_env``."""
+    return create_app(Settings.create())

@@ -1,0 +1,117 @@
+"""Database engines, sessions and migrations.
+
+SQLite is the embedded default (WAL, a busy timeout and foreign keys on); PostgreSQL through
+psycopg 3 is for production. The schema is created and changed only by Alembic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from hub.errors import HubError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _migrations_dir() -> Path:
+    import migrations
+
+    return Path(migrations.__file__).resolve().parent
+
+
+def create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16,
+            max_overflow=16,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # Take transaction control from pysqlite so SAVEPOINT and BEGIN IMMEDIATE work.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            # A deferred transaction that reads and then writes fails at once with
+            # SQLITE_BUSY when another writer committed in between (WAL snapshots);
+            # writers therefore take the write lock up front and wait their turn.
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
+
+        return engine
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine to use for transactions that write (``BEGIN IMMEDIATE`` on SQLite)."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
+@contextmanager
+def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(writer(engine) if write else engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini")) if (ROOT / "alembic.ini").exists() else Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations up to ``revision``."""
+    from alembic import command
+
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head())
+
+
+def check(engine: Engine, head: str) -> None:
+    """Readiness: the database answers and its schema is at ``head``.
+
+    Raises ``database_unavailable`` otherwise, saying to run ``cvflow-hub migrate``.
+    """
+    try:
+        with engine.connect() as conn:
+            current = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.SQLAlchemyError as exc:
+        raise HubError("database_unavailable", f"database unavailable or not migrated: {type(exc).__name__}; "
+                       "run `cvflow-hub migrate`") from exc
+    if current != head:
+        raise HubError("database_unavailable",
+                       f"the database schema is at {current}, this hub needs {head}: run `cvflow-hub migrate`")

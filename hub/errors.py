@@ -1,0 +1,116 @@
+"""Errors the hub reports, each with a stable machine-readable code.
+
+Every error response body is JSON::
+
+    {"error": {"code": "version_exists", "message": "...", "details": {...}}}
+
+The hierarchy::
+
+    HubError                     code + HTTP status + message (+ details)
+    ├── BadRequest          400  malformed request bodies, parameters and uploads
+    ├── Unauthenticated     401  no token, or a token that is unknown, revoked or expired
+    ├── Forbidden           403  a valid token without the scope or role the action needs
+    ├── NotFound            404  also for private packages the caller may not see
+    ├── Conflict            409  versions that exist, names taken, upload offset mismatch
+    ├── TooLarge            413  bodies over the configured limits
+    ├── Unprocessable       422  well-formed requests whose content breaks a rule
+    ├── BadGateway          502  an upstream hub sent what fails verification (mirrors)
+    └── Unavailable         503  the database, the blob store or every upstream cannot be reached
+
+Codes are listed in :data:`CODES` with their status and meaning; the OpenAPI document
+is generated from the same table, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: code -> (HTTP status, meaning). The single source for responses and OpenAPI.
+CODES: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "The request is malformed."),
+    "invalid_json": (400, "The body is not the JSON object this endpoint expects."),
+    "invalid_digest": (400, "A digest is not 64 lowercase hexadecimal characters."),
+    "digest_mismatch": (400, "The uploaded bytes do not hash to the expected sha256."),
+    "size_mismatch": (400, "The uploaded bytes do not have the declared size."),
+    "incomplete_chunk": (400, "The chunk body ended before its declared length."),
+    "chunk_too_small": (400, "The storage backend needs larger non-final chunks."),
+    "invalid_range": (416, "The requested byte range cannot be served."),
+    "unauthenticated": (401, "A valid API token is required."),
+    "invalid_credentials": (401, "The user name or password is wrong."),
+    "insufficient_scope": (403, "The token's scopes do not allow this action."),
+    "forbidden": (403, "The user's role does not allow this action."),
+    "invalid_signature": (403, "The webhook's signature or secret token does not match the repository's secret."),
+    "read_only": (403, "This hub is read-only (a mirror): it serves packages but takes no writes."),
+    "not_found": (404, "No such resource."),
+    "user_not_found": (404, "No such user."),
+    "org_not_found": (404, "No such organisation."),
+    "namespace_not_found": (404, "No user or organisation owns this namespace."),
+    "package_not_found": (404, "No such package, or it is private."),
+    "version_not_found": (404, "No such version of the package."),
+    "file_not_found": (404, "The version has no file at this path."),
+    "blob_not_found": (404, "The hub has no blob with this digest."),
+    "upload_not_found": (404, "No such upload session, or it expired."),
+    "token_not_found": (404, "No such token."),
+    "repository_not_found": (404, "No such registered git repository, or it may not be seen."),
+    "method_not_allowed": (405, "The method is not allowed on this resource."),
+    "version_exists": (409, "This version is already published; versions are immutable."),
+    "name_taken": (409, "A user or organisation already has this name."),
+    "upload_offset_mismatch": (409, "The chunk does not start at the upload's current offset."),
+    "upload_finished": (409, "The upload session was already finished."),
+    "repository_exists": (409, "This git repository (URL and subdirectory) is already registered."),
+    "name_shadows_upstream": (409, "An upstream hub has a package of this name; a local one would shadow it "
+                                   "(dependency confusion), which this hub does not allow."),
+    "upload_too_large": (413, "The upload is over the configured size limit."),
+    "body_too_large": (413, "The request body is over the configured size limit."),
+    "invalid_package_name": (422, "The package name breaks the naming rules."),
+    "invalid_version": (422, "The version is not SemVer 2.0."),
+    "invalid_manifest": (422, "The cvflow.toml manifest is malformed or breaks a rule."),
+    "invalid_path": (422, "A file path escapes the package or is not portable."),
+    "invalid_files": (422, "The file list is malformed or disagrees with the manifest."),
+    "missing_blobs": (422, "Some files' blobs have not been uploaded."),
+    "invalid_scope": (422, "A token scope is not recognised."),
+    "invalid_field": (422, "A field has a value outside its allowed set."),
+    "invalid_repository_url": (422, "The git repository URL is refused: only https, http and git URLs to public "
+                                    "addresses are indexed."),
+    "bundle_invalid": (422, "The bundle is malformed or its bytes do not match its manifest of digests; "
+                            "nothing was imported."),
+    "upstream_invalid": (502, "An upstream hub sent bytes or metadata that fail verification (wrong digest, "
+                              "wrong size); nothing was stored."),
+    "upstream_changed": (502, "An upstream hub now shows different content for a version copied earlier; "
+                              "versions are immutable, so the copy is kept."),
+    "feed_gap": (502, "The upstream's change feed skips serials or went backwards; the sync stopped there."),
+    "upstream_unavailable": (503, "No upstream hub could be reached for something this hub does not hold."),
+    "storage_unavailable": (503, "The blob store cannot be reached."),
+    "database_unavailable": (503, "The database cannot be reached."),
+    "internal_error": (500, "An unexpected error; the hub logged it."),
+}
+
+
+class HubError(Exception):
+    """An error with a stable code, shown to the caller as JSON."""
+
+    def __init__(
+        self, code: str, message: str | None = None, *, details: dict[str, Any] | None = None
+    ) -> None:
+        if code not in CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        self.code = code
+        self.status = CODES[code][0]
+        self.message = message or CODES[code][1]
+        self.details = details or {}
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def from_validation(exc: Any, code: str) -> HubError:
+    """Translate a shared-rules ``ValidationError`` into a hub error listing its problems."""
+    problems = [
+        {"code": p.code, "field": p.field, "message": p.message}
+        for p in getattr(exc, "problems", None) or []
+    ]
+    return HubError(code, str(exc), details={"problems": problems} if problems else None)

@@ -1,0 +1,148 @@
+"""Copying blobs from an upstream hub: resumed after a cut, verified, stored only when whole.
+
+Bytes land in ``<data dir>/mirror/partial/<sha256>`` first; a cut download is resumed from
+there with a Range request (by this run or the next one). Only bytes of the promised size
+that hash to the promised digest go on to the blob store (which hashes them once more while
+they stream in); anything else is deleted and reported as ``upstream_invalid``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from cvflow import errors as client_errors
+from cvflow.api import HubClient
+from hub.api._http import HubContext
+from hub.db import session_scope
+from hub.errors import HubError
+from hub.models import Blob
+
+CHUNK = 1 << 20
+ATTEMPTS = 3
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def upstream_error(exc: client_errors.HubError, what: str) -> HubError:
+    """An upstream's refusal or silence as this hub's error."""
+    if isinstance(exc, client_errors.HubUnavailableError):
+        return HubError("upstream_unavailable", f"{what}: {exc.message}")
+    return HubError("upstream_invalid", f"{what}: the upstream answered {exc.message}")
+
+
+class BlobFetcher:
+    """Copies blobs into one hub's store; safe to share between threads."""
+
+    def __init__(self, context: HubContext) -> None:
+        self.context = context
+        self.partial_dir = Path(context.settings.data_dir) / "mirror" / "partial"
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def has(self, digest: str, size: int | None = None) -> bool:
+        with session_scope(self.context.engine) as session:
+            row = session.get(Blob, digest)
+        return row is not None and (size is None or row.size == size)
+
+    def fetch(self, client: HubClient, url_path: str, digest: str, size: int, *, what: str) -> int:
+        """Make sure the hub stores blob ``digest`` of ``size`` bytes, downloading it from
+        ``url_path`` on ``client``'s hub if needed; returns the bytes downloaded.
+
+        Raises ``upstream_invalid`` (wrong digest, size or ETag; nothing is stored),
+        ``upstream_unavailable`` (the partial bytes stay for a resume), ``storage_unavailable``.
+        """
+        if not _SHA256.match(digest) or not isinstance(size, int) or size < 0:
+            raise HubError("upstream_invalid", f"{what}: not a sha256 digest and size: {digest!r}, {size!r}")
+        if self.has(digest, size):
+            return 0
+        with self._lock(digest):
+            if self.has(digest, size):
+                return 0
+            self.partial_dir.mkdir(parents=True, exist_ok=True)
+            partial = self.partial_dir / digest
+            received = self._download(client, url_path, digest, size, partial, what)
+            try:
+                self.context.uploads.put_stream(_read(partial), size, sha256=digest)
+            finally:
+                partial.unlink(missing_ok=True)
+            return received
+
+    def _lock(self, digest: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(digest, threading.Lock())
+
+    def _download(self, client: HubClient, url_path: str, digest: str, size: int, partial: Path, what: str) -> int:
+        received = 0
+        fresh_retry = False
+        for attempt in range(1, ATTEMPTS + 1):
+            have = partial.stat().st_size if partial.exists() else 0
+            if have > size:
+                partial.unlink()
+                have = 0
+            try:
+                received += self._receive(client, url_path, digest, size, partial, have, what)
+            except client_errors.HubUnavailableError as exc:
+                if attempt < ATTEMPTS:
+                    continue
+                raise upstream_error(exc, what) from exc
+            except client_errors.HubError as exc:
+                raise upstream_error(exc, what) from exc
+            except HubError:
+                partial.unlink(missing_ok=True)
+                raise
+            got = partial.stat().st_size
+            if got != size:
+                partial.unlink(missing_ok=True)
+                raise HubError("upstream_invalid", f"{what}: the upstream sent {got} bytes, not the {size} promised; "
+                               "nothing was stored", details={"expected": size, "actual": got})
+            actual = _sha256(partial)
+            if hmac.compare_digest(actual, digest):
+                return received
+            partial.unlink(missing_ok=True)
+            if have and not fresh_retry:  # the bytes kept from an earlier try may be what was wrong
+                fresh_retry = True
+                continue
+            raise HubError("upstream_invalid", f"{what}: the bytes have sha256 {actual}, not {digest} as promised; "
+                           "nothing was stored", details={"expected": digest, "actual": actual})
+        raise HubError("upstream_unavailable", f"{what}: the download kept failing")
+
+    @staticmethod
+    def _receive(client: HubClient, url_path: str, digest: str, size: int, partial: Path, have: int,
+                 what: str) -> int:
+        headers = {"range": f"bytes={have}-"} if have else None
+        received = 0
+        with client.stream(url_path, headers=headers) as response:
+            etag = response.headers.get("etag", "").strip('"')
+            if _SHA256.match(etag) and etag != digest:
+                raise HubError("upstream_invalid", f"{what}: the upstream sent a file with sha256 {etag} "
+                               f"instead of {digest}")
+            mode = "ab"
+            if have and response.status_code == 200:
+                mode = "wb"  # no Range support there: start over
+            elif have and not str(response.headers.get("content-range", "")).startswith(f"bytes {have}-"):
+                raise HubError("upstream_invalid", f"{what}: a wrong answer to a Range request")
+            written = have if mode == "ab" else 0
+            with partial.open(mode) as out:
+                for chunk in response.iter_bytes(CHUNK):
+                    written += len(chunk)
+                    if written > size:
+                        raise HubError("upstream_invalid", f"{what}: the upstream sent more than the {size} bytes "
+                                       "promised; nothing was stored")
+                    out.write(chunk)
+                    received += len(chunk)
+        return received
+
+
+def _read(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            yield block
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -1,0 +1,330 @@
+"""SQLModel tables. The schema changes only through Alembic migrations in ``migrations/``.
+
+Timestamps are timezone-aware UTC; SQLModel's ``UTCDateTime`` keeps them so on SQLite too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _bigint(**kw: object) -> object:
+    return Field(sa_type=sa.BigInteger, **kw)  # type: ignore[call-overload]
+
+
+class Namespace(SQLModel, table=True):
+    """The first half of ``namespace/name``; owned by exactly one user or organisation."""
+
+    __tablename__ = "namespaces"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=39, unique=True, index=True)
+    kind: str = Field(max_length=8)  # "user" | "org"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(foreign_key="namespaces.id", unique=True)
+    name: str = Field(max_length=39, unique=True, index=True)
+    email: str | None = Field(default=None, max_length=254)
+    password_hash: str | None = Field(default=None, max_length=255)
+    is_admin: bool = False
+    is_active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Organisation(SQLModel, table=True):
+    __tablename__ = "organisations"
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(foreign_key="namespaces.id", unique=True)
+    name: str = Field(max_length=39, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class OrgMember(SQLModel, table=True):
+    __tablename__ = "org_members"
+    org_id: int = Field(foreign_key="organisations.id", primary_key=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+    role: str = Field(max_length=16)  # "owner" | "member"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Token(SQLModel, table=True):
+    """An API token. Only the sha256 of the secret is kept; the secret is shown once."""
+
+    __tablename__ = "tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    display_prefix: str = Field(max_length=16)
+    scopes: str = Field(max_length=2000)  # space-separated
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class Package(SQLModel, table=True):
+    __tablename__ = "packages"
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(foreign_key="namespaces.id", index=True)
+    name: str = Field(max_length=64)
+    full_name: str = Field(max_length=104, unique=True, index=True)
+    private: bool = False
+    description: str = Field(default="", max_length=512)
+    task: str | None = Field(default=None, max_length=32, index=True)
+    license: str | None = Field(default=None, max_length=100)
+    framework: str | None = Field(default=None, max_length=32, index=True)
+    latest_version: str | None = Field(default=None, max_length=128)
+    downloads: int = _bigint(default=0, index=True)  # type: ignore[assignment]
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class UserIdentity(SQLModel, table=True):
+    """A sign-in identity from an OpenID Connect provider, linked to a local user."""
+
+    __tablename__ = "user_identities"
+    provider: str = Field(max_length=64, primary_key=True)
+    subject: str = Field(max_length=255, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PackageTag(SQLModel, table=True):
+    __tablename__ = "package_tags"
+    package_id: int = Field(foreign_key="packages.id", primary_key=True, ondelete="CASCADE")
+    tag: str = Field(max_length=32, primary_key=True, index=True)
+
+
+class PackageRole(SQLModel, table=True):
+    """Per-package owners and maintainers, beside the namespace's owners."""
+
+    __tablename__ = "package_roles"
+    package_id: int = Field(foreign_key="packages.id", primary_key=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+    role: str = Field(max_length=16)  # "owner" | "maintainer"
+
+
+class Version(SQLModel, table=True):
+    __tablename__ = "versions"
+    __table_args__ = (sa.UniqueConstraint("package_id", "precedence", name="uq_versions_package_precedence"),)
+    id: int | None = Field(default=None, primary_key=True)
+    package_id: int = Field(foreign_key="packages.id", index=True, ondelete="CASCADE")
+    version: str = Field(max_length=128)
+    #: The version without build metadata: ``1.0.0+a`` and ``1.0.0+b`` are the same release.
+    precedence: str = Field(max_length=128)
+    #: Sorts lexicographically in SemVer precedence order.
+    sort_key: str = Field(max_length=400, index=True)
+    is_prerelease: bool = False
+    manifest: str  # canonical JSON of the parsed manifest
+    manifest_toml: str  # the manifest as published
+    published_by: int | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    total_size: int = _bigint(default=0)  # type: ignore[assignment]
+    file_count: int = 0
+    yanked: bool = False
+    yank_reason: str | None = Field(default=None, max_length=500)
+    yanked_at: datetime | None = None
+    downloads: int = _bigint(default=0)  # type: ignore[assignment]
+    source_repository: str | None = Field(default=None, max_length=500)
+    source_commit: str | None = Field(default=None, max_length=64)
+
+
+class Blob(SQLModel, table=True):
+    """A verified blob in the store; a row exists only after its digest was checked."""
+
+    __tablename__ = "blobs"
+    sha256: str = Field(max_length=64, primary_key=True)
+    size: int = _bigint()  # type: ignore[assignment]
+    created_at: datetime = Field(default_factory=utcnow)
+    #: Last time a client was told the hub has this blob; ``gc`` spares recent ones.
+    touched_at: datetime = Field(default_factory=utcnow)
+
+
+class File(SQLModel, table=True):
+    __tablename__ = "files"
+    __table_args__ = (sa.UniqueConstraint("version_id", "path", name="uq_files_version_path"),)
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id", index=True, ondelete="CASCADE")
+    path: str = Field(max_length=1024)
+    size: int = _bigint()  # type: ignore[assignment]
+    sha256: str = Field(max_length=64, foreign_key="blobs.sha256", index=True)
+
+
+class Dependency(SQLModel, table=True):
+    """A version's dependency on another package by version range."""
+
+    __tablename__ = "dependencies"
+    version_id: int = Field(foreign_key="versions.id", primary_key=True, ondelete="CASCADE")
+    package: str = Field(max_length=104, primary_key=True, index=True)
+    range: str = Field(max_length=200)
+
+
+class YankEvent(SQLModel, table=True):
+    __tablename__ = "yank_events"
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id", index=True, ondelete="CASCADE")
+    action: str = Field(max_length=8)  # "yank" | "unyank"
+    reason: str = Field(max_length=500)
+    user_id: int | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DownloadCount(SQLModel, table=True):
+    __tablename__ = "download_counts"
+    version_id: int = Field(foreign_key="versions.id", primary_key=True, ondelete="CASCADE")
+    day: date = Field(primary_key=True)
+    count: int = _bigint(default=0)  # type: ignore[assignment]
+
+
+class Upload(SQLModel, table=True):
+    """A resumable upload session. ``offset`` counts bytes committed to staging."""
+
+    __tablename__ = "uploads"
+    id: str = Field(max_length=64, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    offset: int = _bigint(default=0)  # type: ignore[assignment]
+    chunk_count: int = 0
+    storage_token: str = Field(default="", max_length=1024)
+    declared_size: int | None = Field(default=None, sa_type=sa.BigInteger)  # type: ignore[call-overload]
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- the git indexer (indexer/) -----------------------------------------------------------------
+
+
+class Repository(SQLModel, table=True):
+    """A git repository the indexer turns into package versions, one per release tag."""
+
+    __tablename__ = "repositories"
+    __table_args__ = (sa.UniqueConstraint("display_url", "subdir", name="uq_repositories_url_subdir"),)
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(foreign_key="namespaces.id", index=True)
+    registered_by: int = Field(foreign_key="users.id", index=True)
+    #: The URL as registered; it may carry credentials, so it is never shown or logged.
+    url: str = Field(max_length=1000)
+    #: The URL without credentials: what is shown, and what versions record as their source.
+    display_url: str = Field(max_length=1000)
+    subdir: str = Field(default="", max_length=500)
+    branch_pattern: str | None = Field(default=None, max_length=200)
+    tag_pattern: str | None = Field(default=None, max_length=200)
+    private: bool = False
+    #: The package this repository publishes to; set by its first published version.
+    package_id: int | None = Field(default=None, foreign_key="packages.id", index=True)
+    #: Signs (GitHub, Gitea) or is (GitLab) the secret of this repository's webhooks.
+    webhook_secret: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_polled_at: datetime | None = Field(default=None, index=True)
+    last_indexed_at: datetime | None = None
+    last_status: str | None = Field(default=None, max_length=16)  # "ok" | "error"
+    last_result: str | None = None  # JSON: versions, skipped tags, moved tags, errors
+
+
+class IndexJob(SQLModel, table=True):
+    """A request to index one repository, shared by all indexer workers.
+
+    At most one job per repository waits (``queued``) at a time; more triggers add nothing.
+    """
+
+    __tablename__ = "index_jobs"
+    __table_args__ = (
+        sa.Index("uq_index_jobs_one_queued", "repository_id", unique=True,
+                 sqlite_where=sa.text("state = 'queued'"), postgresql_where=sa.text("state = 'queued'")),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    repository_id: int = Field(foreign_key="repositories.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=16)  # "register" | "webhook" | "poll" | "manual"
+    state: str = Field(default="queued", max_length=16, index=True)  # queued | running | done | failed
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: A running job whose lease ran out is taken for lost: its worker died.
+    lease_expires_at: datetime | None = None
+    worker: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, max_length=1000)
+
+
+class RepositoryTag(SQLModel, table=True):
+    """A tag the indexer published, and the commit it pointed at then; never rewritten."""
+
+    __tablename__ = "repository_tags"
+    repository_id: int = Field(foreign_key="repositories.id", primary_key=True, ondelete="CASCADE")
+    tag: str = Field(max_length=255, primary_key=True)
+    commit: str = Field(max_length=64)
+    version: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- mirrors: change feed, sync state, origins, pull-through (hub/mirror/) ---------------------
+
+
+class ChangeEvent(SQLModel, table=True):
+    """One entry of the change feed: a publish, yank, unyank or visibility change.
+
+    Serials come from :class:`FeedCounter` inside the writing transaction, so they are
+    gap-free and become visible in order (docs/mirrors.md).
+    """
+
+    __tablename__ = "change_events"
+    serial: int = Field(sa_type=sa.BigInteger, primary_key=True,  # type: ignore[call-overload]
+                        sa_column_kwargs={"autoincrement": False})
+    action: str = Field(max_length=16)  # "publish" | "yank" | "unyank" | "public" | "private"
+    package: str = Field(max_length=104, index=True)
+    version: str | None = Field(default=None, max_length=128)
+    #: JSON with what a mirror needs beside the names (a yank's reason).
+    data: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class FeedCounter(SQLModel, table=True):
+    """The last serial handed out; its row lock orders writers of the change feed."""
+
+    __tablename__ = "feed_counters"
+    name: str = Field(max_length=32, primary_key=True)
+    value: int = _bigint(default=0)  # type: ignore[assignment]
+
+
+class MirrorState(SQLModel, table=True):
+    """Where ``cvflow-hub mirror sync`` stopped for one upstream: the last upstream serial applied."""
+
+    __tablename__ = "mirror_states"
+    upstream: str = Field(max_length=500, primary_key=True)
+    serial: int = _bigint(default=0)  # type: ignore[assignment]
+    #: JSON: the filters of the run that reached ``serial``; other filters start over.
+    filters: str = Field(default="", max_length=4000)
+    #: JSON list of packages whose last sync failed; each run tries them again first.
+    retry: str = ""
+    last_run_at: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=1000)
+
+
+class PackageOrigin(SQLModel, table=True):
+    """Where a package that was not published here came from."""
+
+    __tablename__ = "package_origins"
+    package_id: int = Field(foreign_key="packages.id", primary_key=True, ondelete="CASCADE")
+    upstream: str = Field(max_length=500)
+    via: str = Field(max_length=16)  # "mirror" | "pull-through" | "bundle"
+    synced_at: datetime = Field(default_factory=utcnow)
+
+
+class UpstreamDocument(SQLModel, table=True):
+    """A pull-through hub's copy of an upstream's metadata, served again while upstreams are down."""
+
+    __tablename__ = "upstream_documents"
+    #: "package:NS/NAME", "version:NS/NAME@VERSION" or "index:NS/NAME".
+    key: str = Field(max_length=300, primary_key=True)
+    upstream: str = Field(max_length=500)
+    body: str
+    fetched_at: datetime = Field(default_factory=utcnow, index=True)

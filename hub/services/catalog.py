@@ -1,0 +1,240 @@
+"""Read side of the registry: package and version documents, search, download counts.
+
+Documents are built from indexed columns only; nothing here hashes or walks blobs.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, select
+
+from hub.errors import HubError
+from hub.models import (
+    Dependency,
+    DownloadCount,
+    File,
+    Namespace,
+    Organisation,
+    OrgMember,
+    Package,
+    PackageRole,
+    PackageTag,
+    Version,
+    utcnow,
+)
+from hub.services.accounts import Principal
+
+SORTS = ("downloads", "recent", "name")
+MAX_PER_PAGE = 100
+
+
+def iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def package_summary(package: Package, tags: list[str]) -> dict[str, Any]:
+    namespace, name = package.full_name.split("/", 1)
+    return {
+        "name": package.full_name,
+        "namespace": namespace,
+        "package": name,
+        "private": package.private,
+        "description": package.description,
+        "task": package.task,
+        "tags": tags,
+        "license": package.license,
+        "framework": package.framework,
+        "latest_version": package.latest_version,
+        "downloads": package.downloads,
+        "created_at": iso(package.created_at),
+        "updated_at": iso(package.updated_at),
+    }
+
+
+def version_summary(v: Version) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "prerelease": v.is_prerelease,
+        "yanked": v.yanked,
+        "yank_reason": v.yank_reason,
+        "created_at": iso(v.created_at),
+        "size": v.total_size,
+        "file_count": v.file_count,
+        "downloads": v.downloads,
+    }
+
+
+def package_document(session: Session, package: Package) -> dict[str, Any]:
+    """The package with all its versions, newest first."""
+    tags = list(session.exec(select(PackageTag.tag).where(PackageTag.package_id == package.id).order_by(PackageTag.tag)))
+    versions = session.exec(
+        select(Version).where(Version.package_id == package.id).order_by(Version.sort_key.desc())  # type: ignore[attr-defined]
+    ).all()
+    doc = package_summary(package, tags)
+    doc["versions"] = [version_summary(v) for v in versions]
+    return doc
+
+
+def version_document(session: Session, package: Package, version: Version) -> dict[str, Any]:
+    files = session.exec(select(File).where(File.version_id == version.id).order_by(File.path)).all()
+    deps = session.exec(select(Dependency).where(Dependency.version_id == version.id).order_by(Dependency.package)).all()
+    base = f"/api/v1/packages/{package.full_name}/versions/{quote(version.version)}/files/"
+    doc = version_summary(version)
+    doc.update(
+        {
+            "package": package.full_name,
+            "manifest": json.loads(version.manifest),
+            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "url": base + quote(f.path)} for f in files],
+            "dependencies": {d.package: d.range for d in deps},
+            "source": {"repository": version.source_repository, "commit": version.source_commit}
+            if version.source_repository
+            else None,
+        }
+    )
+    return doc
+
+
+def visible_filter(session: Session, principal: Principal) -> Any:
+    """A WHERE clause selecting the packages the caller may see."""
+    if principal.is_admin:
+        return sa.true()
+    public = Package.private.is_(False)  # type: ignore[attr-defined]
+    user = principal.user
+    if user is None or principal.scopes is None:
+        return public
+    own_ns = Package.namespace_id == user.namespace_id
+    org_ns = Package.namespace_id.in_(  # type: ignore[attr-defined]
+        select(Organisation.namespace_id).join(OrgMember, OrgMember.org_id == Organisation.id).where(OrgMember.user_id == user.id)  # type: ignore[arg-type]
+    )
+    roles = Package.id.in_(select(PackageRole.package_id).where(PackageRole.user_id == user.id))  # type: ignore[union-attr]
+    scoped_private = sa.and_(sa.or_(own_ns, org_ns, roles), _scope_filter(principal))
+    return sa.or_(public, scoped_private)
+
+
+def _scope_filter(principal: Principal) -> Any:
+    items = principal.scopes.items if principal.scopes else frozenset()
+    if "read" in items or "publish" in items:
+        return sa.true()
+    clauses = []
+    for scope in items:
+        target = scope.partition(":")[2]
+        if "/" in target:
+            clauses.append(Package.full_name == target)
+        elif target:
+            clauses.append(Package.full_name.startswith(target + "/"))  # type: ignore[attr-defined]
+    return sa.or_(*clauses) if clauses else sa.false()
+
+
+def search(
+    session: Session,
+    principal: Principal,
+    *,
+    query: str = "",
+    task: str | None = None,
+    tag: str | None = None,
+    namespace: str | None = None,
+    framework: str | None = None,
+    sort: str = "downloads",
+    page: int = 1,
+    per_page: int = 20,
+) -> dict[str, Any]:
+    """Search packages. Raises ``invalid_field`` for an unknown sort or a bad page."""
+    if sort not in SORTS:
+        raise HubError("invalid_field", f"sort must be one of {', '.join(SORTS)}")
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise HubError("invalid_field", f"page starts at 1 and per_page is 1 to {MAX_PER_PAGE}")
+    where = [visible_filter(session, principal)]
+    if query:
+        like = f"%{query.lower().replace('%', '').replace('_', '')}%"
+        where.append(sa.or_(sa.func.lower(Package.full_name).like(like), sa.func.lower(Package.description).like(like)))
+    if task:
+        where.append(Package.task == task)
+    if tag:
+        where.append(Package.id.in_(select(PackageTag.package_id).where(PackageTag.tag == tag)))  # type: ignore[union-attr]
+    if framework:
+        where.append(Package.framework == framework)
+    if namespace:
+        where.append(Package.namespace_id.in_(select(Namespace.id).where(Namespace.name == namespace)))  # type: ignore[attr-defined]
+    order = {
+        "downloads": (Package.downloads.desc(), Package.full_name),  # type: ignore[attr-defined]
+        "recent": (Package.updated_at.desc(), Package.full_name),  # type: ignore[attr-defined]
+        "name": (Package.full_name,),
+    }[sort]
+    total = session.exec(select(sa.func.count()).select_from(Package).where(*where)).one()
+    rows = session.exec(select(Package).where(*where).order_by(*order).offset((page - 1) * per_page).limit(per_page)).all()
+    tags: dict[int, list[str]] = {}
+    if rows:
+        for pid, t in session.exec(
+            select(PackageTag.package_id, PackageTag.tag).where(PackageTag.package_id.in_([p.id for p in rows])).order_by(PackageTag.tag)  # type: ignore[attr-defined]
+        ):
+            tags.setdefault(pid, []).append(t)
+    return {
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "results": [package_summary(p, tags.get(p.id, [])) for p in rows],  # type: ignore[arg-type]
+    }
+
+
+def index(session: Session, principal: Principal, names: list[str]) -> dict[str, Any]:
+    """Resolution metadata for many packages in one round trip: every version with its yank
+    state and package dependencies. Packages the caller may not see are reported missing.
+
+    Only the needed columns are selected: resolution asks for hundreds of packages at once,
+    and building full ORM objects for them costs several times the query itself."""
+    rows = session.exec(
+        select(Package.id, Package.full_name).where(Package.full_name.in_(names), visible_filter(session, principal))  # type: ignore[attr-defined]
+    ).all()
+    full_names = dict(rows)
+    out: dict[str, Any] = {name: {"versions": []} for name in full_names.values()}
+    if full_names:
+        ids = list(full_names)
+        deps: dict[int, dict[str, str]] = {}
+        for version_id, package, range_ in session.exec(
+            select(Dependency.version_id, Dependency.package, Dependency.range)
+            .join(Version, Version.id == Dependency.version_id)  # type: ignore[arg-type]
+            .where(Version.package_id.in_(ids))  # type: ignore[attr-defined]
+        ):
+            deps.setdefault(version_id, {})[package] = range_
+        for version_id, package_id, version, prerelease, yanked in session.exec(
+            select(Version.id, Version.package_id, Version.version, Version.is_prerelease, Version.yanked)
+            .where(Version.package_id.in_(ids))  # type: ignore[attr-defined]
+            .order_by(Version.sort_key.desc())  # type: ignore[attr-defined]
+        ):
+            out[full_names[package_id]]["versions"].append({
+                "version": version, "prerelease": prerelease, "yanked": yanked,
+                "dependencies": deps.get(version_id, {}),
+            })
+    return {"packages": out, "missing": sorted(set(names) - out.keys())}
+
+
+def record_download(session: Session, version: Version) -> None:
+    """Count one download of ``version``: per version, per package and per day."""
+    session.exec(sa.update(Version).where(Version.id == version.id).values(downloads=Version.downloads + 1))  # type: ignore[call-overload]
+    session.exec(sa.update(Package).where(Package.id == version.package_id).values(downloads=Package.downloads + 1))  # type: ignore[call-overload]
+    today = utcnow().date()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(DownloadCount).values(version_id=version.id, day=today, count=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["version_id", "day"], set_={"count": DownloadCount.count + 1}
+    )
+    session.exec(stmt)  # type: ignore[call-overload]
+
+
+def download_history(session: Session, package: Package, since: date) -> list[dict[str, Any]]:
+    rows = session.exec(
+        select(DownloadCount.day, sa.func.sum(DownloadCount.count))
+        .join(Version, Version.id == DownloadCount.version_id)  # type: ignore[arg-type]
+        .where(Version.package_id == package.id, DownloadCount.day >= since)
+        .group_by(DownloadCount.day)
+        .order_by(DownloadCount.day)
+    )
+    return [{"day": d.isoformat(), "downloads": int(n)} for d, n in rows]

@@ -1,0 +1,420 @@
+"""Packages and versions: who may do what, publishing, yanking and roles.
+
+Publishing is one transaction: the package row (created on first publish), the version, its
+files and dependencies, and its change-feed event (``hub.mirror.feed``). The unique index on
+``(package_id, precedence)`` decides races: of many clients publishing the same version at once
+exactly one commits, the others get 409.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from cvflow.errors import CVFlowError, ValidationError
+from cvflow.manifest import Manifest, check_files_against_manifest, parse_manifest
+from cvflow.names import PackageName
+from cvflow.paths import FileEntry, validate_file_list
+from hub.errors import HubError, from_validation
+from hub.mirror import feed
+from hub.models import (
+    Blob,
+    Dependency,
+    File,
+    Namespace,
+    Organisation,
+    OrgMember,
+    Package,
+    PackageOrigin,
+    PackageRole,
+    PackageTag,
+    User,
+    Version,
+    YankEvent,
+    utcnow,
+)
+from hub.services.accounts import Principal
+from hub.settings import Settings
+
+PACKAGE_ROLES = ("owner", "maintainer")
+
+
+def parse_name(namespace: str, name: str) -> PackageName:
+    try:
+        return PackageName.parse(f"{namespace}/{name}")
+    except ValidationError as exc:
+        raise from_validation(exc, "invalid_package_name") from exc
+
+
+# --- access rules ---------------------------------------------------------------------------
+
+
+def package_role(session: Session, package: Package, user: User | None) -> str | None:
+    """``owner``, ``maintainer``, ``member`` (of the owning organisation) or None."""
+    if user is None:
+        return None
+    ns = session.get(Namespace, package.namespace_id)
+    if ns is not None and ns.kind == "user" and ns.id == user.namespace_id:
+        return "owner"
+    role = session.get(PackageRole, (package.id, user.id))
+    if ns is not None and ns.kind == "org":
+        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+        member = session.get(OrgMember, (org.id, user.id))
+        if member is not None and member.role == "owner":
+            return "owner"
+        if role is None and member is not None:
+            return "member"
+    return role.role if role else None
+
+
+def can_read(session: Session, principal: Principal, package: Package) -> bool:
+    if not package.private:
+        return True
+    if principal.user is None or principal.scopes is None:
+        return False
+    if principal.is_admin:
+        return True
+    ns, name = package.full_name.split("/", 1)
+    if not principal.scopes.can_read(ns, name):
+        return False
+    return package_role(session, package, principal.user) is not None
+
+
+def get_package(session: Session, principal: Principal, namespace: str, name: str) -> Package:
+    """The package, if the caller may see it; a private one is "not found" to others."""
+    package = session.exec(select(Package).where(Package.full_name == f"{namespace}/{name}")).first()
+    if package is None or not can_read(session, principal, package):
+        raise HubError("package_not_found", f"no package {namespace}/{name}")
+    return package
+
+
+def get_version(session: Session, package: Package, version: str) -> Version:
+    row = session.exec(
+        select(Version).where(Version.package_id == package.id, Version.version == version)
+    ).first()
+    if row is None:
+        row = session.exec(
+            select(Version).where(Version.package_id == package.id, Version.precedence == version)
+        ).first()
+    if row is None:
+        raise HubError("version_not_found", f"{package.full_name} has no version {version}")
+    return row
+
+
+def _require_maintainer(session: Session, principal: Principal, package: Package) -> User:
+    user = principal.require_user()
+    ns, name = package.full_name.split("/", 1)
+    assert principal.scopes is not None
+    if not principal.scopes.can_publish(ns, name):
+        raise HubError("insufficient_scope", f"the token may not publish to {package.full_name}")
+    if principal.is_admin:
+        return user
+    if package_role(session, package, user) not in {"owner", "maintainer"}:
+        raise HubError("forbidden", f"only owners and maintainers publish to {package.full_name}")
+    return user
+
+
+def _require_owner(session: Session, principal: Principal, package: Package) -> User:
+    user = _require_maintainer(session, principal, package)
+    if not principal.is_admin and package_role(session, package, user) != "owner":
+        raise HubError("forbidden", f"only owners of {package.full_name} may do this")
+    return user
+
+
+# --- publishing -----------------------------------------------------------------------------
+
+
+def publish(
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    namespace: str,
+    name: str,
+    *,
+    manifest_toml: str,
+    files: Sequence[dict[str, object]],
+    private: bool | None = None,
+    source_repository: str | None = None,
+    source_commit: str | None = None,
+) -> Version:
+    """Publish a version whose blobs are already stored.
+
+    Raises ``invalid_*`` (422) for bad names, manifests and file lists, ``missing_blobs``,
+    ``unauthenticated``/``insufficient_scope``/``forbidden``, ``namespace_not_found`` and
+    ``version_exists`` (409). On any error nothing is written.
+    """
+    pkg_name = parse_name(namespace, name)
+    _check_source(source_repository, source_commit)
+    user = principal.require_user()
+    assert principal.scopes is not None
+    if not principal.scopes.can_publish(namespace, name):
+        raise HubError("insufficient_scope", f"the token may not publish to {pkg_name}")
+    manifest, entries = validate_release(settings, pkg_name, manifest_toml, files)
+
+    ns = session.exec(select(Namespace).where(Namespace.name == namespace)).first()
+    if ns is None:
+        raise HubError("namespace_not_found", f"no user or organisation is named {namespace!r}")
+    check_blobs(session, entries)
+
+    package = session.exec(select(Package).where(Package.full_name == str(pkg_name))).first()
+    visibility_changed = False
+    if package is None:
+        package = _create_package(session, principal, ns, pkg_name, bool(private))
+    else:
+        _require_maintainer(session, principal, package)
+        if private is not None and private != package.private:
+            _require_owner(session, principal, package)
+            package.private = private
+            visibility_changed = True
+
+    if not settings.allow_shadowing and session.get(PackageOrigin, package.id) is not None:
+        raise HubError("name_shadows_upstream", f"{pkg_name} is a copy of an upstream package; publish there",
+                       details={"package": str(pkg_name)})
+    version = add_version(session, package, manifest, manifest_toml, entries, published_by=user.id,
+                          source_repository=source_repository, source_commit=source_commit)
+    feed.emit(session, "publish", package.full_name, version.version)
+    if visibility_changed:
+        feed.emit(session, "private" if package.private else "public", package.full_name)
+    return version
+
+
+def add_version(
+    session: Session,
+    package: Package,
+    manifest: Manifest,
+    manifest_toml: str,
+    entries: Sequence[FileEntry],
+    *,
+    published_by: int | None,
+    source_repository: str | None = None,
+    source_commit: str | None = None,
+    created_at: datetime | None = None,
+) -> Version:
+    """Write a validated version with its files and dependencies; the caller emits the change.
+
+    Raises ``version_exists`` when the package has this release already.
+    """
+    pkg_name = PackageName.parse(package.full_name)
+    semver = manifest.version
+    existing = session.exec(
+        select(Version).where(
+            Version.package_id == package.id, Version.precedence == semver.precedence_str
+        )
+    ).first()
+    if existing is not None:
+        raise _version_exists(pkg_name, existing.version)
+    version = Version(
+        package_id=package.id,  # type: ignore[arg-type]
+        version=str(semver),
+        precedence=semver.precedence_str,
+        sort_key=semver.sort_key_text,
+        is_prerelease=semver.is_prerelease,
+        manifest=json.dumps(manifest.to_dict(), sort_keys=True),
+        manifest_toml=manifest_toml,
+        published_by=published_by,
+        total_size=sum(e.size for e in entries),
+        file_count=len(entries),
+        source_repository=source_repository,
+        source_commit=source_commit,
+    )
+    if created_at is not None:
+        version.created_at = created_at
+    session.add(version)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:
+        raise _version_exists(pkg_name, str(semver)) from exc
+    session.add_all(
+        File(version_id=version.id, path=e.path, size=e.size, sha256=e.sha256)  # type: ignore[arg-type]
+        for e in entries
+    )
+    session.add_all(
+        Dependency(version_id=version.id, package=dep, range=str(rng))  # type: ignore[arg-type]
+        for dep, rng in manifest.dependencies.items()
+    )
+    apply_latest(session, package)
+    session.flush()
+    return version
+
+
+_COMMIT_RE = re.compile(r"\A[0-9a-f]{40}(?:[0-9a-f]{24})?\Z")
+
+
+def _check_source(repository: str | None, commit: str | None) -> None:
+    """Indexed versions name their source; only web URLs and full git object ids are kept."""
+    if repository is not None and urlsplit(repository).scheme not in {"https", "http", "git"}:
+        raise HubError("invalid_field", "the source repository must be an https, http or git URL")
+    if commit is not None and not _COMMIT_RE.match(commit):
+        raise HubError("invalid_field", "the source commit must be a full hexadecimal git object id")
+
+
+def validate_release(
+    settings: Settings, pkg_name: PackageName, manifest_toml: str, files: Sequence[object]
+) -> tuple[Manifest, list[FileEntry]]:
+    """Check a manifest and file list the way publishing does, without touching the database."""
+    if len(manifest_toml.encode()) > settings.max_manifest_size:
+        raise HubError("body_too_large", "the manifest is over the size limit")
+    try:
+        manifest = parse_manifest(manifest_toml)
+    except CVFlowError as exc:
+        raise from_validation(exc, "invalid_manifest") from exc
+    if str(manifest.name) != str(pkg_name):
+        raise HubError(
+            "invalid_manifest",
+            f"the manifest names {manifest.name}, but it is published to {pkg_name}",
+        )
+    if not isinstance(files, (list, tuple)) or not files:
+        raise HubError("invalid_files", "a version needs a non-empty list of files")
+    if len(files) > settings.max_files_per_version:
+        raise HubError("invalid_files", f"a version may hold at most {settings.max_files_per_version} files")
+    try:
+        entries = validate_file_list(list(files))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        codes = {p.code for p in exc.problems}
+        raise from_validation(exc, "invalid_path" if codes <= {"invalid_path"} else "invalid_files") from exc
+    problems = check_files_against_manifest(manifest, entries)
+    if problems:
+        raise from_validation(ValidationError("the file list disagrees with the manifest", problems=problems), "invalid_files")
+    return manifest, entries
+
+
+def check_blobs(session: Session, entries: Sequence[FileEntry]) -> None:
+    """Every file's blob is stored, with the declared size. Raises ``missing_blobs``, ``invalid_files``."""
+    wanted = {e.sha256 for e in entries}
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(wanted), 500):
+        rows = session.exec(select(Blob.sha256, Blob.size).where(Blob.sha256.in_(chunk)))  # type: ignore[attr-defined]
+        found.update({d: s for d, s in rows})
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise HubError(
+            "missing_blobs", f"{len(missing)} file(s) have not been uploaded", details={"missing": missing}
+        )
+    wrong = [e.path for e in entries if found[e.sha256] != e.size]
+    if wrong:
+        raise HubError("invalid_files", "declared sizes disagree with the stored blobs", details={"paths": wrong})
+
+
+def _chunks(items: list[str], n: int) -> list[list[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def _create_package(
+    session: Session, principal: Principal, ns: Namespace, pkg_name: PackageName, private: bool
+) -> Package:
+    user = principal.require_user()
+    if not principal.is_admin:
+        if ns.kind == "user" and ns.id != user.namespace_id:
+            raise HubError("forbidden", f"you may not create packages in {ns.name!r}")
+        if ns.kind == "org":
+            org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+            if session.get(OrgMember, (org.id, user.id)) is None:
+                raise HubError("forbidden", f"only members of {ns.name!r} create packages in it")
+    package = Package(namespace_id=ns.id, name=pkg_name.name, full_name=str(pkg_name), private=private)  # type: ignore[arg-type]
+    try:
+        # begin_nested() flushes pending objects first, so the add goes inside the savepoint.
+        with session.begin_nested():
+            session.add(package)
+            session.flush()
+    except sa.exc.IntegrityError:
+        # Another publisher created it a moment ago; carry on as a publish to it.
+        package = session.exec(select(Package).where(Package.full_name == str(pkg_name))).one()
+        _require_maintainer(session, principal, package)
+        return package
+    if ns.kind == "org":
+        session.add(PackageRole(package_id=package.id, user_id=user.id, role="maintainer"))  # type: ignore[arg-type]
+    return package
+
+
+def _version_exists(pkg_name: PackageName, version: str) -> HubError:
+    return HubError(
+        "version_exists",
+        f"{pkg_name}@{version} is already published; versions are immutable — publish a new version",
+        details={"package": str(pkg_name), "version": version},
+    )
+
+
+def apply_latest(session: Session, package: Package) -> None:
+    """Recompute the latest version, and the package's summary fields from its manifest."""
+    rows = session.exec(
+        select(Version.version, Version.is_prerelease, Version.yanked, Version.manifest)
+        .where(Version.package_id == package.id)
+        .order_by(Version.sort_key.desc())  # type: ignore[attr-defined]
+    ).all()
+    live = [r for r in rows if not r[2]]
+    releases = [r for r in live if not r[1]]
+    best = (releases or live or [None])[0]
+    package.latest_version = best[0] if best else None
+    if best is not None:
+        meta = json.loads(best[3])  # Manifest.to_dict(): flat
+        package.description = (meta.get("description") or "")[:512]
+        package.task = meta.get("task")
+        package.license = meta.get("license")
+        package.framework = (meta.get("framework") or "")[:32] or None
+        tags = sorted(set(meta.get("tags") or []))
+        session.exec(sa.delete(PackageTag).where(PackageTag.package_id == package.id))  # type: ignore[call-overload]
+        session.add_all(PackageTag(package_id=package.id, tag=t) for t in tags)  # type: ignore[arg-type]
+    package.updated_at = utcnow()
+    session.add(package)
+
+
+# --- yanking and roles ----------------------------------------------------------------------
+
+
+def set_yanked(
+    session: Session, principal: Principal, namespace: str, name: str, version: str, *, yanked: bool, reason: str
+) -> Version:
+    """Yank or unyank a version; both need a reason and are recorded as events."""
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 500:
+        raise HubError("invalid_field", "a reason of 1 to 500 characters is required")
+    package = get_package(session, principal, namespace, name)
+    user = _require_maintainer(session, principal, package)
+    row = get_version(session, package, version)
+    if row.yanked != yanked or (yanked and row.yank_reason != reason):
+        row.yanked = yanked
+        row.yank_reason = reason if yanked else None
+        row.yanked_at = utcnow() if yanked else None
+        session.add(row)
+        session.add(YankEvent(version_id=row.id, action="yank" if yanked else "unyank", reason=reason, user_id=user.id))  # type: ignore[arg-type]
+        session.flush()
+        apply_latest(session, package)
+        feed.emit(session, "yank" if yanked else "unyank", package.full_name, row.version,
+                  {"reason": reason} if yanked else None)
+    return row
+
+
+def update_package(session: Session, principal: Principal, namespace: str, name: str, *, private: bool) -> Package:
+    package = get_package(session, principal, namespace, name)
+    _require_owner(session, principal, package)
+    changed = package.private != private
+    package.private = private
+    package.updated_at = utcnow()
+    session.add(package)
+    if changed:
+        feed.emit(session, "private" if private else "public", package.full_name)
+    return package
+
+
+def set_role(
+    session: Session, principal: Principal, namespace: str, name: str, user: User, role: str | None
+) -> None:
+    package = get_package(session, principal, namespace, name)
+    _require_owner(session, principal, package)
+    if role is not None and role not in PACKAGE_ROLES:
+        raise HubError("invalid_field", f"role must be one of {', '.join(PACKAGE_ROLES)}")
+    current = session.get(PackageRole, (package.id, user.id))
+    if role is None:
+        if current is not None:
+            session.delete(current)
+    elif current is None:
+        session.add(PackageRole(package_id=package.id, user_id=user.id, role=role))  # type: ignore[arg-type]
+    else:
+        current.role = role
+        session.add(current)

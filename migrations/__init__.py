@@ -1,0 +1,1 @@
+"""Alembic migrations of the hub's schema, shipped with the hub so `cvflow-hub migrate` finds them."""

@@ -1,0 +1,124 @@
+"""Charts drawn as SVG on the server: the model zoo's accuracy-vs-speed bubbles and the
+download history. No JavaScript; the numbers are also in a table beside each chart."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+
+
+@dataclass(frozen=True)
+class ZooPoint:
+    name: str
+    accuracy: float
+    latency_ms: float
+    memory_mb: float | None
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering ``lo``..``hi``."""
+    raw = (hi - lo) / max(count - 1, 1)
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    v = first
+    while v <= hi + step * 1e-9:
+        ticks.append(round(v, 10))
+        v += step
+    return ticks
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks across a log10 range ``lo``..``hi`` (exponents); decades only when wide."""
+    steps = (1.0,) if hi - lo > 2.5 else (1.0, 2.0, 5.0)
+    out = []
+    for e in range(math.floor(lo), math.ceil(hi) + 1):
+        for m in steps:
+            v = m * 10.0**e
+            if lo <= math.log10(v) <= hi:
+                out.append(v)
+    return out
+
+
+def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> str:
+    """Accuracy (y) against latency (x, log scale), bubble area by memory, as GluonCV draws it."""
+    if not points:
+        return ""
+    pad_l, pad_r, pad_t, pad_b = 56, 16, 16, 44
+    lat = [max(p.latency_ms, 1e-3) for p in points]
+    lo, hi = math.log10(min(lat)), math.log10(max(lat))
+    if hi - lo < 0.5:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 0.25, mid + 0.25
+    margin = (hi - lo) * 0.12  # room for the bubbles at either end
+    lo, hi = lo - margin, hi + margin
+    accs = [p.accuracy for p in points]
+    a_lo, a_hi = min(accs), max(accs)
+    if a_hi - a_lo < 0.02:
+        mid = (a_hi + a_lo) / 2
+        a_lo, a_hi = mid - 0.01, mid + 0.01
+    a_margin = (a_hi - a_lo) * 0.15
+    a_lo, a_hi = a_lo - a_margin, a_hi + a_margin
+    mems = [p.memory_mb for p in points if p.memory_mb]
+    m_hi = max(mems) if mems else 1.0
+    left, right, top, bottom = pad_l, width - pad_r, pad_t, height - pad_b
+
+    def x(v: float) -> float:
+        return left + (math.log10(max(v, 1e-3)) - lo) / (hi - lo) * (right - left)
+
+    def y(v: float) -> float:
+        return bottom - (v - a_lo) / (a_hi - a_lo) * (bottom - top)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-labelledby="zoo-title" class="chart">',
+        '<title id="zoo-title">Accuracy against latency; bubble area shows memory</title>',
+    ]
+    for a in nice_ticks(a_lo, a_hi):
+        parts.append(f'<line x1="{left}" y1="{y(a):.1f}" x2="{right}" y2="{y(a):.1f}" class="grid"/>'
+                     f'<text x="{left - 6}" y="{y(a) + 4:.1f}" class="tick" text-anchor="end">{a:g}</text>')
+    for v in _log_ticks(lo, hi):
+        parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{bottom}" class="grid"/>'
+                     f'<text x="{x(v):.1f}" y="{bottom + 16}" class="tick" text-anchor="middle">{v:g}</text>')
+    parts += [
+        f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" class="axis"/>',
+        f'<text x="{(left + right) / 2}" y="{height - 6}" class="label" text-anchor="middle">'
+        "latency (ms, log scale) — faster is left</text>",
+        f'<text x="14" y="{(top + bottom) / 2}" class="label" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(top + bottom) / 2})">accuracy</text>',
+    ]
+    for p in sorted(points, key=lambda p: -(p.memory_mb or 0)):  # big bubbles first, small ones on top
+        r = 5 + 22 * math.sqrt(p.memory_mb / m_hi) if p.memory_mb else 5
+        cx, cy = x(p.latency_ms), y(p.accuracy)
+        label = escape(p.name.split("/", 1)[-1])
+        anchor = "end" if cx > left + (right - left) * 0.7 else "start" if cx < left + (right - left) * 0.3 else "middle"
+        lx = cx + (r if anchor == "start" else -r if anchor == "end" else 0)
+        ly = cy - r - 4 if cy - r - 4 > top + 10 else cy + r + 14
+        parts.append(
+            f'<g class="point"><circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
+            f"<title>{escape(p.name)}: accuracy {p.accuracy:.4g}, {p.latency_ms:g} ms"
+            f"{f', {p.memory_mb:g} MB' if p.memory_mb else ''}</title></circle>"
+            f'<text x="{lx:.1f}" y="{ly:.1f}" class="name" text-anchor="{anchor}">{label}</text></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def downloads_svg(days: list[dict[str, object]], *, width: int = 640, height: int = 120) -> str:
+    """Daily downloads as bars."""
+    if not days:
+        return ""
+    counts = [int(d["downloads"]) for d in days]  # type: ignore[call-overload]
+    top = max(counts) or 1
+    bar = (width - 20) / len(counts)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="downloads per day" class="chart">']
+    for i, (d, n) in enumerate(zip(days, counts, strict=True)):
+        h = (height - 20) * n / top
+        parts.append(f'<rect x="{10 + i * bar:.1f}" y="{height - 10 - h:.1f}" width="{max(bar - 2, 1):.1f}" '
+                     f'height="{h:.1f}" class="bar"><title>{escape(str(d["day"]))}: {n}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,210 @@
+"""Sign-in (password and OpenID Connect), sign-out, and the API tokens page."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+from sqlmodel import select
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from cvflow.errors import InvalidNameError
+from cvflow.names import validate_namespace
+from hub.api._http import ctx, run_sync
+from hub.db import session_scope
+from hub.errors import HubError
+from hub.models import User, UserIdentity
+from hub.security import Scopes
+from hub.services import accounts
+from web.security import RateLimiter, check_csrf
+from web.session import sign_in, web_principal
+from web.templating import render
+
+TOKEN_SCOPE_CHOICES = ("read", "publish")
+
+
+def limiter(request: Request) -> RateLimiter:
+    return request.app.state.login_limiter  # type: ignore[no-any-return]
+
+
+def providers(request: Request) -> list[dict[str, str]]:
+    raw = ctx(request).settings.oidc_providers
+    return json.loads(raw) if raw else []
+
+
+def _safe_next(value: str | None) -> str:
+    # Only same-site paths: never an open redirect. Browsers drop tabs and newlines from URLs
+    # and read a backslash as a slash, so "/<tab>/evil" and "/<backslash>evil" would leave the site.
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value and value.isprintable():
+        return value
+    return "/"
+
+
+async def login_form(request: Request) -> Response:
+    return render(request, "login.html", providers=providers(request), error=None,
+                  next=_safe_next(request.query_params.get("next")))
+
+
+async def login(request: Request) -> Response:
+    form = await request.form()
+    nxt = _safe_next(str(form.get("next") or "/"))
+    if not check_csrf(request, str(form.get("csrf_token") or "")):
+        return render(request, "error.html", status=403, title="Forbidden", message="The form expired; reload the page.")
+    username = str(form.get("username") or "").strip().lower()
+    password = str(form.get("password") or "")
+    client = request.client.host if request.client else "unknown"
+    keys = (f"ip:{client}", f"user:{username}")
+    if not limiter(request).allow(*keys):
+        return render(request, "login.html", status=429, providers=providers(request), next=nxt,
+                      error="Too many sign-in attempts. Wait a few minutes and try again.")
+    hub = ctx(request)
+
+    def work() -> User:
+        with session_scope(hub.engine) as session:
+            return accounts.authenticate(session, hub.hasher, username, password)
+
+    try:
+        user = await run_sync(work)
+    except HubError:
+        return render(request, "login.html", status=401, providers=providers(request), next=nxt,
+                      error="Wrong user name or password.")
+    limiter(request).refund(*keys)
+    sign_in(request, user)
+    return RedirectResponse(nxt, status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    if check_csrf(request, str(form.get("csrf_token") or "")):
+        request.session.clear()
+    return RedirectResponse("/", status_code=303)
+
+
+async def tokens_page(request: Request) -> Response:
+    who = await web_principal(request)
+    if who.user is None:
+        return RedirectResponse("/login?next=/settings/tokens", status_code=303)
+    hub = ctx(request)
+    created: dict[str, Any] | None = None
+    error = None
+    if request.method == "POST":
+        form = await request.form()
+        if not check_csrf(request, str(form.get("csrf_token") or "")):
+            return render(request, "error.html", status=403, title="Forbidden", message="The form expired; reload the page.")
+        action = form.get("action")
+
+        def change() -> dict[str, Any] | None:
+            with session_scope(hub.engine, write=True) as session:
+                user = session.get(User, who.user.id)  # type: ignore[union-attr]
+                assert user is not None
+                if action == "revoke":
+                    token_id = str(form.get("token_id") or "")
+                    accounts.revoke_token(session, user, int(token_id) if token_id.isdigit() else 0)
+                    return None
+                scopes = [s for s in form.getlist("scopes") if s in TOKEN_SCOPE_CHOICES]
+                target = str(form.get("publish_to") or "").strip()
+                if target:
+                    scopes = [s for s in scopes if s != "publish"] + [f"publish:{target}"]
+                token, secret = accounts.create_token(session, user, Scopes.parse(scopes or ["read"]),
+                                                      name=str(form.get("name") or "web")[:100])
+                return {"name": token.name, "secret": secret, "scopes": token.scopes}
+
+        try:
+            created = await run_sync(change)
+        except (HubError, ValueError) as exc:
+            error = exc.message if isinstance(exc, HubError) else str(exc)
+
+    def listing() -> list[Any]:
+        with session_scope(hub.engine) as session:
+            return accounts.list_tokens(session, who.user)  # type: ignore[arg-type]
+
+    return render(request, "tokens.html", tokens=await run_sync(listing), created=created, error=error,
+                  status=400 if error else 200)
+
+
+# --- OpenID Connect ------------------------------------------------------------------------
+
+
+def oauth(request: Request) -> Any:
+    return request.app.state.oauth
+
+
+async def oidc_start(request: Request) -> Response:
+    import httpx
+
+    name = request.path_params["provider"]
+    client = oauth(request).create_client(name) if oauth(request) else None
+    if client is None:
+        return render(request, "error.html", status=404, title="Not found", message=f"no sign-in provider {name!r}")
+    request.session["oidc_next"] = _safe_next(request.query_params.get("next"))
+    redirect_uri = str(request.url_for("oidc_callback", provider=name))
+    try:
+        return await client.authorize_redirect(request, redirect_uri)  # type: ignore[no-any-return]
+    except httpx.HTTPError as exc:
+        return _sign_in_failed(request, name, f"the provider did not answer ({type(exc).__name__})", status=502)
+
+
+def _sign_in_failed(request: Request, provider: str, reason: str, *, status: int = 400) -> Response:
+    return render(request, "error.html", status=status, title="Sign-in failed", message=f"{provider}: {reason}")
+
+
+async def oidc_callback(request: Request) -> Response:
+    import httpx
+    from authlib.integrations.base_client import OAuthError
+    from joserfc.errors import JoseError
+
+    name = request.path_params["provider"]
+    client = oauth(request).create_client(name) if oauth(request) else None
+    if client is None:
+        return render(request, "error.html", status=404, title="Not found", message=f"no sign-in provider {name!r}")
+    try:
+        token = await client.authorize_access_token(request)
+    except OAuthError as exc:  # the provider said no, or the state is wrong, missing or used
+        return _sign_in_failed(request, name, str(exc.error or "refused"))
+    except JoseError as exc:  # the id_token's signature, issuer, audience, expiry or nonce is wrong
+        return _sign_in_failed(request, name, f"the identity token did not verify ({exc.error})")
+    except httpx.HTTPError as exc:
+        return _sign_in_failed(request, name, f"the provider did not answer ({type(exc).__name__})", status=502)
+    claims = token.get("userinfo") or {}
+    subject = str(claims.get("sub") or "")
+    if not subject:
+        return _sign_in_failed(request, name, "the provider sent no subject")
+    hub = ctx(request)
+
+    def link() -> User:
+        with session_scope(hub.engine, write=True) as session:
+            identity = session.get(UserIdentity, (name, subject))
+            if identity is not None:
+                user = session.get(User, identity.user_id)
+                assert user is not None
+                return user
+            user = accounts.create_user(session, hub.hasher, _free_name(session, claims), None,
+                                        email=claims.get("email"))
+            session.add(UserIdentity(provider=name, subject=subject, user_id=user.id))  # type: ignore[arg-type]
+            return user
+
+    user = await run_sync(link)
+    nxt = request.session.pop("oidc_next", "/")
+    sign_in(request, user)
+    return RedirectResponse(_safe_next(nxt), status_code=303)
+
+
+def _free_name(session: Any, claims: dict[str, Any]) -> str:
+    """A namespace-safe user name from the provider's claims, unique on this hub."""
+    from hub.models import Namespace
+
+    base = str(claims.get("preferred_username") or str(claims.get("email") or "").split("@")[0] or "user").lower()
+    base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:30] or "user"
+    if len(base) < 2:
+        base = f"user-{base}"
+    try:
+        validate_namespace(base)
+    except InvalidNameError:
+        base = f"user-{base}"[:30]  # reserved or otherwise unusable as it stands
+    candidate = base
+    while session.exec(select(Namespace).where(Namespace.name == candidate)).first() is not None:
+        candidate = f"{base}-{secrets.randbelow(10_000)}"
+    return candidate

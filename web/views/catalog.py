@@ -1,0 +1,204 @@
+"""Pages to find and judge packages: home, search, package, model zoo, users and organisations."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cvflow.manifest import TASKS
+from hub.api._http import ctx, run_sync
+from hub.db import session_scope
+from hub.errors import HubError
+from hub.models import Dependency, File, Namespace, Organisation, Package, Version, utcnow
+from hub.services import accounts, catalog, packages
+from hub.services.accounts import Principal
+from web.charts import ZooPoint, downloads_svg, zoo_svg
+from web.markdown import render_markdown
+from web.session import web_principal
+from web.templating import render
+
+README_LIMIT = 1 << 20
+SEARCH_PER_PAGE = 20
+NAMESPACE_PER_PAGE = 50
+MAX_PAGE = 10_000  # deeper than anyone pages; keeps OFFSET within what every database takes
+_readme_cache: dict[str, str] = {}
+
+
+async def home(request: Request) -> Response:
+    who = await web_principal(request)
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            recent = catalog.search(session, who, sort="recent", per_page=8)["results"]
+            popular = catalog.search(session, who, sort="downloads", per_page=8)["results"]
+        return {"recent": recent, "popular": popular, "tasks": sorted(TASKS)}
+
+    return render(request, "home.html", **await run_sync(work))
+
+
+def page_number(request: Request) -> int:
+    try:
+        return min(MAX_PAGE, max(1, int(request.query_params.get("page", "1"))))
+    except ValueError:
+        return 1
+
+
+async def search(request: Request) -> Response:
+    who = await web_principal(request)
+    q = request.query_params
+    args = {"query": q.get("q", "").strip()[:200], "task": q.get("task") or None, "tag": q.get("tag") or None,
+            "framework": q.get("framework") or None, "sort": q.get("sort") or "downloads"}
+    page = page_number(request)
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            return catalog.search(session, who, page=page, per_page=SEARCH_PER_PAGE, **args)  # type: ignore[arg-type]
+
+    try:
+        found = await run_sync(work)
+    except HubError as exc:
+        return render(request, "search.html", status=400, error=exc.message, args=args, found=None, tasks=sorted(TASKS))
+    return render(request, "search.html", args=args, found=found, pages=page_count(found), tasks=sorted(TASKS),
+                  error=None)
+
+
+def page_count(found: dict[str, Any]) -> int:
+    return max(1, -(-found["total"] // found["per_page"]))
+
+
+def _readme(hub: Any, files: list[File], manifest: dict[str, Any]) -> str | None:
+    wanted = manifest.get("readme") or "README.md"
+    entry = next((f for f in files if f.path == wanted), None)
+    if entry is None or entry.size > README_LIMIT:
+        return None
+    if entry.sha256 not in _readme_cache:
+        data = b"".join(hub.store.open_range(entry.sha256))
+        if len(_readme_cache) > 500:
+            _readme_cache.clear()
+        _readme_cache[entry.sha256] = render_markdown(data.decode("utf-8", "replace"))
+    return _readme_cache[entry.sha256]
+
+
+def package_context(session: Session, hub: Any, who: Principal, namespace: str, name: str,
+                    version: str | None) -> dict[str, Any]:
+    package = packages.get_package(session, who, namespace, name)
+    doc = catalog.package_document(session, package)
+    chosen = version or package.latest_version or (doc["versions"][0]["version"] if doc["versions"] else None)
+    if chosen is None:
+        raise HubError("version_not_found", f"{package.full_name} has no versions")
+    row = packages.get_version(session, package, chosen)
+    files = list(session.exec(select(File).where(File.version_id == row.id).order_by(File.path)))
+    manifest = json.loads(row.manifest)
+    deps = list(session.exec(select(Dependency).where(Dependency.version_id == row.id).order_by(Dependency.package)))
+    visible = catalog.visible_filter(session, who)
+    reverse = sorted(set(session.exec(
+        select(Package.full_name).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
+        .join(Dependency, Dependency.version_id == Version.id)  # type: ignore[arg-type]
+        .where(Dependency.package == package.full_name, visible)
+    )))
+    history = catalog.download_history(session, package, (utcnow() - timedelta(days=90)).date())
+    solver = (manifest.get("solvers") or [{}])[0].get("name")
+    return {
+        "package": doc, "version": catalog.version_summary(row), "manifest": manifest, "files": files,
+        "dependencies": deps, "reverse": reverse, "readme": _readme(hub, files, manifest),
+        "downloads_chart": downloads_svg(history), "history": history,
+        "install_line": f"cvflow install {package.full_name}@{row.version}",
+        "run_line": f"cvflow run {package.full_name}" + (f":{solver}" if solver else ""),
+        "source": {"repository": row.source_repository, "commit": row.source_commit} if row.source_repository else None,
+        "can_publish": packages.package_role(session, package, who.user) in {"owner", "maintainer"} or who.is_admin,
+    }
+
+
+async def package_page(request: Request) -> Response:
+    who = await web_principal(request)
+    p = request.path_params
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            return package_context(session, hub, who, p["namespace"], p["name"], p.get("version"))
+
+    try:
+        context = await run_sync(work)
+    except HubError as exc:
+        if exc.status == 404:
+            return render(request, "error.html", status=404, title="Not found", message=exc.message)
+        raise
+    return render(request, "package.html", **context)
+
+
+def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
+    rows = session.exec(
+        select(Package.full_name, Version.manifest).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
+        .where(Package.task == task, Version.version == Package.latest_version, catalog.visible_filter(session, who))
+        .order_by(Package.full_name)
+    )
+    points = []
+    for name, manifest in rows:
+        metrics = json.loads(manifest).get("metrics") or {}
+        accuracy, latency = metrics.get("accuracy"), metrics.get("latency_ms")
+        if isinstance(accuracy, (int, float)) and isinstance(latency, (int, float)) and latency > 0:
+            memory = metrics.get("memory_mb")
+            points.append({"name": name, "accuracy": float(accuracy), "latency_ms": float(latency),
+                           "memory_mb": float(memory) if isinstance(memory, (int, float)) else None})
+    return points
+
+
+def task_counts(session: Session, who: Principal) -> dict[str, int]:
+    """How many packages the caller can see per task, in one query."""
+    rows = session.exec(
+        select(Package.task, sa.func.count()).where(Package.task.is_not(None), catalog.visible_filter(session, who))  # type: ignore[union-attr]
+        .group_by(Package.task)
+    )
+    found = dict(rows.all())
+    return {t: int(found.get(t, 0)) for t in sorted(TASKS)}
+
+
+async def zoo(request: Request) -> Response:
+    who = await web_principal(request)
+    task = request.path_params.get("task")
+    hub = ctx(request)
+    if task is not None and task not in TASKS:
+        return render(request, "error.html", status=404, title="Not found", message=f"no task {task!r}")
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine) as session:
+            if task is None:
+                return {"task": None, "counts": task_counts(session, who)}
+            points = zoo_points(session, who, task)
+        chart = zoo_svg([ZooPoint(p["name"], p["accuracy"], p["latency_ms"], p["memory_mb"]) for p in points])
+        return {"task": task, "points": points, "chart": chart}
+
+    return render(request, "zoo.html", **await run_sync(work))
+
+
+async def namespace_page(request: Request) -> Response:
+    who = await web_principal(request)
+    name = request.path_params["namespace"]
+    page = page_number(request)
+    hub = ctx(request)
+
+    def work() -> dict[str, Any] | None:
+        with session_scope(hub.engine) as session:
+            ns = session.exec(select(Namespace).where(Namespace.name == name)).first()
+            if ns is None:
+                return None
+            members = []
+            if ns.kind == "org":
+                org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+                members = [{"name": u.name, "role": r} for u, r in accounts.org_members(session, org)]
+            found = catalog.search(session, who, namespace=name, sort="name", page=page, per_page=NAMESPACE_PER_PAGE)
+            return {"namespace": name, "kind": ns.kind, "members": members, "found": found, "pages": page_count(found)}
+
+    context = await run_sync(work)
+    if context is None:
+        return render(request, "error.html", status=404, title="Not found", message=f"no user or organisation {name!r}")
+    return render(request, "namespace.html", **context)
