@@ -1,0 +1,248 @@
+"""The hub's REST API as Python calls.
+
+:class:`HubClient` takes an ``httpx.Client`` or transport, so the same code talks to a hub
+over the network or to the Starlette app in-process. Every hub error becomes a typed
+exception from :mod:`cvflow.errors` whose ``code`` is the hub's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import httpx
+
+from cvflow import __version__
+from cvflow.errors import (
+    HubAuthError,
+    HubConflictError,
+    HubError,
+    HubNotFoundError,
+    HubUnavailableError,
+)
+
+MiB = 1 << 20
+DEFAULT_CHUNK = 64 * MiB
+Progress = Callable[[int], None]
+
+
+def _error_for(response: httpx.Response) -> HubError:
+    try:
+        body = response.json()["error"]
+        code, message, details = body["code"], body["message"], body.get("details") or {}
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "", response.text[:200] or response.reason_phrase, {}
+    status = response.status_code
+    cls: type[HubError]
+    if status == 404:
+        cls = HubNotFoundError
+    elif status in (401, 403):
+        cls = HubAuthError
+    elif status == 409:
+        cls = HubConflictError
+    elif status >= 500:
+        cls = HubUnavailableError
+    else:
+        cls = HubError
+    return cls(f"{message} [{code or status}]", code=code or None, status=status, details=details)
+
+
+class HubClient:
+    """A session with one hub. Methods raise :class:`~cvflow.errors.HubError` subclasses."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"user-agent": f"cvflow/{__version__}"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.http = client or httpx.Client(
+            base_url=self.base_url, headers=headers, transport=transport,
+            timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
+        )
+        if client is not None:
+            self.http.headers.update(headers)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kw)
+        except httpx.TimeoutException as exc:
+            raise HubUnavailableError(f"the hub at {self.base_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise HubUnavailableError(f"cannot reach the hub at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_for(response)
+        return response
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self.request(method, path, **kw)
+        try:
+            return response.json()
+        except json.JSONDecodeError as exc:
+            raise HubUnavailableError(f"{self.base_url} did not answer like a CVFlow hub") from exc
+
+    @contextlib.contextmanager
+    def stream(self, path: str, *, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+        """A streamed GET (follows redirects to presigned URLs). Raises like ``request``."""
+        try:
+            with self.http.stream("GET", path, headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_for(response)
+                yield response
+        except httpx.TimeoutException as exc:
+            raise HubUnavailableError(f"the hub at {self.base_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise HubUnavailableError(f"download from {self.base_url} failed: {exc}") from exc
+
+    # -- accounts
+
+    def login(self, username: str, password: str, *, scopes: list[str] | None = None,
+              name: str = "cvflow login") -> dict[str, Any]:
+        body: dict[str, Any] = {"username": username, "password": password, "name": name}
+        if scopes:
+            body["scopes"] = scopes
+        return self._json("POST", "/api/v1/auth/login", json=body)  # type: ignore[no-any-return]
+
+    def whoami(self) -> dict[str, Any]:
+        return self._json("GET", "/api/v1/whoami")  # type: ignore[no-any-return]
+
+    # -- reading
+
+    def search(self, query: str = "", *, task: str | None = None, tag: str | None = None,
+               sort: str = "downloads", page: int = 1, per_page: int = 20) -> dict[str, Any]:
+        params = {"q": query, "sort": sort, "page": page, "per_page": per_page}
+        params.update({k: v for k, v in {"task": task, "tag": tag}.items() if v})
+        return self._json("GET", "/api/v1/packages", params=params)  # type: ignore[no-any-return]
+
+    def package(self, name: str) -> dict[str, Any]:
+        """The package with all its versions. Raises HubNotFoundError."""
+        return self._json("GET", f"/api/v1/packages/{name}")  # type: ignore[no-any-return]
+
+    def version(self, name: str, version: str) -> dict[str, Any]:
+        """One version: manifest, files (path, size, sha256, url), dependencies."""
+        return self._json("GET", f"/api/v1/packages/{name}/versions/{quote(version)}")  # type: ignore[no-any-return]
+
+    def index(self, names: Iterable[str]) -> dict[str, Any]:
+        """Versions, yanks and dependencies of many packages in one request."""
+        return self._json("POST", "/api/v1/index", json={"packages": sorted(set(names))})  # type: ignore[no-any-return]
+
+    def file_path(self, name: str, version: str, path: str) -> str:
+        return f"/api/v1/packages/{name}/versions/{quote(version)}/files/{quote(path)}"
+
+    # -- publishing
+
+    def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        wanted = sorted(set(digests))
+        missing: set[str] = set()
+        for i in range(0, len(wanted), 5000):
+            body = self._json("POST", "/api/v1/blobs/check", json={"digests": wanted[i : i + 5000]})
+            missing.update(body["missing"])
+        return missing
+
+    def start_upload(self, size: int) -> dict[str, Any]:
+        return self._json("POST", "/api/v1/uploads", json={"size": size})  # type: ignore[no-any-return]
+
+    def upload_offset(self, location: str) -> int:
+        return int(self._json("GET", location)["offset"])
+
+    def upload_chunk(self, location: str, offset: int, data: bytes) -> int:
+        # httpcore re-slices (copies) what is left of a ``bytes`` body after each partial send,
+        # which is quadratic for a large chunk; 1 MiB views with a declared length are not.
+        body = self._json("PATCH", location, content=_views(data),
+                          headers={"upload-offset": str(offset), "content-length": str(len(data))})
+        return int(body["offset"])
+
+    def finish_upload(self, location: str, digest: str) -> dict[str, Any]:
+        return self._json("POST", location + "/finish", json={"sha256": digest})  # type: ignore[no-any-return]
+
+    def upload_file(self, source: BinaryIO, size: int, digest: str, *, location: str | None = None,
+                    chunk_size: int = DEFAULT_CHUNK, progress: Progress | None = None,
+                    on_location: Callable[[str], None] | None = None) -> None:
+        """Upload ``size`` bytes from ``source`` (seekable) as the blob ``digest``.
+
+        With ``location`` of an earlier, interrupted upload it resumes from the offset the hub
+        reports; ``on_location`` receives a new session's location so a caller can save it.
+        """
+        offset = 0
+        if location is not None:
+            try:
+                offset = self.upload_offset(location)
+            except HubNotFoundError:
+                location = None
+        if location is None:
+            location = str(self.start_upload(size)["location"])
+            if on_location:
+                on_location(location)
+        if progress and offset:
+            progress(offset)
+        source.seek(offset)
+        while offset < size:
+            data = source.read(min(chunk_size, size - offset))
+            if not data:
+                raise HubError(f"the file shrank while uploading (at byte {offset} of {size})")
+            new_offset = self.upload_chunk(location, offset, data)
+            if progress:
+                progress(new_offset - offset)
+            offset = new_offset
+        self.finish_upload(location, digest)
+
+    def publish(self, name: str, manifest_text: str, files: list[dict[str, Any]], *,
+                private: bool | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"manifest": manifest_text, "files": files}
+        if private is not None:
+            body["private"] = private
+        return self._json("POST", f"/api/v1/packages/{name}/versions", json=body)  # type: ignore[no-any-return]
+
+    def register_repository(self, url: str, *, namespace: str | None = None, subdir: str | None = None,
+                            branch_pattern: str | None = None, tag_pattern: str | None = None,
+                            private: bool | None = None) -> dict[str, Any]:
+        """Register a git repository with the hub's indexer; its SemVer tags become versions.
+
+        Returns the repository document, with ``webhook_url`` and ``webhook_secret``. Raises
+        HubConflictError (``repository_exists``), HubAuthError, HubError (``invalid_repository_url``).
+        """
+        body: dict[str, Any] = {"url": url}
+        optional = {"namespace": namespace, "subdir": subdir, "branch_pattern": branch_pattern,
+                    "tag_pattern": tag_pattern, "private": private}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._json("POST", "/api/v1/repositories", json=body)  # type: ignore[no-any-return]
+
+    def yank(self, name: str, version: str, reason: str, *, undo: bool = False) -> dict[str, Any]:
+        action = "unyank" if undo else "yank"
+        return self._json("POST", f"/api/v1/packages/{name}/versions/{quote(version)}/{action}",  # type: ignore[no-any-return]
+                          json={"reason": reason})
+
+
+def upload_path(client: HubClient, path: Path, digest: str, **kw: Any) -> None:
+    """Upload a file by path; see :meth:`HubClient.upload_file`."""
+    with path.open("rb") as f:
+        client.upload_file(f, path.stat().st_size, digest, **kw)
+
+
+def _views(data: bytes, step: int = 1 << 20) -> Iterator[memoryview]:
+    view = memoryview(data)
+    for start in range(0, len(view), step):
+        yield view[start : start + step]

@@ -1,0 +1,67 @@
+"""What every command shares: options, the hub client, errors, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from cvflow.api import HubClient
+from cvflow.config import Config, load_config
+from cvflow.errors import CVFlowError, ValidationError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Options:
+    hub: str | None = None
+    token: str | None = None
+
+
+def config(ctx: click.Context | None = None) -> Config:
+    ctx = ctx or click.get_current_context()
+    opts = ctx.find_object(Options) or Options()
+    return load_config(hub=opts.hub, token=opts.token)
+
+
+def hub_client(ctx: click.Context | None = None, *, cfg: Config | None = None) -> HubClient:
+    cfg = cfg or config(ctx)
+    return HubClient(cfg.hub, cfg.token)
+
+
+def fail(message: str, *, code: int = 1) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    raise SystemExit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Print library errors as one clear line (plus problems) and exit 1, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ValidationError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            for problem in exc.problems:
+                if problem.message != exc.message:
+                    click.secho(f"  - {problem}", fg="red", err=True)
+            raise SystemExit(1) from None
+        except CVFlowError as exc:
+            fail(exc.message)
+        except KeyboardInterrupt:
+            click.secho("interrupted", fg="yellow", err=True)
+            raise SystemExit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

@@ -1,0 +1,138 @@
+"""Commands that install packages into their own virtual environments: install, list, uninstall."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from cvflow.commands._common import config, emit_json, handle_errors, hub_client
+from cvflow.install import InstallReport
+from cvflow.install import install as run_install
+from cvflow.install import list_installed as installed_packages
+from cvflow.install import uninstall as run_uninstall
+from cvflow.progress import transfer_bar
+
+
+@click.command()
+@click.argument("spec", metavar="[NS/NAME[@RANGE]]", required=False)
+@click.option("--offline", is_flag=True, help="Use the local cache only; never contact the hub.")
+@click.option("--locked", is_flag=True,
+              help="Install exactly what the lock file says (versions and file digests); do not resolve.")
+@click.option("--lock-file", "lock_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("cvflow.lock"), show_default=True, help="Where to write (or, with --locked, read) the lock.")
+@click.option("--pre", is_flag=True, help="Allow pre-release versions everywhere, not only where a range names one.")
+@click.option("--from", "bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Install from a bundle made by `cvflow bundle` (or `cvflow-hub export`); no hub is contacted.")
+@click.option("--sha256", "bundle_sha256", help="With --from: the bundle's sha256; refuse any other file.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was installed as JSON.")
+@click.pass_context
+@handle_errors
+def install(ctx: click.Context, spec: str | None, offline: bool, locked: bool, lock_file: Path, pre: bool,
+            bundle: Path | None, bundle_sha256: str | None, as_json: bool) -> None:
+    """Install a package and its package dependencies, each in its own virtual environment.
+
+    Resolves the newest versions that satisfy every range (yanked versions only when pinned
+    exactly, pre-releases only when a range names one or with --pre), writes cvflow.lock,
+    downloads everything into the shared cache, and creates one venv per package version
+    under CVFLOW_HOME/venvs/ with the package's Python requirements installed and its files
+    importable. Uses uv when it is on PATH, else python -m venv and pip.
+
+    \b
+    Ranges: 1.2.3 (exactly), ^1.2 (>=1.2.0,<2.0.0), ~1.2 (>=1.2.0,<1.3.0), >=1.0,<2, *
+    \b
+    Examples:
+      cvflow install alice/detector              # newest release
+      cvflow install 'alice/detector@^1.2'
+      cvflow install --locked                    # reproduce cvflow.lock exactly
+      cvflow install alice/detector --offline    # from the cache, no network
+      cvflow install --from detector.cvflow      # from a bundle, no hub at all
+      cvflow list
+    """
+    if spec is None and not locked and bundle is None:
+        raise click.UsageError("name a package to install (NS/NAME[@RANGE]), or use --locked or --from")
+    cfg = config(ctx)
+
+    cache = cfg.cache()
+    if bundle is not None:
+        if locked:
+            raise click.UsageError("--from installs what the bundle holds; it does not combine with --locked")
+        from cvflow.bundle import install_from
+
+        with transfer_bar(quiet=as_json) as bar:
+            report = install_from(bundle, cache, cfg, spec, lock_path=lock_file, sha256=bundle_sha256,
+                                  prereleases=pre, progress=bar)
+        if as_json:
+            emit_json(report.to_dict())
+        else:
+            _print_report(report)
+        return
+    client = None if offline else hub_client(ctx, cfg=cfg)
+    try:
+        with transfer_bar(quiet=as_json) as bar:
+            report = run_install(client, cache, cfg, spec, offline=offline, locked=locked, lock_path=lock_file,
+                                 prereleases=pre, progress=bar)
+    finally:
+        if client is not None:
+            client.close()
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_report(report)
+
+
+def _print_report(report: InstallReport) -> None:
+    built = set(report.built)
+    for p in report.packages:
+        key = f"{p.name}@{p.version}"
+        state = "installed" if key in built else "already installed"
+        click.echo(f"{state} {key}  ->  {p.venv}")
+    how = "followed" if report.locked else "wrote"
+    click.echo(f"{how} {report.lock_path}")
+    roots = [p for p in report.packages if p.name in report.requested]
+    for p in roots:
+        click.echo(f"run its code with: {p.python}")
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the installed packages as JSON.")
+@click.pass_context
+@handle_errors
+def list_installed(ctx: click.Context, as_json: bool) -> None:
+    """List installed package versions and their virtual environments.
+
+    \b
+    Examples:
+      cvflow list
+      cvflow list --json
+    """
+    records = installed_packages(config(ctx))
+    if as_json:
+        emit_json([asdict(r) for r in records])
+        return
+    if not records:
+        click.echo("nothing installed; try `cvflow install NS/NAME`")
+        return
+    width = max(len(f"{r.name}@{r.version}") for r in records)
+    for r in records:
+        deps = ", ".join(f"{n}@{v}" for n, v in r.dependencies.items())
+        click.echo(f"{r.name}@{r.version}".ljust(width) + f"  {r.venv}" + (f"  (uses {deps})" if deps else ""))
+
+
+@click.command()
+@click.argument("spec", metavar="NS/NAME[@VERSION]")
+@click.pass_context
+@handle_errors
+def uninstall(ctx: click.Context, spec: str) -> None:
+    """Remove an installed package's virtual environment (every version, or just VERSION).
+
+    The downloaded files stay in the cache; `cvflow cache prune` removes those.
+
+    \b
+    Examples:
+      cvflow uninstall alice/detector
+      cvflow uninstall alice/detector@1.2.0
+    """
+    for r in run_uninstall(config(ctx), spec):
+        click.echo(f"uninstalled {r.name}@{r.version} (removed {r.venv})")

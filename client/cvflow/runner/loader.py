@@ -1,0 +1,159 @@
+"""Read a package directory's manifest and load its solvers: import, construct, schema, worker.
+
+The runner reads ``cvflow.toml`` with ``tomllib`` and trusts it: the hub (or ``cvflow
+validate``) has checked it with the full schema of ``cvflow.manifest``, which needs
+libraries a package's venv does not have.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvflow.runner.batching import SolverWorker, log
+from cvflow.runner.images import require_pillow
+from cvflow.runner.schema import SolverSchema, schema_of
+from cvflow.solver import PICKLE_SUFFIXES, Context
+
+
+class LoadError(Exception):
+    """The package or one of its solvers cannot be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class SolverEntry:
+    name: str
+    class_path: str
+    description: str | None = None
+    max_size: int = 1
+    max_wait_ms: float = 0.0
+    batched: bool = False
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    name: str
+    version: str
+    description: str
+    package_dir: Path
+    solvers: tuple[SolverEntry, ...]
+    weights: Mapping[str, Path] = field(default_factory=dict)
+    weight_formats: Mapping[str, str] = field(default_factory=dict)
+    allow_pickle: bool = False
+
+    def solver(self, name: str) -> SolverEntry:
+        for s in self.solvers:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.solvers) or "none"
+        raise LoadError(f"{self.name} has no solver {name!r} (it has: {known})")
+
+
+def read_package(package_dir: Path) -> PackageInfo:
+    """Raises LoadError: no readable ``cvflow.toml`` in ``package_dir``."""
+    path = package_dir / "cvflow.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise LoadError(f"cannot read {path}: {exc}") from exc
+    pkg = data.get("package") or {}
+    solvers = []
+    for s in data.get("solvers") or []:
+        batch = s.get("batch") or {}
+        solvers.append(SolverEntry(s["name"], s["class"], s.get("description"), int(batch.get("max_size", 1)),
+                                   float(batch.get("max_wait_ms", 0)), bool(batch)))
+    weights, formats = {}, {}
+    for w in data.get("weights") or []:
+        weights[w["path"]] = package_dir / w["path"]
+        suffix = Path(w["path"]).suffix
+        guessed = "safetensors" if suffix == ".safetensors" else "pickle" if suffix in PICKLE_SUFFIXES else "other"
+        formats[w["path"]] = w.get("format") or guessed
+    return PackageInfo(str(pkg.get("name", "?")), str(pkg.get("version", "?")), str(pkg.get("description", "")),
+                       package_dir, tuple(solvers), weights, formats, bool(pkg.get("allow_pickle", False)))
+
+
+def resolve_device(requested: str) -> str:
+    """``auto``: ``cuda`` when torch is installed and sees a GPU, else ``cpu``; anything else as given."""
+    if requested != "auto":
+        return requested
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+@dataclass
+class LoadedSolver:
+    entry: SolverEntry
+    instance: Any
+    schema: SolverSchema
+    worker: SolverWorker
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def batching(self) -> dict[str, Any] | None:
+        if self.worker.max_size <= 1:
+            return None
+        return {"max_size": self.worker.max_size, "max_wait_ms": self.worker.max_wait * 1000}
+
+
+def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[str, str],
+                max_queue: int = 1024) -> LoadedSolver:
+    """Import the solver's class, construct it with its ``Context`` and build its schema and worker.
+
+    Raises:
+        LoadError: the class cannot be imported or found, has no ``infer``, or its hints are unsupported.
+        Whatever the solver's constructor raises (the runner logs it and exits).
+    """
+    entry = info.solver(name)
+    if str(info.package_dir) not in sys.path:
+        sys.path.insert(0, str(info.package_dir))  # a bare package directory (not installed): its modules first
+    module_name, _, class_name = entry.class_path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LoadError(f"solver {name}: cannot import {module_name} ({type(exc).__name__}: {exc})") from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise LoadError(f"solver {name}: {module_name} has no class {class_name}")
+    context = Context(package=info.name, version=info.version, solver=name, package_dir=info.package_dir,
+                      device=device, weights=dict(info.weights), weight_formats=dict(info.weight_formats),
+                      settings=dict(settings), allow_pickle=info.allow_pickle)
+    instance = cls(context) if _takes_context(cls) else cls()
+    infer = getattr(instance, "infer", None)
+    if not callable(infer):
+        raise LoadError(f"solver {name}: {entry.class_path} has no infer method")
+    try:
+        schema = schema_of(infer, where=f"solver {name}: {entry.class_path}.infer")
+    except TypeError as exc:
+        raise LoadError(str(exc)) from exc
+    if schema.images:
+        require_pillow()
+    infer_batch = getattr(instance, "infer_batch", None) if entry.batched else None
+    if entry.batched and not callable(infer_batch) and entry.max_size > 1:
+        log.warning("solver %s: the manifest allows batches of %d, but %s has no infer_batch method;"
+                    " calls run one at a time", name, entry.max_size, entry.class_path)
+    worker = SolverWorker(name, infer, infer_batch if callable(infer_batch) else None,
+                          max_size=entry.max_size, max_wait_ms=entry.max_wait_ms, max_queue=max_queue)
+    return LoadedSolver(entry, instance, schema, worker)
+
+
+def _takes_context(cls: type) -> bool:
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)

@@ -1,0 +1,274 @@
+"""The runner: its routes over ``protocol``'s HTTP/1.1 server (a thread per connection, keep-alive).
+
+Routes::
+
+    GET  /                         the package, its version, its solvers (inputs, batching, counters)
+    GET  /healthz                  200 while the process answers
+    GET  /readyz                   200 once every solver is loaded, 503 before
+    GET  /openapi.json             the OpenAPI 3.1 document, built from the solvers' type hints
+    POST /solvers/{solver}/infer   run a solver (multipart, JSON, or a raw image body)
+    GET  /v2/...  POST /v2/models/{solver}/infer    the KServe v2 protocol (see ``kserve``)
+
+A connection thread receives, parses and decodes a request on its own, then queues the call
+for the solver (``batching``): decoding runs on many threads, the solver on one at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cvflow import __version__
+from cvflow.runner import kserve
+from cvflow.runner.batching import Arrival, CallTimeout, QueueFull
+from cvflow.runner.errors import RunnerError
+from cvflow.runner.images import ImagePolicy
+from cvflow.runner.loader import LoadedSolver, PackageInfo, load_solver, read_package, resolve_device
+from cvflow.runner.openapi import build_openapi
+from cvflow.runner.protocol import BadRequest, BodyTooLarge, Request, Server
+from cvflow.runner.requests import parse_inputs
+from cvflow.runner.results import encode_result
+from cvflow.solver import InputError
+
+log = logging.getLogger("cvflow.runner")
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Everything a runner is started with (``python -m cvflow.runner --help``)."""
+
+    package_dir: Path
+    solvers: tuple[str, ...] = ()  # empty: every solver of the package
+    host: str = "127.0.0.1"
+    port: int = 0
+    device: str = "auto"
+    images: ImagePolicy = field(default_factory=ImagePolicy)
+    max_request_bytes: int = 64 << 20
+    max_queue: int = 1024
+    request_timeout: float = 300.0
+    settings: dict[str, str] = field(default_factory=dict)
+    access_log: bool = True
+
+
+class Runner:
+    """The package's solvers behind an HTTP server. ``bind()``, then ``load()``, then serve."""
+
+    def __init__(self, settings: RunnerSettings) -> None:
+        self.settings = settings
+        self.info: PackageInfo = read_package(settings.package_dir)
+        for name in settings.solvers:
+            self.info.solver(name)  # LoadError early for a name the package lacks
+        self.names = settings.solvers or tuple(s.name for s in self.info.solvers)
+        self.solvers: dict[str, LoadedSolver] = {}
+        self.device = settings.device
+        self.ready = threading.Event()
+        self.started = time.time()
+        self.httpd: Server | None = None
+        self._openapi: bytes | None = None
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def bind(self) -> Server:
+        """Listen on the host and port (0: any free port). Raises OSError when it cannot."""
+        self.httpd = Server((self.settings.host, self.settings.port), self.app, name=f"cvflow-runner/{__version__}")
+        return self.httpd
+
+    @property
+    def port(self) -> int:
+        assert self.httpd is not None
+        return int(self.httpd.server_address[1])
+
+    def load(self) -> None:
+        """Load every solver, start its worker, then become ready. Raises what loading raises."""
+        self.device = resolve_device(self.settings.device)
+        for name in self.names:
+            start = time.perf_counter()
+            solver = load_solver(self.info, name, device=self.device, settings=self.settings.settings,
+                                 max_queue=self.settings.max_queue)
+            self.solvers[name] = solver
+            log.info("loaded solver %s (%s) in %.2f s on %s", name, solver.entry.class_path,
+                     time.perf_counter() - start, self.device)
+        self._openapi = json.dumps(build_openapi(self.info, self.solvers.values(), runner_version=__version__),
+                                   indent=2).encode()
+        self.ready.set()
+
+    def close(self, grace: float = 10.0) -> None:
+        """Stop accepting connections, let the requests in progress finish (``grace`` seconds at most),
+        and let solvers release what they hold."""
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        deadline = time.monotonic() + grace
+        while self._inflight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for solver in self.solvers.values():
+            closer = getattr(solver.instance, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception:
+                    log.exception("solver %s: close() failed", solver.name)
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        solvers = []
+        for entry in self.info.solvers:
+            if entry.name not in self.names:
+                continue
+            loaded = self.solvers.get(entry.name)
+            item: dict[str, Any] = {"name": entry.name, "description": entry.description, "class": entry.class_path,
+                                    "url": f"/solvers/{entry.name}/infer"}
+            if loaded is not None:
+                item["batch"] = loaded.batching
+                item["inputs"] = loaded.schema.request_schema(multipart=False)
+                item["stats"] = loaded.worker.stats_dict()
+            solvers.append(item)
+        return {"package": self.info.name, "version": self.info.version, "description": self.info.description,
+                "status": "ready" if self.ready.is_set() else "loading", "device": self.device, "pid": os.getpid(),
+                "started_at": datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "uptime_s": round(time.time() - self.started, 3), "runner": __version__,
+                "openapi": "/openapi.json", "solvers": solvers}
+
+    def solver(self, name: str) -> LoadedSolver:
+        if not self.ready.is_set():
+            raise RunnerError("not_ready", "the runner is still loading its solvers; retry when /readyz says ready")
+        found = self.solvers.get(name)
+        if found is None:
+            served = ", ".join(self.solvers) or "none"
+            raise RunnerError("solver_not_found", f"no solver {name!r} here (this runner serves: {served})",
+                              {"solver": name})
+        return found
+
+    def call(self, solver: LoadedSolver, kwargs: dict[str, Any], arrival: Arrival | None = None) -> Any:
+        """Run one call through the solver's worker; its result, or RunnerError."""
+        try:
+            return solver.worker.call(kwargs, timeout=self.settings.request_timeout, arrival=arrival)
+        except QueueFull as exc:
+            raise RunnerError("busy", str(exc)) from None
+        except CallTimeout as exc:
+            raise RunnerError("solver_timeout", str(exc)) from None
+        except InputError as exc:
+            details = {"field": exc.field} if exc.field else {}
+            raise RunnerError("invalid_input", exc.message, details) from None
+        except Exception as exc:
+            solver.worker.count_error()
+            log.error("solver %s raised %s: %s", solver.name, type(exc).__name__, exc, exc_info=exc)
+            raise RunnerError("solver_error", f"{type(exc).__name__}: {exc}", {"type": type(exc).__name__}) from None
+
+    def infer(self, name: str, content_type: str, body: bytes, query: str) -> bytes:
+        solver = self.solver(name)
+        with solver.worker.arriving() as arrival:
+            kwargs = parse_inputs(solver.schema, content_type, body, query, self.settings.images)
+            result = self.call(solver, kwargs, arrival)
+        return encode_result(result, solver.name)
+
+    def openapi(self) -> bytes:
+        if self._openapi is None:
+            raise RunnerError("not_ready", "the OpenAPI document is built once the solvers are loaded")
+        return self._openapi
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def app(self, request: Request) -> tuple[int, bytes, str]:
+        """Answer one request; never raises (a bug of the runner is a 500, logged)."""
+        start = time.perf_counter()
+        with self._inflight_lock:
+            self._inflight += 1
+        status = 500
+        try:
+            status, body, ctype = self._route(request)
+        except RunnerError as exc:
+            status, body, ctype = exc.status, exc.body(), _JSON
+            if request.path.startswith("/v2/"):
+                body = kserve.error_body(exc)
+        except BodyTooLarge as exc:
+            err = RunnerError("request_too_large", f"{exc}; the runner takes bodies up to {exc.limit} bytes")
+            status, body, ctype = err.status, err.body(), _JSON
+        except BadRequest as exc:
+            err = RunnerError("bad_request", exc.message)
+            status, body, ctype = err.status, err.body(), _JSON
+        except Exception as exc:
+            log.error("%s %s failed: %s", request.method, request.path, exc, exc_info=exc)
+            status, body, ctype = 500, RunnerError("solver_error", f"internal error: {exc}").body(), _JSON
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
+        if self.settings.access_log:
+            _access.write(request, status, len(body), (time.perf_counter() - start) * 1000)
+        return status, body, ctype
+
+    def _route(self, request: Request) -> tuple[int, bytes, str]:
+        method, path = request.method, request.path
+        parts = [p for p in path.split("/") if p]
+        infer = (len(parts) == 3 and parts[0] == "solvers" and parts[2] == "infer") or (
+            len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "infer")
+        if method == "POST" and infer:
+            body = request.body(self.settings.max_request_bytes)
+            if parts[0] == "v2":
+                return 200, kserve.infer(self, parts[2], body), _JSON
+            return 200, self.infer(parts[1], request.headers.get("content-type", ""), body, request.query), _JSON
+        if method in ("GET", "HEAD") and not infer:
+            if not parts:
+                return 200, _dumps(self.describe()), _JSON
+            if parts == ["healthz"]:
+                return 200, b'{"status":"ok"}', _JSON
+            if parts == ["readyz"]:
+                if self.ready.is_set():
+                    return 200, b'{"status":"ready"}', _JSON
+                return 503, b'{"status":"loading"}', _JSON
+            if parts == ["openapi.json"]:
+                return 200, self.openapi(), _JSON
+            if parts[0] == "v2":
+                return kserve.get(self, parts[1:])
+            raise RunnerError("not_found", f"no route {path}; see GET / and GET /openapi.json")
+        if infer or parts in ([], ["healthz"], ["readyz"], ["openapi.json"]) or parts[:1] == ["v2"]:
+            raise RunnerError("method_not_allowed", f"{method} is not allowed on {path}")
+        raise RunnerError("not_found", f"no route {path}; see GET / and GET /openapi.json")
+
+
+class _AccessLog:
+    """One line per request on stderr, in the format of the runner's other log lines. Written
+    directly: the logging module's record, formatter and handler took a tenth of a small request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, request: Request, status: int, size: int, ms: float) -> None:
+        now = time.time()
+        with self._lock:
+            if int(now) != self._second:
+                self._second = int(now)
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            line = (f"{self._stamp},{int(now * 1000) % 1000:03d} INFO cvflow.runner: {request.client}"
+                    f' "{request.method} {request.path[:200]}" {status} {size} {ms:.1f}ms\n')
+            with contextlib.suppress(OSError, ValueError):  # a closed or full log must not fail the request
+                sys.stderr.write(line)
+
+
+_access = _AccessLog()
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def served_urls(runner: Runner) -> Iterable[str]:
+    host = runner.settings.host
+    shown = f"[{host}]" if ":" in host else host
+    return [f"http://{shown}:{runner.port}/solvers/{name}/infer" for name in runner.names]
