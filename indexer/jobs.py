@@ -1,0 +1,183 @@
+"""The job table that indexer workers share, and the worker loop.
+
+A job is claimed in one short transaction that moves it from ``queued`` to ``running``. On
+PostgreSQL the claim is ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent workers each get
+a different job without waiting on each other; on SQLite the claim transaction takes the write
+lock up front (``BEGIN IMMEDIATE``), which serialises claims. Either way one job runs once.
+
+At most one job per repository waits at a time (a partial unique index), and a job is not
+claimed while another job of its repository runs, so one repository is indexed by one worker
+at a time. A running job carries a lease; a job whose lease ran out lost its worker, and is
+marked failed and queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, select
+
+from hub.db import session_scope
+from hub.models import IndexJob, Repository, utcnow
+from indexer.git import redact
+
+log = logging.getLogger("cvflow.indexer")
+
+REASONS = ("register", "webhook", "poll", "manual", "retry")
+
+
+def enqueue(session: Session, repository_id: int, reason: str) -> int:
+    """Queue an index of the repository, unless one already waits; the waiting job's id."""
+    waiting = session.exec(
+        select(IndexJob.id).where(IndexJob.repository_id == repository_id, IndexJob.state == "queued")
+    ).first()
+    if waiting is not None:
+        return waiting
+    job = IndexJob(repository_id=repository_id, reason=reason)
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except sa.exc.IntegrityError:
+        # Another trigger queued one a moment ago (the partial unique index decided).
+        waiting = session.exec(
+            select(IndexJob.id).where(IndexJob.repository_id == repository_id, IndexJob.state == "queued")
+        ).first()
+        assert waiting is not None
+        return waiting
+    assert job.id is not None
+    return job.id
+
+
+def claim(engine: Engine, worker: str, lease: int) -> IndexJob | None:
+    """Take the oldest queued job whose repository no other job is indexing; None if there is none."""
+    other = aliased(IndexJob)
+    busy = sa.exists().where(other.repository_id == IndexJob.repository_id, other.state == "running")
+    with session_scope(engine, write=True) as session:
+        job = session.exec(
+            select(IndexJob).where(IndexJob.state == "queued", ~busy).order_by(IndexJob.id)  # type: ignore[arg-type]
+            .limit(1).with_for_update(skip_locked=True, of=IndexJob)  # type: ignore[arg-type]
+        ).first()
+        if job is None:
+            return None
+        now = utcnow()
+        job.state, job.started_at, job.worker = "running", now, worker[:200]
+        job.lease_expires_at = now + timedelta(seconds=lease)
+        session.add(job)
+        session.flush()
+        session.expunge(job)
+        return job
+
+
+def complete(engine: Engine, job_id: int, *, failed: bool, message: str) -> None:
+    with session_scope(engine, write=True) as session:
+        session.exec(sa.update(IndexJob).where(IndexJob.id == job_id).values(  # type: ignore[call-overload]
+            state="failed" if failed else "done", finished_at=utcnow(), message=redact(message)[:1000]))
+
+
+def requeue_lost(engine: Engine) -> int:
+    """Fail the running jobs whose lease ran out, and queue their repositories again."""
+    with session_scope(engine, write=True) as session:
+        lost = session.exec(
+            select(IndexJob).where(IndexJob.state == "running", IndexJob.lease_expires_at < utcnow())  # type: ignore[operator]
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in lost:
+            job.state, job.finished_at, job.message = "failed", utcnow(), "the worker running this job was lost"
+            session.add(job)
+        session.flush()
+        for job in lost:
+            enqueue(session, job.repository_id, "retry")
+        return len(lost)
+
+
+def enqueue_due_polls(engine: Engine, interval: int, *, limit: int = 100) -> int:
+    """Queue a poll of each repository not polled for ``interval`` seconds; how many were queued."""
+    if interval <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(seconds=interval)
+    due_clause = sa.or_(Repository.last_polled_at.is_(None), Repository.last_polled_at < cutoff)  # type: ignore[union-attr,operator]
+    queued = 0
+    with session_scope(engine, write=True) as session:
+        due = session.exec(select(Repository.id).where(due_clause).order_by(Repository.id).limit(limit)).all()
+        for repository_id in due:
+            # Of several workers polling at once, the one whose update moves the row queues the job.
+            moved = session.exec(sa.update(Repository).where(Repository.id == repository_id, due_clause)  # type: ignore[call-overload]
+                                 .values(last_polled_at=utcnow())).rowcount
+            if moved == 1:
+                assert repository_id is not None
+                enqueue(session, repository_id, "poll")
+                queued += 1
+    return queued
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Claims jobs one at a time and runs ``handler(repository_id)`` for each.
+
+    ``handler`` returns a one-line summary for the job row; an exception fails the job.
+    """
+
+    def __init__(self, engine: Engine, handler: Callable[[int], str], *, lease: int, poll_interval: int,
+                 idle_sleep: float, name: str | None = None) -> None:
+        self.engine = engine
+        self.handler = handler
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.idle_sleep = idle_sleep
+        self.name = name or worker_name()
+
+    def run_once(self) -> IndexJob | None:
+        """Claim and run one job; the job, or None when none was waiting."""
+        job = claim(self.engine, self.name, self.lease)
+        if job is None:
+            return None
+        assert job.id is not None
+        try:
+            summary = self.handler(job.repository_id)
+        except Exception as exc:  # one bad job must not stop the worker
+            log.exception("index job %s of repository %s failed", job.id, job.repository_id)
+            complete(self.engine, job.id, failed=True, message=f"{type(exc).__name__}: {exc}")
+            job.state = "failed"
+        else:
+            complete(self.engine, job.id, failed=False, message=summary)
+            job.state = "done"
+        return job
+
+    def drain(self) -> int:
+        """Run jobs until none is waiting; how many ran."""
+        count = 0
+        while self.run_once() is not None:
+            count += 1
+        return count
+
+    def maintain(self) -> None:
+        requeue_lost(self.engine)
+        enqueue_due_polls(self.engine, self.poll_interval)
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set: poll what is due, run what is queued, sleep when idle."""
+        log.info("indexer worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                self.maintain()
+                job = self.run_once()
+            except sa.exc.SQLAlchemyError as exc:
+                # The database went away or a claim lost a race: try again after a pause.
+                log.warning("indexer worker %s: database error (%s); retrying", self.name, type(exc).__name__)
+                job = None
+            if job is None:
+                stop.wait(self.idle_sleep)
+        log.info("indexer worker %s stopped", self.name)

@@ -1,0 +1,233 @@
+"""Registered repositories: registering one, who may see and manage it, its document.
+
+Registering needs what creating a package needs: a token that may publish to the namespace,
+and the namespace being the user's own or one of their organisations'. The registrant
+becomes the owner of the package the repository creates. A repository is managed (re-index,
+unregister, see the webhook secret) by its registrant, the namespace's owners, the package's
+owners and admins; its document is visible to them, to the package's maintainers and, once
+it feeds a package, to everyone who may read that package.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from cvflow.errors import ValidationError
+from cvflow.paths import validate_path
+from hub.errors import HubError
+from hub.models import IndexJob, Namespace, Organisation, OrgMember, Package, Repository, User, utcnow
+from hub.services.accounts import Principal
+from hub.services.catalog import iso
+from hub.services.packages import can_read, package_role
+from hub.settings import Settings
+from indexer.jobs import enqueue
+from indexer.urls import UrlRefused, check_repository_url
+
+MAX_PATTERN = 200
+
+
+def _pattern(value: object, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_PATTERN or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise HubError("invalid_field", f"'{key}' must be a glob pattern of at most {MAX_PATTERN} characters, "
+                                        "such as 'v*' or 'release/*'")
+    return value
+
+
+def _subdir(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise HubError("invalid_field", "'subdir' must be a string")
+    cleaned = value.strip().strip("/")
+    if not cleaned:
+        return ""
+    try:
+        return validate_path(cleaned)
+    except ValidationError as exc:
+        raise HubError("invalid_field", f"'subdir': {exc.message}") from exc
+
+
+def _may_create_in(session: Session, user: User, ns: Namespace) -> bool:
+    if ns.kind == "user":
+        return ns.id == user.namespace_id
+    org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+    return session.get(OrgMember, (org.id, user.id)) is not None
+
+
+def register(session: Session, settings: Settings, principal: Principal, *, url: object, namespace: str | None = None,
+             subdir: object = None, branch_pattern: object = None, tag_pattern: object = None,
+             private: bool = False, queue: bool = True) -> Repository:
+    """Register a repository and (with ``queue``) queue its first index.
+
+    Raises ``unauthenticated``, ``insufficient_scope``, ``forbidden``, ``namespace_not_found``,
+    ``invalid_repository_url``, ``invalid_field`` and ``repository_exists`` (409).
+    """
+    user = principal.require_user()
+    assert principal.scopes is not None
+    if namespace is None:
+        own = session.get(Namespace, user.namespace_id)
+        assert own is not None
+        namespace = own.name
+    if not principal.scopes.can_publish(namespace, ""):
+        raise HubError("insufficient_scope", f"the token may not publish to the namespace {namespace!r}")
+    ns = session.exec(select(Namespace).where(Namespace.name == namespace)).first()
+    if ns is None:
+        raise HubError("namespace_not_found", f"no user or organisation is named {namespace!r}")
+    if not principal.is_admin and not _may_create_in(session, user, ns):
+        raise HubError("forbidden", f"you may not create packages in {namespace!r}")
+    try:
+        checked = check_repository_url(url, allow_file=settings.indexer_allow_file_urls,
+                                       allow_private=settings.indexer_allow_private_addresses)
+    except UrlRefused as exc:
+        raise HubError("invalid_repository_url", exc.message) from exc
+    sub = _subdir(subdir)
+    existing = session.exec(
+        select(Repository).where(Repository.display_url == checked.display, Repository.subdir == sub)
+    ).first()
+    if existing is not None:
+        raise _exists(existing)
+    repo = Repository(namespace_id=ns.id, registered_by=user.id, url=checked.url, display_url=checked.display,  # type: ignore[arg-type]
+                      subdir=sub, branch_pattern=_pattern(branch_pattern, "branch_pattern"),
+                      tag_pattern=_pattern(tag_pattern, "tag_pattern"), private=bool(private),
+                      webhook_secret=secrets.token_hex(32), last_polled_at=utcnow())
+    try:
+        with session.begin_nested():
+            session.add(repo)
+            session.flush()
+    except sa.exc.IntegrityError as exc:
+        raced = session.exec(
+            select(Repository).where(Repository.display_url == checked.display, Repository.subdir == sub)
+        ).one()
+        raise _exists(raced) from exc
+    assert repo.id is not None
+    if queue:
+        enqueue(session, repo.id, "register")
+    return repo
+
+
+def _exists(repo: Repository) -> HubError:
+    where = f" (subdirectory {repo.subdir})" if repo.subdir else ""
+    return HubError("repository_exists", f"{repo.display_url}{where} is already registered as repository {repo.id}",
+                    details={"id": repo.id})
+
+
+# --- access
+
+
+def can_manage(session: Session, principal: Principal, repo: Repository) -> bool:
+    user = principal.user
+    if user is None or principal.scopes is None:
+        return False
+    ns = session.get(Namespace, repo.namespace_id)
+    assert ns is not None
+    if not principal.scopes.can_publish(ns.name, ""):
+        package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+        if package is None or not principal.scopes.can_publish(*package.full_name.split("/", 1)):
+            return False
+    if principal.is_admin or repo.registered_by == user.id:
+        return True
+    if ns.kind == "user" and ns.id == user.namespace_id:
+        return True
+    if ns.kind == "org":
+        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+        member = session.get(OrgMember, (org.id, user.id))
+        if member is not None and member.role == "owner":
+            return True
+    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+    return package is not None and package_role(session, package, user) == "owner"
+
+
+def can_view(session: Session, principal: Principal, repo: Repository) -> bool:
+    if can_manage(session, principal, repo):
+        return True
+    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+    if package is None:
+        return principal.user is not None and principal.user.id == repo.registered_by
+    return can_read(session, principal, package)
+
+
+def get_repository(session: Session, principal: Principal, repository_id: int, *, manage: bool = False) -> Repository:
+    """The repository, if the caller may see (or with ``manage``, manage) it.
+
+    Raises ``repository_not_found`` when it may not be seen, ``forbidden`` when it may be
+    seen but not managed.
+    """
+    repo = session.get(Repository, repository_id)
+    if repo is None or not can_view(session, principal, repo):
+        raise HubError("repository_not_found", f"no repository {repository_id}")
+    if manage and not can_manage(session, principal, repo):
+        raise HubError("forbidden", "only the repository's registrant and the package's owners may do this")
+    return repo
+
+
+def find(session: Session, display_url: str, subdir: str = "") -> Repository | None:
+    return session.exec(
+        select(Repository).where(Repository.display_url == display_url, Repository.subdir == _subdir(subdir))
+    ).first()
+
+
+def for_package(session: Session, package: Package) -> Repository | None:
+    return session.exec(select(Repository).where(Repository.package_id == package.id).order_by(Repository.id)).first()
+
+
+def list_managed(session: Session, principal: Principal) -> list[Repository]:
+    """The repositories the caller manages: registered by them, or in their namespaces."""
+    user = principal.require_user()
+    query = select(Repository).order_by(Repository.id)
+    if not principal.is_admin:
+        org_namespaces = select(Organisation.namespace_id).join(
+            OrgMember, OrgMember.org_id == Organisation.id).where(OrgMember.user_id == user.id)  # type: ignore[arg-type]
+        query = query.where(sa.or_(Repository.registered_by == user.id, Repository.namespace_id == user.namespace_id,
+                                   Repository.namespace_id.in_(org_namespaces)))  # type: ignore[attr-defined]
+    return [r for r in session.exec(query) if can_manage(session, principal, r)]
+
+
+def reindex(session: Session, repo: Repository) -> int:
+    assert repo.id is not None
+    return enqueue(session, repo.id, "manual")
+
+
+def unregister(session: Session, repo: Repository) -> None:
+    """Forget the repository and its jobs; the versions it published stay."""
+    session.exec(sa.delete(IndexJob).where(IndexJob.repository_id == repo.id))  # type: ignore[call-overload]
+    session.delete(repo)
+
+
+# --- documents
+
+
+def document(session: Session, principal: Principal, repo: Repository) -> dict[str, Any]:
+    ns = session.get(Namespace, repo.namespace_id)
+    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+    registrant = session.get(User, repo.registered_by)
+    jobs = session.exec(
+        select(IndexJob.state).where(IndexJob.repository_id == repo.id, IndexJob.state.in_(("queued", "running")))  # type: ignore[attr-defined]
+    ).all()
+    status = "indexing" if "running" in jobs else "queued" if "queued" in jobs else repo.last_status or "new"
+    doc: dict[str, Any] = {
+        "id": repo.id,
+        "url": repo.display_url,
+        "namespace": ns.name if ns else None,
+        "package": package.full_name if package else None,
+        "subdir": repo.subdir,
+        "branch_pattern": repo.branch_pattern,
+        "tag_pattern": repo.tag_pattern,
+        "private": repo.private,
+        "registered_by": registrant.name if registrant else None,
+        "created_at": iso(repo.created_at),
+        "status": status,
+        "last_indexed_at": iso(repo.last_indexed_at),
+        "last_polled_at": iso(repo.last_polled_at),
+        "last_result": json.loads(repo.last_result) if repo.last_result else None,
+        "webhook_url": f"/api/v1/repositories/{repo.id}/webhook",
+    }
+    if can_manage(session, principal, repo):
+        doc["webhook_secret"] = repo.webhook_secret
+    return doc
