@@ -1,0 +1,1 @@
+"""Face anonymisation on top of demo/face-utility (a package dependency)."""

@@ -1,0 +1,74 @@
+"""What packages rely on: the example packages follow the contract, the runner imports nothing but
+the standard library, and ``cvflow.solver`` refuses pickles unless allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cvflow.manifest import check_files_against_manifest, load_package_dir
+from cvflow.package import scan_package_files
+from cvflow.runner.loader import read_package
+from cvflow.solver import Context, PickleNotAllowedError, WeightsError, load_weights
+from tests.runner._images import EXAMPLES
+
+CLIENT = Path(__file__).resolve().parents[2] / "client" / "cvflow"
+
+
+@pytest.mark.parametrize("name", ["digits-lenet", "edge-sobel", "face-utility", "face-privacy"])
+def test_each_example_validates_and_pins_what_it_needs(name):
+    directory = EXAMPLES / name
+    entries, problems = scan_package_files(directory)
+    assert problems == []
+    manifest = load_package_dir(directory)
+    assert check_files_against_manifest(manifest, entries) == []
+    assert manifest.solvers and all(s.class_path for s in manifest.solvers)
+    for requirement in manifest.requirements:
+        if requirement.startswith("torch"):
+            assert requirement == "torch==2.13.0"  # a looser pin pulls a CUDA build of several GB
+    assert "pillow>=10" in manifest.requirements or manifest.dependencies  # the runner decodes images with Pillow
+    assert read_package(directory).solvers[0].name == manifest.solvers[0].name
+
+
+def test_digits_ships_its_weights_metrics_and_held_out_split():
+    manifest = tomllib.loads((EXAMPLES / "digits-lenet" / "cvflow.toml").read_text())
+    assert manifest["metrics"]["accuracy"] >= 0.95 and manifest["metrics"]["latency_ms"] > 0
+    assert manifest["weights"] == [{"path": "weights/model.safetensors", "format": "safetensors"}]
+    assert (EXAMPLES / "digits-lenet" / "weights" / "model.safetensors").stat().st_size < 200_000
+    privacy = tomllib.loads((EXAMPLES / "face-privacy" / "cvflow.toml").read_text())
+    assert privacy["dependencies"] == {"demo/face-utility": "^1.0"}
+
+
+def test_the_runner_imports_only_the_standard_library():
+    code = f"""
+import importlib.util, sys
+before = set(sys.modules)
+spec = importlib.util.spec_from_file_location("_boot", {str(CLIENT / "runner" / "_boot.py")!r})
+boot = importlib.util.module_from_spec(spec); spec.loader.exec_module(boot); boot.install_cvflow()
+import cvflow.runner.__main__, cvflow.runner.server, cvflow.solver
+roots = {{m.split(".")[0] for m in set(sys.modules) - before}}
+print(" ".join(sorted(r for r in roots if r not in sys.stdlib_module_names and r not in ("cvflow", "_boot"))))
+"""
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""  # no httpx, click, packaging, tomli_w...: a package venv has none of them
+
+
+def test_pickles_are_refused_unless_the_manifest_allows_them(tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"\x80\x04K\x01.")  # a pickle; never unpickled here
+    with pytest.raises(PickleNotAllowedError, match="allow_pickle = true"):
+        load_weights(weights, allow_pickle=False)
+    context = Context(package="a/b", version="1.0.0", solver="s", package_dir=tmp_path,
+                      weights={"model.pt": weights}, weight_formats={"model.pt": "pickle"})
+    with pytest.raises(PickleNotAllowedError):
+        context.load_weights("model.pt")
+    assert context.weight() == weights
+    with pytest.raises(WeightsError, match="no weight 'other.bin' in its manifest"):
+        context.weight("other.bin")
+    with pytest.raises(WeightsError, match="cannot load 'onnx' weights"):
+        load_weights(tmp_path / "m.onnx", allow_pickle=False, format="onnx")
