@@ -1,0 +1,232 @@
+"""demo/digits-lenet over REST (``cvflow run``'s runner) against calling its solver in-process.
+
+Both sides get CPU 1 and one torch thread (``OMP_NUM_THREADS=1``); wrk runs on CPU 0 and
+posts the 360 held-out digits as 32x32 PNGs in multipart bodies, as ``curl -F`` does. The
+in-process side decodes the same PNG bytes into a ``cvflow.solver.Image`` and calls
+``infer`` (one caller, then sixteen threads), and also ``infer_batch`` on 16 images at a
+time, the ceiling that batching can reach. Before timing, every held-out digit goes through
+REST once and the accuracy must be >= 0.95.
+
+Targets: REST throughput at 16 connections (with batching) >= 0.7x in-process with 16
+threads; REST p50 at 1 connection no more than 3 ms above in-process p50 at 1 caller.
+
+    .venv/bin/python bench/runner_digits.py [--seconds 5] [--rounds 2] [--venv PATH]
+
+The package venv (torch 2.13.0 CPU, about a minute to build) is kept in
+``bench/results/.venv-digits-lenet`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import tomllib
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BENCH, RESULTS, ROOT, Quiet, cpus, report, tool, verdict, workdir  # noqa: E402
+
+import cvflow  # noqa: E402
+from cvflow.config import Config  # noqa: E402
+from cvflow.install import InstalledPackage, build_venv, venv_python  # noqa: E402
+from cvflow.runtime import supervisor  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "digits-lenet"
+THROUGHPUT_TARGET = 0.7
+OVERHEAD_TARGET_MS = 3.0
+BOUNDARY = "cvflowbenchboundary"
+
+
+def png(pixels: list[int], scale: int = 4) -> bytes:
+    """An 8x8 digit (0..16 ink) as a dark-on-light grey PNG, each pixel a ``scale``-square block."""
+    side = 8 * scale
+    rows = b""
+    for y in range(side):
+        row = bytes(255 - round(pixels[(y // scale) * 8 + x // scale] * 255 / 16) for x in range(side))
+        rows += b"\x00" + row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def multipart(image: bytes) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"digit.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def ensure_venv(venv: Path) -> None:
+    python = venv_python(venv)
+    if python.exists() and subprocess.run([str(python), "-c", "import torch, PIL, safetensors, numpy"],
+                                          capture_output=True).returncode == 0:
+        return
+    requirements = tomllib.loads((EXAMPLE / "cvflow.toml").read_text())["package"]["requirements"]
+    print(f"building {venv} with {', '.join(requirements)} (about a minute)", file=sys.stderr, flush=True)
+    build_venv(venv, [str(EXAMPLE)], requirements, offline=False, label="digits-lenet")
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` onto ``cpu`` (threads it starts later inherit it)."""
+    if cpu >= (os.cpu_count() or 1):
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:
+            pass
+
+
+def lua_script(path: Path, bodies: list[bytes]) -> None:
+    def quote(data: bytes) -> str:
+        return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}" for b in data) + '"'
+
+    path.write_text(
+        "local bodies = {\n" + ",\n".join(quote(b) for b in bodies) + "\n}\n"
+        f'local headers = {{["Content-Type"] = "multipart/form-data; boundary={BOUNDARY}"}}\n'
+        "local i = 0\n"
+        "request = function()\n  i = i % #bodies + 1\n"
+        '  return wrk.format("POST", "/solvers/classify/infer", headers, bodies[i])\nend\n')
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_post(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    argv = [*cpus(0), tool("wrk"), "-t1", f"-c{connections}", "--latency", "--timeout", "5s", "-s", str(script)]
+    subprocess.run([*argv, "-d1s", url], check=True, capture_output=True)  # warm-up
+    out = subprocess.run([*argv, f"-d{seconds}s", url], check=True, capture_output=True, text=True).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        assert m, out
+        return float(m[1]) * _UNITS[m[2]]
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise RuntimeError(f"{bad[1]} requests failed:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99")}
+
+
+def check_accuracy(record: supervisor.RunnerRecord, images: list[bytes], labels: list[int]) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", record.port, timeout=30)
+    right = 0
+    for image, label in zip(images, labels, strict=True):
+        conn.request("POST", "/solvers/classify/infer", body=multipart(image),
+                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"{response.status}: {body}")
+        right += body["digit"] == label
+    conn.close()
+    return right / len(images)
+
+
+def runner_stats(record: supervisor.RunnerRecord) -> dict[str, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", record.port, timeout=10)
+    conn.request("GET", "/")
+    stats = json.loads(conn.getresponse().read())["solvers"][0]["stats"]
+    conn.close()
+    return stats  # type: ignore[no-any-return]
+
+
+def best(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return max(rounds, key=lambda r: r["rps"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="duration of each measurement and round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds; each row keeps its best")
+    parser.add_argument("--venv", type=Path, default=RESULTS / ".venv-digits-lenet")
+    args = parser.parse_args()
+
+    quiet = Quiet()
+    ensure_venv(args.venv)
+    holdout = json.loads((EXAMPLE / "eval" / "holdout.json").read_text())
+    images = [png(p) for p in holdout["images"]]
+    python = venv_python(args.venv)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cvflow_dir = Path(cvflow.__file__).resolve().parent
+    manifest = tomllib.loads((EXAMPLE / "cvflow.toml").read_text())["package"]
+
+    with workdir("runner-digits") as wd:
+        images_json = wd / "images.json"
+        images_json.write_text(json.dumps([base64.b64encode(i).decode() for i in images]))
+        script = wd / "post.lua"
+        lua_script(script, [multipart(i) for i in images])
+
+        inproc = []
+        for _ in range(args.rounds):
+            done = subprocess.run([*cpus(1), str(python), "-I", str(BENCH / "_digits_inprocess.py"), str(cvflow_dir),
+                                   str(EXAMPLE), str(images_json), str(args.seconds)],
+                                  capture_output=True, text=True, env=env, check=False)
+            if done.returncode != 0:
+                sys.exit(f"the in-process run failed:\n{done.stderr}")
+            inproc.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+        config = Config(home=wd / "home", hub="http://127.0.0.1:9", token=None)
+        installed = InstalledPackage(name=manifest["name"], version=manifest["version"], venv=str(args.venv),
+                                     snapshot=str(EXAMPLE))
+        record = supervisor.start(config, installed, ["classify"],
+                                  supervisor.RunOptions(env={"OMP_NUM_THREADS": "1"}, ready_timeout=180))
+        try:
+            pin(record.pid, 1)
+            accuracy = check_accuracy(record, images, holdout["labels"])
+            if accuracy < 0.95:
+                sys.exit(f"accuracy through REST is {accuracy:.4f}, below 0.95")
+            url = record.url
+            rest1 = [wrk_post(url, script, 1, args.seconds) for _ in range(args.rounds)]
+            before = runner_stats(record)
+            rest16 = [wrk_post(url, script, 16, args.seconds) for _ in range(args.rounds)]
+            after = runner_stats(record)
+        finally:
+            supervisor.stop(config, record)
+
+    c1 = best([r["c1"] for r in inproc])
+    c16 = best([r["c16"] for r in inproc])
+    b16 = best([r["batch16"] for r in inproc])
+    r1, r16 = best(rest1), best(rest16)
+    ratio = r16["rps"] / c16["rps"]
+    overhead = r1["p50_ms"] - c1["p50_ms"]
+    # Batch sizes while 16 connections were posting (the warm-ups included).
+    sizes = {int(k): v - before["batch_sizes"].get(k, 0)  # type: ignore[union-attr]
+             for k, v in after["batch_sizes"].items()}  # type: ignore[union-attr]
+    mean_batch = sum(k * v for k, v in sizes.items()) / max(1, sum(sizes.values()))
+
+    def row(name: str, r: dict[str, float], note: str = "") -> list[object]:
+        return [name, f"{r['rps']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", note]
+
+    rows = [
+        row("in-process, 1 caller", c1),
+        row("in-process, 16 threads", c16),
+        row("in-process, `infer_batch` of 16", b16, "the ceiling (p50/p99 per batch)"),
+        row("REST, 1 connection", r1, f"p50 overhead {overhead:+.2f} ms (target ≤ {OVERHEAD_TARGET_MS:g}):"
+            f" **{verdict(overhead <= OVERHEAD_TARGET_MS)}**"),
+        row("REST, 16 connections, batched", r16, f"{ratio:.2f}× in-process 16 threads (target ≥ {THROUGHPUT_TARGET}):"
+            f" **{verdict(ratio >= THROUGHPUT_TARGET)}**; mean batch {mean_batch:.1f}"),
+    ]
+    notes = [
+        f"Accuracy through REST on the 360 held-out digits: {accuracy:.4f}. Runner and in-process calls on CPU 1"
+        f" with OMP_NUM_THREADS=1; wrk -t1 on CPU 0, {args.seconds} s after a 1 s warm-up, best of {args.rounds}"
+        " rounds. Each call decodes a 32x32 PNG (multipart over REST) and returns the top 3 guesses.",
+        quiet.note(),
+    ]
+    report("runner_digits", "demo/digits-lenet: REST runner vs in-process",
+           ["row", "requests/s", "p50 ms", "p99 ms", "note"], rows, notes)
+
+
+if __name__ == "__main__":
+    main()
