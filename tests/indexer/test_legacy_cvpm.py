@@ -88,7 +88,8 @@ def test_a_cvpm_repository_with_two_solvers_is_indexed_then_installs_and_runs(on
                                      "size": len(KERNELS), "format": "other"}]
     assert generated["package"]["allow_pickle"] is True
 
-    report = install_json(cli_env(tmp_path / "home", one_hub.url), "alice/edge-detector")
+    report = install_json(cli_env(tmp_path / "home", one_hub.url), "alice/edge-detector",
+                          "--lock-file", str(tmp_path / "cvflow.lock"))
     [installed] = report["packages"]
     assert (installed["name"], installed["version"]) == ("alice/edge-detector", "1.0.0")
     image = [[0, 0, 0, 9, 9, 9]] * 4
