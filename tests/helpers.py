@@ -26,6 +26,7 @@ def manifest(
     weights: tuple[str, ...] = (),
     dependencies: dict[str, str] | None = None,
     extra: str = "",
+    solver_extra: str = "",
 ) -> str:
     lines = [
         "[package]",
@@ -40,6 +41,7 @@ def manifest(
         "[[solvers]]",
         'name = "detect"',
         'class = "solver:Detector"',
+        solver_extra,
     ]
     for path in weights:
         lines += ["", "[[weights]]", f'path = "{path}"']

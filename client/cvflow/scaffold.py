@@ -1,9 +1,10 @@
 '''A new package that works from the first minute: what ``cvflow init`` writes.
 
-The scaffold passes ``cvflow validate`` and publishes as it is. Its solver is a real
-(if tiny) model with no dependencies: it calls an image "bright" or "dark" from the mean
-of its pixel values, against a threshold kept in ``weights/threshold.json``, so the
-author sees where code, weights and manifest each go before replacing them.
+The scaffold passes ``cvflow validate``, publishes as it is, and ``cvflow run`` serves it.
+Its solver is a real (if tiny) model that needs only Pillow: it calls an image "bright" or
+"dark" from the mean of its grey levels, against a threshold kept in
+``weights/threshold.json``, so the author sees where code, weights and manifest each go
+before replacing them.
 '''
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ description = {description}
 task = {task}
 # license = "MIT"                 # an SPDX expression
 # tags = ["example"]
-# requirements = ["numpy>=1.24"]  # Python requirements (PEP 508), installed into the package's venv
+requirements = ["pillow>=10"]     # Python requirements (PEP 508), installed into the package's venv
 
 # [dependencies]                  # other packages: "namespace/name" = "range"
 # "demo/face-utility" = "^1.0"
@@ -40,7 +41,10 @@ task = {task}
 [[solvers]]
 name = "predict"
 class = "solver:Solver"
-description = "Call an image bright or dark from the mean of its pixel values"
+description = "Call an image bright or dark from the mean of its grey levels"
+# What the hub shows; the runner checks the inputs against infer()'s type hints.
+inputs = {{ image = "image: any photo Pillow reads" }}
+outputs = {{ label = "bright or dark", mean = "mean grey level, 0-255", threshold = "the threshold used" }}
 
 [[weights]]
 path = "{weights}"
@@ -51,42 +55,30 @@ _SOLVER = '''\
 
 A solver is a class. Its constructor runs once and loads what the model needs (here the
 threshold in weights/threshold.json); ``infer`` answers one request with data that
-``json.dumps`` accepts. This one needs nothing but the standard library.
+``json.dumps`` accepts. Its type hints are its request schema: ``cvflow run`` accepts the
+image as a multipart upload or as base64 JSON and hands it over as an ``Image``.
 """
 
 import json
-from pathlib import Path
+from typing import TypedDict
 
-HERE = Path(__file__).parent
+from cvflow.solver import Context, Image
 
 
-def pixel_values(image):
-    """The numbers in ``image``: raw bytes, nested lists, or an array with ``tolist()``."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return list(bytes(image))
-    if hasattr(image, "tolist"):
-        image = image.tolist()
-    values, stack = [], [image]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-        else:
-            values.append(float(item))
-    return values
+class Brightness(TypedDict):
+    label: str
+    mean: float
+    threshold: float
 
 
 class Solver:
-    def __init__(self, context=None):
-        # ``context`` is what the cvflow runtime passes in; this solver needs none of it.
-        self.context = context
-        self.threshold = json.loads((HERE / "{weights}").read_text())["threshold"]
+    def __init__(self, context: Context) -> None:
+        self.threshold = json.loads(context.weight("{weights}").read_text())["threshold"]
 
-    def infer(self, image):
-        values = pixel_values(image)
-        if not values:
-            raise ValueError("the image has no pixels")
-        mean = sum(values) / len(values)
+    def infer(self, image: Image) -> Brightness:
+        grey = image.to_pil("L")
+        histogram = grey.histogram()
+        mean = sum(level * count for level, count in enumerate(histogram)) / (grey.width * grey.height)
         label = "bright" if mean >= self.threshold else "dark"
         return {{"label": label, "mean": round(mean, 3), "threshold": self.threshold}}
 '''
@@ -103,8 +95,12 @@ $ cvflow install {name}
 $ cvflow run {name}
 ```
 
-The `predict` solver takes an image (raw bytes, or nested lists of pixel values) and
-answers `{{"label": "bright" | "dark", "mean": ..., "threshold": ...}}`.
+The `predict` solver takes an image and answers
+`{{"label": "bright" | "dark", "mean": ..., "threshold": ...}}`:
+
+```console
+$ curl -F image=@photo.jpg http://127.0.0.1:PORT/solvers/predict/infer
+```
 
 ## Make it yours
 

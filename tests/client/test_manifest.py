@@ -341,10 +341,29 @@ def solver(body):
         ),
         ('name = "s"\nclass = "m:C"\nbatch = 4', ("invalid_field", "solvers[0].batch")),
         ('name = "s"\nclass = "m:C"\nclas = "x"', ("unknown_key", "solvers[0].clas")),
+        ('name = "s"\nclass = "m:C"\ninputs = "image"', ("invalid_field", "solvers[0].inputs")),
+        ('name = "s"\nclass = "m:C"\ninputs = { img = "picture" }', ("invalid_field", "solvers[0].inputs.img")),
+        ('name = "s"\nclass = "m:C"\ninputs = { img = 3 }', ("invalid_field", "solvers[0].inputs.img")),
+        ('name = "s"\nclass = "m:C"\ninputs = { "top-k" = "integer" }', ("invalid_field", "solvers[0].inputs.top-k")),
+        ('name = "s"\nclass = "m:C"\noutputs = { boxes = "" }', ("invalid_field", "solvers[0].outputs.boxes")),
+        ('name = "s"\nclass = "m:C"\noutputs = ["boxes"]', ("invalid_field", "solvers[0].outputs")),
     ],
 )
 def test_solver_rules(body, expected):
     assert expected in problems(solver(body))
+
+
+def test_solver_inputs_and_outputs_are_kept_and_round_trip():
+    body = ('name = "s"\nclass = "m:C"\ninputs = { image = "image: the photo", top_k = "integer" }\n'
+            'outputs = { label = "the class name", score = "its probability" }')
+    m = parse(solver(body))
+    [s] = m.solvers
+    assert s.inputs == {"image": "image: the photo", "top_k": "integer"}
+    assert s.input_kinds() == {"image": "image", "top_k": "integer"}
+    assert s.outputs == {"label": "the class name", "score": "its probability"}
+    assert Manifest.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    assert parse_manifest(m.to_toml()) == m
+    assert parse(solver('name = "s"\nclass = "m:C"')).to_dict()["solvers"][0]["inputs"] is None
 
 
 def test_solver_batch_defaults_and_duplicates():

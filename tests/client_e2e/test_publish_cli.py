@@ -15,6 +15,7 @@ from rich.console import Console
 from cvflow.api import HubClient
 from cvflow.progress import transfer_bar
 from cvflow.publish import UploadState
+from cvflow.solver import Context, Image
 from tests.client_e2e._publish_helpers import (
     blob_digests,
     cli_env,
@@ -24,6 +25,7 @@ from tests.client_e2e._publish_helpers import (
     write_package,
 )
 from tests.conftest import free_port
+from tests.runner._images import grey_png
 
 MiB = 1 << 20
 
@@ -54,12 +56,14 @@ def test_init_validate_publish_info(hub, env, tmp_path):
     assert checked.exit_code == 0, checked.output
     assert "ok: alice/hello 0.1.0: 4 files, 1 solvers, 1 weights" in checked.stdout
 
-    # The scaffold's solver is real: it runs and answers with JSON.
+    # The scaffold's solver is real: it runs and answers with JSON (tests/runner serves it over REST).
     sys.path.insert(0, str(pkg))
     try:
         import solver  # type: ignore[import-not-found]
 
-        answer = solver.Solver(None).infer(bytes([250, 240, 230]))
+        weights = {"weights/threshold.json": pkg / "weights" / "threshold.json"}
+        context = Context(package="alice/hello", version="0.1.0", solver="predict", package_dir=pkg, weights=weights)
+        answer = solver.Solver(context).infer(Image.from_bytes(grey_png([[250, 240, 230]])))
     finally:
         sys.path.remove(str(pkg))
         sys.modules.pop("solver", None)

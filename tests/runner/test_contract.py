@@ -12,7 +12,7 @@ import pytest
 
 from cvflow.manifest import check_files_against_manifest, load_package_dir
 from cvflow.package import scan_package_files
-from cvflow.runner.loader import read_package
+from cvflow.runner.loader import LoadError, load_solver, read_package
 from cvflow.solver import Context, PickleNotAllowedError, WeightsError, load_weights
 from tests.runner._images import EXAMPLES
 
@@ -72,3 +72,31 @@ def test_pickles_are_refused_unless_the_manifest_allows_them(tmp_path):
         context.weight("other.bin")
     with pytest.raises(WeightsError, match="cannot load 'onnx' weights"):
         load_weights(tmp_path / "m.onnx", allow_pickle=False, format="onnx")
+
+
+def test_declared_inputs_must_match_what_infer_takes(tmp_path):
+    (tmp_path / "probe_solver.py").write_text(
+        "class Probe:\n"  # no image input: this venv (the hub's) has no Pillow
+        "    def infer(self, text: str, top_k: int = 3) -> dict:\n"
+        "        return {}\n")
+    manifest = ('[package]\nname = "qa/io"\nversion = "1.0.0"\ndescription = "d"\n'
+                '[[solvers]]\nname = "probe"\nclass = "probe_solver:Probe"\n')
+    (tmp_path / "cvflow.toml").write_text(manifest + 'inputs = { text = "string: a caption", top_k = "integer" }\n')
+    info = read_package(tmp_path)
+    assert info.solvers[0].inputs == (("text", "string"), ("top_k", "integer"))
+    loaded = load_solver(info, "probe", device="cpu", settings={})
+    assert [p.name for p in loaded.schema.params] == ["text", "top_k"]
+
+    (tmp_path / "cvflow.toml").write_text(manifest + 'inputs = { text = "image", threshold = "number" }\n')
+    with pytest.raises(LoadError) as caught:
+        load_solver(read_package(tmp_path), "probe", device="cpu", settings={})
+    message = str(caught.value)
+    assert "text: manifest says image, infer() takes string" in message
+    assert "threshold: manifest says number, infer() takes nothing" in message
+    assert "top_k: manifest says nothing, infer() takes integer" in message
+
+
+@pytest.mark.parametrize("name", ["digits-lenet", "edge-sobel", "face-utility", "face-privacy"])
+def test_each_example_declares_its_solvers_inputs_and_outputs(name):
+    for solver in load_package_dir(EXAMPLES / name).solvers:
+        assert solver.inputs and solver.outputs, (name, solver.name)

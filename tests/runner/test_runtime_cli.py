@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from hub.demo import load_examples
 from tests.client_e2e._install_helpers import fails
 from tests.client_e2e._publish_helpers import CVFLOW, cli_env, run_cli
 from tests.conftest import free_port
@@ -208,3 +209,23 @@ def test_pickle_weights_and_open_hosts_are_warned_about(tmp_path, capsys):
     assert "the runner listens on 0.0.0.0" in err
     assert _env_pairs(("A=1", "B_2=x=y", "C=")) == {"A": "1", "B_2": "x=y", "C": ""}
     assert run_cli({}, "run", "qa/x", "--env", "NOVALUE").exit_code == 2
+
+
+def test_a_fresh_cvflow_init_package_is_served_by_cvflow_run(env, demo_hub, tmp_path):
+    made = run_cli(env, "init", str(tmp_path / "pkgs" / "hello"), "--name", "qa/hello")
+    assert made.exit_code == 0, made.output
+    lines = list(load_examples(demo_hub.context, tmp_path / "pkgs"))  # published as `cvflow publish` would
+    assert lines == ["demo: published qa/hello@0.1.0"], lines
+
+    record = start(env, "qa/hello", "--name", "scaffold")
+    try:
+        url = record["url"]
+        answer = httpx.post(f"{url}/solvers/predict/infer", files={"image": ("a.png", png(4, 4, b"\xf0"))}).json()
+        assert answer == {"label": "bright", "mean": 240.0, "threshold": 128}
+        dark = httpx.post(f"{url}/solvers/predict/infer", files={"image": ("b.png", png(4, 4, b"\x10"))}).json()
+        assert dark["label"] == "dark"
+        # The manifest's declared inputs are what the runner built from infer()'s hints.
+        schema = httpx.get(f"{url}/openapi.json").json()
+        assert "image" in json.dumps(schema["paths"]["/solvers/predict/infer"])
+    finally:
+        assert run_cli(env, "stop", "scaffold").exit_code == 0

@@ -54,7 +54,9 @@ def detector(hub: LiveHub) -> str:
     files = {"solver.py": b"class Detector: pass\n", "README.md": README, "weights.bin": b"\0" * 2048}
     for version in ("1.0.0", "1.1.0"):
         publish_direct(hub, token, "alice/detector", version, files=files, dependencies={"alice/base": "^1.0"},
-                       extra='framework = "torch"')
+                       extra='framework = "torch"',
+                       solver_extra='inputs = { image = "image: a photo", min_score = "number" }\n'
+                                    'outputs = { boxes = "faces as [x, y, w, h]" }')
     yank_direct(hub, token, "alice/detector", "1.0.0", "wrong labels")
     publish_direct(hub, token, "alice/app", dependencies={"alice/detector": ">=1.0"})
     return "alice/detector"

@@ -145,6 +145,11 @@ def test_package_page_shows_readme_versions_solvers_files_and_dependencies(hub: 
     # Solvers.
     solvers = section(html, "solvers-h")
     assert "<h3>detect</h3>" in solvers and "<code>solver:Detector</code>" in solvers
+    rows = [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", solvers, re.S)]
+    assert ["image", "image", "a photo"] in rows and ["min_score", "number", ""] in rows
+    assert ["boxes", "faces as [x, y, w, h]"] in rows
+    assert "Inputs of detect" in solvers and "Outputs of detect" in solvers
     # Files with sizes and sha256.
     files = section(html, "files-h")
     weights = re.search(r'weights\.bin</a></td>\s*<td>([^<]+)</td><td><code class="digest">([0-9a-f]{64})</code>', files)

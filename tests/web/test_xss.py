@@ -79,6 +79,8 @@ tags = ["xss"]
 name = "detect"
 class = "solver:Detector"
 description = {json.dumps(SOLVER_DESCRIPTION)}
+inputs = {{ image = {json.dumps("image: " + SOLVER_DESCRIPTION)} }}
+outputs = {{ boxes = {json.dumps(SOLVER_DESCRIPTION)} }}
 
 [metrics]
 accuracy = 0.5
@@ -136,7 +138,7 @@ def test_manifest_text_yank_reasons_and_source_are_escaped(hub: LiveHub) -> None
         assert_inert(html)
     page = client.get("/alice/planted/v/1.0.0").text
     assert "&lt;script&gt;window.__xss=&#39;description&#39;&lt;/script&gt;" in page
-    assert "&lt;img src=x onerror=window.__xss=&#39;solver&#39;&gt;" in page
+    assert page.count("&lt;img src=x onerror=window.__xss=&#39;solver&#39;&gt;") == 3  # description, input, output
     assert "This version was yanked: &lt;script&gt;window.__xss=&#39;yank&#39;&lt;/script&gt;" in page
     # Markup in a source URL is escaped, in the link and in its text.
     source = section(page, "source-h")

@@ -16,13 +16,16 @@ from cvflow.errors import ManifestError, Problem, ValidationError
 from cvflow.manifest.model import (
     _CLASS_RE,
     _FORMAT_BY_SUFFIX,
+    _IO_NAME_RE,
     _LICENSE_RE,
     _METRIC_RE,
     _PACKAGE_KEYS,
     _SECTIONS,
     _SOLVER_NAME_RE,
     _TAG_RE,
+    INPUT_KINDS,
     MAX_DESCRIPTION,
+    MAX_IO_FIELDS,
     MAX_TAGS,
     TASKS,
     WEIGHT_FORMATS,
@@ -248,7 +251,7 @@ def _path(c: _Checker, path: str, where: str) -> str | None:
 
 def _solver(c: _Checker, table: dict[str, Any], i: int) -> Solver | None:
     where = f"solvers[{i}]"
-    c.unknown(table, ("name", "class", "description", "batch"), f"{where}.")
+    c.unknown(table, ("name", "class", "description", "batch", "inputs", "outputs"), f"{where}.")
     name = c.text(table, "name", f"{where}.name", required=True)
     if name is not None and not _SOLVER_NAME_RE.match(name):
         c.add(
@@ -266,9 +269,38 @@ def _solver(c: _Checker, table: dict[str, Any], i: int) -> Solver | None:
     description = c.text(table, "description", f"{where}.description", max_len=MAX_DESCRIPTION)
     raw_batch = table.get("batch")
     batch = None if raw_batch is None else _batch(c, raw_batch, f"{where}.batch")
+    inputs = _fields(c, table.get("inputs"), f"{where}.inputs", kinds=True)
+    outputs = _fields(c, table.get("outputs"), f"{where}.outputs", kinds=False)
     if name is None or class_path is None:
         return None
-    return Solver(name, class_path, description, batch)
+    return Solver(name, class_path, description, batch, inputs, outputs)
+
+
+def _fields(c: _Checker, raw: object, where: str, *, kinds: bool) -> dict[str, str]:
+    """A solver's ``inputs`` (name -> "kind" or "kind: description") or ``outputs`` (name -> description)."""
+    if raw is None:
+        return {}
+    example = '{ image = "image: the photo" }' if kinds else '{ boxes = "faces as [x, y, w, h]" }'
+    if not isinstance(raw, dict):
+        c.add("invalid_field", where, f"must be a table like {example}")
+        return {}
+    if len(raw) > MAX_IO_FIELDS:
+        c.add("invalid_field", where, f"at most {MAX_IO_FIELDS} entries")
+        return {}
+    out: dict[str, str] = {}
+    for key in raw:
+        if not _IO_NAME_RE.match(key):
+            c.add("invalid_field", f"{where}.{key}", f"{key!r} must be a Python identifier of at most 64 characters")
+            continue
+        text = c.text(raw, key, f"{where}.{key}", required=True, max_len=MAX_DESCRIPTION)
+        if text is None:
+            continue
+        if kinds and text.partition(":")[0].strip() not in INPUT_KINDS:
+            c.add("invalid_field", f"{where}.{key}",
+                  f"{text!r} must start with an input kind: {', '.join(INPUT_KINDS)} (then ': description')")
+            continue
+        out[key] = text
+    return out
 
 
 def _batch(c: _Checker, raw: object, where: str) -> BatchPolicy | None:

@@ -58,11 +58,15 @@ _SECTIONS = ("package", "dependencies", "solvers", "weights", "metrics", "tool")
 _SOLVER_NAME_RE = re.compile(r"\A[a-z0-9_-]{1,64}\Z")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _CLASS_RE = re.compile(rf"\A{_IDENT}(?:\.{_IDENT})*:{_IDENT}\Z")
+_IO_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _TAG_RE = re.compile(r"\A[a-z0-9-]{1,32}\Z")
 _LICENSE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.+:() -]{0,127}\Z")
 _METRIC_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 MAX_DESCRIPTION = 512
 MAX_TAGS = 20
+#: The kinds of solver input, as the runner reads them from ``infer``'s type hints.
+INPUT_KINDS = ("image", "images", "integer", "number", "string", "boolean")
+MAX_IO_FIELDS = 32
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,14 @@ class Solver:
     class_path: str
     description: str | None = None
     batch: BatchPolicy | None = None
+    #: Declared interface, shown by the hub without running code: input name -> "kind" or
+    #: "kind: description" (kinds in INPUT_KINDS; the runner checks them against ``infer``),
+    #: output name -> description.
+    inputs: dict[str, str] = field(default_factory=dict, hash=False)
+    outputs: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def input_kinds(self) -> dict[str, str]:
+        return {k: v.partition(":")[0].strip() for k, v in self.inputs.items()}
 
     @property
     def module(self) -> str:
@@ -139,7 +151,8 @@ class Manifest:
             "solvers": [
                 {"name": s.name, "class": s.class_path, "description": s.description,
                  "batch": None if s.batch is None else
-                 {"max_size": s.batch.max_size, "max_wait_ms": s.batch.max_wait_ms}}
+                 {"max_size": s.batch.max_size, "max_wait_ms": s.batch.max_wait_ms},
+                 "inputs": dict(s.inputs) or None, "outputs": dict(s.outputs) or None}
                 for s in self.solvers
             ],
             "weights": [

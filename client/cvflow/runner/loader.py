@@ -35,6 +35,8 @@ class SolverEntry:
     max_size: int = 1
     max_wait_ms: float = 0.0
     batched: bool = False
+    #: The manifest's declared inputs as (name, kind); empty when it declares none.
+    inputs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,9 @@ def read_package(package_dir: Path) -> PackageInfo:
     solvers = []
     for s in data.get("solvers") or []:
         batch = s.get("batch") or {}
+        inputs = tuple((k, str(v).partition(":")[0].strip()) for k, v in (s.get("inputs") or {}).items())
         solvers.append(SolverEntry(s["name"], s["class"], s.get("description"), int(batch.get("max_size", 1)),
-                                   float(batch.get("max_wait_ms", 0)), bool(batch)))
+                                   float(batch.get("max_wait_ms", 0)), bool(batch), inputs))
     weights, formats = {}, {}
     for w in data.get("weights") or []:
         weights[w["path"]] = package_dir / w["path"]
@@ -140,6 +143,7 @@ def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[
         schema = schema_of(infer, where=f"solver {name}: {entry.class_path}.infer")
     except TypeError as exc:
         raise LoadError(str(exc)) from exc
+    _check_declared(entry, schema)
     if schema.images:
         require_pillow()
     infer_batch = getattr(instance, "infer_batch", None) if entry.batched else None
@@ -149,6 +153,20 @@ def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[
     worker = SolverWorker(name, infer, infer_batch if callable(infer_batch) else None,
                           max_size=entry.max_size, max_wait_ms=entry.max_wait_ms, max_queue=max_queue)
     return LoadedSolver(entry, instance, schema, worker)
+
+
+def _check_declared(entry: SolverEntry, schema: SolverSchema) -> None:
+    """The inputs the manifest declares (what the hub shows) must be what ``infer`` takes."""
+    if not entry.inputs:
+        return
+    declared = dict(entry.inputs)
+    actual = {p.name: p.kind for p in schema.params}
+    if declared == actual:
+        return
+    diffs = [f"{n}: manifest says {declared.get(n, 'nothing')}, infer() takes {actual.get(n, 'nothing')}"
+             for n in sorted(declared.keys() | actual.keys()) if declared.get(n) != actual.get(n)]
+    raise LoadError(f"solver {entry.name}: the manifest's inputs do not match {entry.class_path}.infer ("
+                    + "; ".join(diffs) + ")")
 
 
 def _takes_context(cls: type) -> bool:
