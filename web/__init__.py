@@ -2,8 +2,8 @@
 
 Pages: home, search, package (README, versions, solvers, files, dependencies, downloads),
 model zoo per task (an SVG chart drawn on the server), user and organisation pages, sign-in
-(password or OpenID Connect), API tokens, and an admin page. No front-end build step; the
-only script is a small static file that copies install lines to the clipboard.
+(password or OpenID Connect), API tokens, publishing from git, and an admin page. No front-end
+build step; the only script is a small static file that copies install lines to the clipboard.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def routes() -> list[BaseRoute]:
-    from web.views import accounts, admin, catalog
+    from web.views import accounts, admin, catalog, repositories
 
     return [
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -32,6 +32,10 @@ def routes() -> list[BaseRoute]:
         Route("/login/oidc/{provider}/callback", accounts.oidc_callback, name="oidc_callback"),
         Route("/settings/tokens", accounts.tokens_page, methods=["GET", "POST"], name="tokens"),
         Route("/admin", admin.admin_page, name="admin"),
+        Route("/publish/git", repositories.publish_git_page, methods=["GET"], name="publish_git"),
+        Route("/publish/git", repositories.register, methods=["POST"]),
+        Route("/publish/git/{repository_id:int}/reindex", repositories.reindex, methods=["POST"],
+              name="publish_git_reindex"),
         Route("/{namespace}", catalog.namespace_page, name="namespace"),
         Route("/{namespace}/{name}", catalog.package_page, name="package"),
         Route("/{namespace}/{name}/v/{version}", catalog.package_page, name="package_version"),

@@ -305,3 +305,13 @@ def test_api_errors_stay_json_and_pages_stay_html(hub: LiveHub) -> None:
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     assert "<h1>Not found</h1>" in page.text
     assert {"href": "/"} in Tags(page.text).of("a")  # a way back
+
+
+def test_every_fixed_site_path_is_a_reserved_namespace() -> None:
+    # /{namespace} pages come after the site's own paths, so a user named like one would be unreachable.
+    from cvflow.names import RESERVED_NAMESPACES
+    from web import routes
+
+    firsts = {r.path.strip("/").split("/")[0] for r in routes()}
+    fixed = {f for f in firsts if f and not f.startswith("{")}
+    assert fixed and fixed <= RESERVED_NAMESPACES, fixed - RESERVED_NAMESPACES

@@ -1,0 +1,127 @@
+"""Publish from git: register a repository with the indexer, list the ones you manage, re-index.
+
+The rules (who may register where, which URLs and patterns are accepted, who manages a
+repository) are the indexer's, in :mod:`indexer.registry`; this module only turns the form into
+its arguments and its errors into the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from hub.api._http import ctx, run_sync
+from hub.db import session_scope
+from hub.errors import HubError
+from hub.services.accounts import Principal
+from indexer import registry
+from web.security import check_csrf
+from web.session import web_principal
+from web.templating import render
+
+PAGE = "/publish/git"
+FIELDS = ("url", "namespace", "subdir", "tag_pattern", "branch_pattern")
+_FIELD_LIMIT = 2000  # longer than anything the registry accepts; keeps a re-rendered form small
+
+
+def _sign_in_first() -> Response:
+    return RedirectResponse(f"/login?next={PAGE}", status_code=303)
+
+
+def _expired(request: Request) -> Response:
+    return render(request, "error.html", status=403, title="Forbidden", message="The form expired; reload the page.")
+
+
+def _page_status(error: HubError) -> int:
+    # A form re-rendered with its error: refusals and conflicts keep their status; everything
+    # else the visitor typed (a refused URL, a bad pattern, an unknown namespace) is a 400.
+    return error.status if error.status in (403, 409) else 400
+
+
+async def publish_git_page(request: Request) -> Response:
+    who = await web_principal(request)
+    if who.user is None:
+        return _sign_in_first()
+    notice = None
+    for kind in ("registered", "queued"):  # set by the redirects after a registration or a re-index
+        value = request.query_params.get(kind, "")
+        if value.isascii() and value.isdigit():
+            notice = (kind, int(value))
+            break
+    return await _render(request, who, values={"namespace": who.user.name}, notice=notice)
+
+
+async def register(request: Request) -> Response:
+    who = await web_principal(request)
+    if who.user is None:
+        return _sign_in_first()
+    form = await request.form()
+    if not check_csrf(request, str(form.get("csrf_token") or "")):
+        return _expired(request)
+    values = _values(form)
+    private = form.get("private") == "on"
+    hub = ctx(request)
+
+    def work() -> int:
+        if hub.settings.read_only:
+            raise HubError("read_only", "this hub is read-only (a mirror); register the repository on its upstream")
+        with session_scope(hub.engine, write=True) as session:
+            repo = registry.register(session, hub.settings, who, url=values["url"],
+                                     namespace=values["namespace"] or None, subdir=values["subdir"],
+                                     tag_pattern=values["tag_pattern"], branch_pattern=values["branch_pattern"],
+                                     private=private)
+            assert repo.id is not None
+            return repo.id
+
+    try:
+        repository_id = await run_sync(work)
+    except HubError as exc:
+        return await _render(request, who, values={**values, "private": private}, error=exc,
+                             status=_page_status(exc))
+    return RedirectResponse(f"{PAGE}?registered={repository_id}", status_code=303)
+
+
+async def reindex(request: Request) -> Response:
+    who = await web_principal(request)
+    if who.user is None:
+        return _sign_in_first()
+    form = await request.form()
+    if not check_csrf(request, str(form.get("csrf_token") or "")):
+        return _expired(request)
+    hub = ctx(request)
+    repository_id = request.path_params["repository_id"]
+
+    def work() -> None:
+        with session_scope(hub.engine, write=True) as session:
+            registry.reindex(session, registry.get_repository(session, who, repository_id, manage=True))
+
+    try:
+        await run_sync(work)
+    except HubError as exc:
+        title = "Not found" if exc.status == 404 else "Cannot do that"
+        return render(request, "error.html", status=exc.status, title=title, message=exc.message)
+    return RedirectResponse(f"{PAGE}?queued={repository_id}#repository-{repository_id}", status_code=303)
+
+
+def _values(form: FormData) -> dict[str, str]:
+    # The URL is not stripped of inner characters: the registry refuses spaces and control
+    # characters with a clear message, rather than this page quietly changing what was typed.
+    return {key: str(form.get(key) or "").strip()[:_FIELD_LIMIT] for key in FIELDS}
+
+
+async def _render(request: Request, who: Principal, *, values: dict[str, Any], error: HubError | None = None,
+                  notice: tuple[str, int] | None = None, status: int = 200) -> Response:
+    hub = ctx(request)
+
+    def listing() -> list[dict[str, Any]]:
+        with session_scope(hub.engine) as session:
+            return [registry.document(session, who, repo) for repo in registry.list_managed(session, who)]
+
+    repositories = await run_sync(listing)
+    if notice is not None and notice[1] not in {doc["id"] for doc in repositories}:
+        notice = None  # only news about a repository this visitor manages
+    return render(request, "publish_git.html", status=status, values=values, error=error, notice=notice,
+                  repositories=repositories, base_url=str(request.base_url).rstrip("/"))
