@@ -233,7 +233,7 @@ def sliced(data: bytes, step: int = 1 << 20) -> Iterator[memoryview]:
 def upload_blob(client: httpx.Client, pieces: Sequence[bytes], digest: str, *, whole: bool = False) -> None:
     """The resumable protocol: open a session, PATCH each piece as a chunk, finish with the sha256.
 
-    ``whole`` sends each chunk as one ``bytes`` body, the way the cvflow client does today.
+    ``whole`` sends each chunk as one ``bytes`` body, the way the cvflow client did before it sent views.
     """
     created = client.post("/api/v1/uploads", json={"size": sum(map(len, pieces))})
     if created.status_code != 201:

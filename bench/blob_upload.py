@@ -49,6 +49,8 @@ from _common import (  # noqa: E402
     workdir,
 )
 
+from cvflow.api import HubClient  # noqa: E402
+
 TARGET_MBPS = 500
 GiB = 1 << 30
 CHUNK = 64 << 20
@@ -116,6 +118,12 @@ def hub_upload(url: str, token: str, pieces: list[bytes], digest: str, *, whole:
         return timed(lambda: upload_blob(client, pieces, digest, whole=whole))
 
 
+def client_upload(url: str, token: str, source: Path, size: int, digest: str) -> float:
+    """Seconds for ``cvflow publish``'s upload of one file: HubClient.upload_file reading it from disk."""
+    with HubClient(url, token) as client, source.open("rb") as f:
+        return timed(lambda: client.upload_file(f, size, digest, chunk_size=CHUNK))
+
+
 def httpx_chunks(url: str, pieces: list[bytes], *, whole: bool) -> float:
     with hub_client(url, None) as client:
         def send() -> None:
@@ -171,7 +179,9 @@ def main() -> None:
             shm_url, shm_token, shm_pid = start_hub(procs, mem / "hub", "hub-shm")
             rows["hub-shm"] = Row("hub, uvicorn, data dir on tmpfs (/dev/shm)",
                                   lambda: hub_upload(shm_url, shm_token, pieces, digest), shm_pid, target=True)
-        rows["hub-whole"] = Row("hub, uvicorn, on disk, each chunk one 64 MiB `bytes` body (as cvflow's client sends)",
+        rows["hub-client"] = Row("hub, uvicorn, on disk, sent by `cvflow`'s `HubClient.upload_file` from the file",
+                                 lambda: client_upload(disk_url, disk_token, source, size, digest), disk_pid)
+        rows["hub-whole"] = Row("hub, uvicorn, on disk, each chunk one 64 MiB `bytes` body",
                                 lambda: hub_upload(disk_url, disk_token, pieces, digest, whole=True), disk_pid, once=True)
 
         port = free_port()

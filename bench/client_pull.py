@@ -138,7 +138,7 @@ def pulled(home: Path, version: str, names: list[str], size: int) -> None:
 
 
 def library_pull(home: Path, hub: str, spec: str, *, fsync: bool, workers: int = 4) -> None:
-    """``cvflow.pull.pull`` in this process with ``Cache(fsync=...)``: the switch the CLI does not expose."""
+    """``cvflow.pull.pull`` in this process with ``Cache(fsync=...)``."""
     from cvflow.api import HubClient
     from cvflow.cache import Cache
     from cvflow.pull import pull
@@ -208,6 +208,8 @@ def main() -> None:
             "curl-null": Row(lambda out: curl_parallel(blob_urls, None, [size] * count), nginx.pid),
             "cli-j4": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q"), server.pid),
             "cli-j10": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q", "-j", str(count)), server.pid),
+            "cli-nofsync": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q",
+                                                      extra_env={"CVFLOW_CACHE_FSYNC": "0"}), server.pid),
             "lib-nofsync": Row(lambda out: library_pull(out, hub, spec, fsync=False), server.pid),
         }
         for n in range(args.rounds):
@@ -259,6 +261,7 @@ def main() -> None:
         speed_row(f"nginx + {count} curl at once, to /dev/null", "curl-null"),
         speed_row("**`cvflow pull`** (CLI defaults: -j 4, fsync on)", "cli-j4", target=True),
         speed_row(f"`cvflow pull -j {count}`", "cli-j10"),
+        speed_row("`CVFLOW_CACHE_FSYNC=0 cvflow pull`", "cli-nofsync"),
         speed_row("library `pull()`, `Cache(fsync=False)`, 4 workers", "lib-nofsync"),
         [f"`cvflow pull {spec}`, fresh cache, through the counting proxy", f"{first_s:.2f}", gbps(first_s), "",
          "", f"{first[1]:,} in {first[0]} requests ({first[2]:,} file bodies)", "", ""],
@@ -280,9 +283,9 @@ def main() -> None:
         "library row). It moves much less under other load than GB/s does; on two CPUs the client's and the "
         "server's CPU together bound the wall time.",
         "",
-        "fsync: `Cache(root, fsync=True)` fsyncs each downloaded blob before renaming it into place. "
-        "**The CLI has no switch for it**, so `cvflow pull` always runs with fsync on; the library row "
-        "(in this process, `cvflow.pull.pull` with `Cache(fsync=False)`) shows what turning it off would buy.",
+        "fsync: the cache fsyncs each downloaded blob before renaming it into place unless "
+        "`CVFLOW_CACHE_FSYNC=0`; the library row runs `cvflow.pull.pull` with `Cache(fsync=False)` in this "
+        "process (no interpreter start-up).",
         "",
         f"Re-pull: a fresh CVFLOW_HOME pulls 1.0.0, then 1.0.1, through an nginx proxy in front of the hub; bytes "
         f"= nginx's `$bytes_sent` (headers + bodies) summed over every request of that pull. `cvflow publish` of "
