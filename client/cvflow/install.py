@@ -9,7 +9,10 @@ builds one virtual environment per package version at
 * the Python ``requirements`` of the package *and* of its package dependencies (their
   code is importable in it too, so it must be able to run);
 * a ``.pth`` file that puts the package's cached snapshot, then its dependencies'
-  snapshots, on ``sys.path``; the files are not copied.
+  snapshots, on ``sys.path``; the files are not copied;
+* a link that makes this client's ``cvflow`` package (only it, not the client's own
+  dependencies) importable, since solvers are written against ``cvflow.solver``. A
+  ``cvflow`` the package's requirements install wins over the link.
 
 A venv is built in a temporary sibling directory and renamed into place, so a failed
 install leaves what was installed before untouched. Installs are recorded in
@@ -391,6 +394,35 @@ def _site_packages(venv: Path) -> Path:
 
 
 PTH_NAME = "_cvflow_package.pth"
+LINK_NAME = "_cvflow_link"
+
+#: Put in every package venv: finds ``cvflow`` in this client's folder, and nothing else from
+#: there, after every other finder (so an installed ``cvflow`` wins). Nothing is imported at start.
+_LINK_SOURCE = '''"""Written by `cvflow install`: makes the cvflow client at ROOT importable as ``cvflow``."""
+import importlib.util
+import sys
+
+ROOT = {root!r}
+
+
+class CvflowFinder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "cvflow":
+            return None
+        return importlib.util.spec_from_file_location("cvflow", ROOT + "/__init__.py",
+                                                      submodule_search_locations=[ROOT])
+
+
+if not any(getattr(f, "__name__", "") == "CvflowFinder" for f in sys.meta_path):
+    sys.meta_path.append(CvflowFinder)
+'''
+
+
+def _write_link(site_packages: Path) -> None:
+    root = str(Path(__file__).resolve().parent)
+    (site_packages / f"{LINK_NAME}.py").write_text(_LINK_SOURCE.format(root=root))
+    (site_packages / f"{LINK_NAME}.pth").write_text(f"import {LINK_NAME}\n")
 
 
 def _read_pth(venv: Path) -> list[str] | None:
@@ -417,6 +449,7 @@ def build_venv(target: Path, paths: list[str], requirements: list[str], *, offli
         if requirements:
             _pip_install(uv, tmp, requirements, offline=offline, label=label)
         (_site_packages(tmp) / PTH_NAME).write_text("".join(p + "\n" for p in paths))
+        _write_link(_site_packages(tmp))
         _retarget(tmp, target)
         _swap_into_place(tmp, target)
     except BaseException:

@@ -8,20 +8,40 @@ import hashlib
 import json
 import stat
 import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.client_e2e._install_helpers import python_in
 from tests.client_e2e._publish_helpers import cli_env, run_script
 from tests.conftest import free_port
 from tests.helpers import LiveHub
+from tests.runner._images import grey_png
 
 NAME = "alice/brightness"
-INFER = "import json, solver; print(json.dumps(solver.Solver().infer({image})))"
+# Runs in the package's venv: the scaffold's solver, built with its context, on a PNG.
+INFER = ("import json, solver; from pathlib import Path; from cvflow.solver import Context, Image; "
+         "w = Path(solver.__file__).parent / 'weights' / 'threshold.json'; "
+         "c = Context(package='alice/brightness', version='0.1.0', solver='predict', package_dir=w.parent.parent, "
+         "weights={{'weights/threshold.json': w}}); "
+         "print(json.dumps(solver.Solver(c).infer(Image.from_bytes(bytes.fromhex('{png}')))))")
+#: The venv reaches the client's cvflow package and nothing else of the client's environment.
+ISOLATED = "import cvflow.solver, importlib.util; print(importlib.util.find_spec('httpx') is None)"
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pillow's wheel (the scaffold's one requirement) in a folder, as an offline edge machine keeps them."""
+    folder = tmp_path_factory.mktemp("wheels")
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest",
+                           str(folder), "pillow>=10"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return folder
 
 
 def ok(env: Mapping[str, str | None], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -41,7 +61,8 @@ def digests(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_publish_search_pull_install_offline_yank_and_refused_republish(hub: LiveHub, tmp_path: Path) -> None:
+def test_publish_search_pull_install_offline_yank_and_refused_republish(hub: LiveHub, tmp_path: Path,
+                                                                       wheels: Path) -> None:
     token = hub.create_user("alice")
     home = tmp_path / "home"
     env = cli_env(home, hub.url)  # no CVFLOW_TOKEN: every command uses what `login` saved
@@ -81,18 +102,20 @@ def test_publish_search_pull_install_offline_yank_and_refused_republish(hub: Liv
     locked = tomllib.loads(lock.read_text())
     assert [(p["name"], p["version"]) for p in locked["package"]] == [(NAME, "0.1.0")]
     assert {f["path"]: f["sha256"] for f in locked["package"][0]["files"]} == local
-    answer = json.loads(python_in(venv, INFER.format(image="[[250, 240], [230, 255]]")))
-    assert answer["label"] == "bright"
+    answer = json.loads(python_in(venv, INFER.format(png=grey_png([[250, 240], [230, 255]]).hex())))
+    assert answer == {"label": "bright", "mean": 243.75, "threshold": 128}
+    assert python_in(venv, ISOLATED) == "True"
 
     # The hub goes away: online commands fail clearly, an offline install rebuilds from the cache alone.
     dead = cli_env(home, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    dead["PIP_FIND_LINKS"] = str(wheels)  # offline, Python requirements come from a local wheel folder
     down = run_script(dead, "search", "bright", cwd=tmp_path)
     assert down.returncode == 1 and "cannot reach the hub" in down.stderr, down.stderr
     ok(dead, "uninstall", NAME, cwd=tmp_path)
     assert not venv.exists()
     offline = as_json(dead, "install", NAME, "--offline", "--lock-file", str(lock), cwd=tmp_path)
     assert offline["built"] == [f"{NAME}@0.1.0"] and venv.is_dir()
-    assert json.loads(python_in(venv, INFER.format(image="[[3, 9], [0, 12]]")))["label"] == "dark"
+    assert json.loads(python_in(venv, INFER.format(png=grey_png([[3, 9], [0, 12]]).hex())))["label"] == "dark"
 
     # The hub is back: yank the version, then publishing it again is refused with the hub's reason.
     yanked = as_json(env, "yank", f"{NAME}@0.1.0", "--reason", "threshold too low", cwd=tmp_path)

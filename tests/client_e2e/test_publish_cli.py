@@ -230,7 +230,8 @@ def test_publish_empty_files_and_legacy_cvpm_packages(hub, env, tmp_path):
     doc = httpx.get(body["url"]).json()
     assert {f["path"] for f in doc["files"]} == {"cvflow.toml", "cvpm.toml", "old_model/solver.py"}
     assert doc["manifest"]["solvers"] == [{"name": "detect-faces", "class": "old_model.solver:Detector",
-                                           "description": None, "batch": None}]
+                                           "description": None, "batch": None, "inputs": None,
+                                           "outputs": None}]
 
 
 def test_private_packages_stay_hidden_from_others(hub, env, tmp_path):
