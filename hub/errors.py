@@ -54,6 +54,7 @@ CODES: dict[str, tuple[int, str]] = {
     "repository_not_found": (404, "No such registered git repository, or it may not be seen."),
     "method_not_allowed": (405, "The method is not allowed on this resource."),
     "version_exists": (409, "This version is already published; versions are immutable."),
+    "version_deleted": (409, "This version was taken down by an administrator; its number is never used again."),
     "name_taken": (409, "A user or organisation already has this name."),
     "upload_offset_mismatch": (409, "The chunk does not start at the upload's current offset."),
     "upload_finished": (409, "The upload session was already finished."),

@@ -270,7 +270,7 @@ class RepositoryTag(SQLModel, table=True):
 
 
 class ChangeEvent(SQLModel, table=True):
-    """One entry of the change feed: a publish, yank, unyank or visibility change.
+    """One entry of the change feed: a publish, yank, unyank, deletion or visibility change.
 
     Serials come from :class:`FeedCounter` inside the writing transaction, so they are
     gap-free and become visible in order (docs/mirrors.md).
@@ -279,7 +279,7 @@ class ChangeEvent(SQLModel, table=True):
     __tablename__ = "change_events"
     serial: int = Field(sa_type=sa.BigInteger, primary_key=True,  # type: ignore[call-overload]
                         sa_column_kwargs={"autoincrement": False})
-    action: str = Field(max_length=16)  # "publish" | "yank" | "unyank" | "public" | "private"
+    action: str = Field(max_length=16)  # "publish" | "yank" | "unyank" | "delete" | "public" | "private"
     package: str = Field(max_length=104, index=True)
     version: str | None = Field(default=None, max_length=128)
     #: JSON with what a mirror needs beside the names (a yank's reason).

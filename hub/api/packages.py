@@ -28,7 +28,7 @@ _PKG = (("namespace", "path", "namespace (user or organisation)"), ("name", "pat
 _VER = (*_PKG, ("version", "path", "SemVer version"))
 _PUBLISH_ERRORS = (
     "unauthenticated", "insufficient_scope", "forbidden", "namespace_not_found", "invalid_package_name",
-    "invalid_manifest", "invalid_version", "invalid_path", "invalid_files", "missing_blobs", "version_exists",
+    "invalid_manifest", "invalid_version", "invalid_path", "invalid_files", "missing_blobs", "version_exists", "version_deleted",
     "body_too_large", "invalid_json", "name_shadows_upstream", "upstream_unavailable", "read_only",
 )
 
@@ -305,6 +305,31 @@ async def yank(request: Request) -> Response:
 @endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions/{version}/unyank", "Undo a yank", "packages", **_YANK)  # type: ignore[arg-type]
 async def unyank(request: Request) -> Response:
     return await _yank(request, False)
+
+
+@endpoint("DELETE", "/api/v1/packages/{namespace}/{name}/versions/{version}",
+          "Take a version down (administrators only): it disappears, mirrors drop it, its number is never reused",
+          "packages", auth="required", params=_VER, status=200,
+          errors=("unauthenticated", "forbidden", "package_not_found", "version_not_found", "invalid_field"),
+          request={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}},
+          response={"type": "object", "properties": {"package": {"type": "string"}, "version": {"type": "string"},
+                                                     "deleted": {"type": "boolean"}, "reason": {"type": "string"}}})
+async def delete_version(request: Request) -> Response:
+    who = await principal(request, required=True)
+    data = await read_json(request)
+    reason = field_str(data, "reason") or ""
+    p = request.path_params
+    hub = ctx(request)
+
+    def work() -> dict[str, Any]:
+        with session_scope(hub.engine, write=True) as session:
+            row = packages.delete_version(session, who, p["namespace"], p["name"], p["version"], reason=reason)
+            return {"package": f"{p['namespace']}/{p['name']}", "version": row.version, "deleted": True,
+                    "reason": reason.strip()}
+
+    doc = await run_sync(work)
+    _invalidate(request, p["namespace"], p["name"])
+    return json_response(doc)
 
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/versions/{version}/files/{path:path}",

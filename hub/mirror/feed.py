@@ -1,4 +1,4 @@
-"""The change feed: every publish, yank, unyank and visibility change, numbered by a serial.
+"""The change feed: every publish, yank, unyank, deletion and visibility change, numbered by a serial.
 
 A writer takes the next serial with an upsert on the ``feed_counters`` row, in the same
 transaction as the change itself. The row stays locked until that transaction ends, so
@@ -26,7 +26,7 @@ from hub.models import ChangeEvent, FeedCounter, Package, utcnow
 from hub.services.accounts import Principal
 
 COUNTER = "changes"
-ACTIONS = ("publish", "yank", "unyank", "public", "private")
+ACTIONS = ("publish", "yank", "unyank", "delete", "public", "private")
 MAX_PAGE = 1000
 SERIAL_HEADER = "X-CVFlow-Serial"
 
@@ -47,6 +47,12 @@ def emit(session: Session, action: str, package: str, version: str | None = None
                             data=json.dumps(data, sort_keys=True) if data else None, created_at=utcnow()))
     session.flush()
     return serial
+
+
+def deleted_versions(session: Session, package: str) -> list[str]:
+    """The versions of ``package`` an administrator took down: the feed is their permanent record."""
+    return [v for v in session.exec(select(ChangeEvent.version).where(
+        ChangeEvent.package == package, ChangeEvent.action == "delete")) if v]
 
 
 def current_serial(session: Session) -> int:

@@ -31,10 +31,11 @@ from cvflow.api import HubClient
 from hub.api._http import HubContext
 from hub.db import session_scope
 from hub.errors import HubError
-from hub.mirror import copies
+from hub.mirror import copies, feed
 from hub.mirror.fetch import BlobFetcher, upstream_error
 from hub.mirror.filters import Filters
 from hub.models import MirrorState, Package, PackageOrigin, Version, utcnow
+from hub.services import packages
 from hub.services.catalog import iso
 
 PAGE = 500
@@ -53,6 +54,7 @@ class SyncReport:
     blobs: int = 0
     bytes: int = 0
     yanks: int = 0
+    deleted: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str] | None = None
     seconds: float = 0.0
@@ -64,13 +66,15 @@ class SyncReport:
     def as_dict(self) -> dict[str, Any]:
         return {"upstream": self.upstream, "since": self.since, "serial": self.serial,
                 "upstream_serial": self.upstream_serial, "packages": self.packages, "versions": self.versions,
-                "blobs": self.blobs, "bytes": self.bytes, "yanks": self.yanks, "failures": self.failures,
+                "blobs": self.blobs, "bytes": self.bytes, "yanks": self.yanks, "deleted": self.deleted,
+                "failures": self.failures,
                 "error": self.error, "seconds": round(self.seconds, 3)}
 
     def summary(self) -> str:
         text = (f"{self.upstream}: serial {self.since} -> {self.serial} of {self.upstream_serial}; "
                 f"{self.packages} package(s) checked, {len(self.versions)} version(s) copied, "
                 f"{self.blobs} blob(s) ({self.bytes} bytes), {self.yanks} yank change(s), "
+                f"{len(self.deleted)} deletion(s), "
                 f"{len(self.failures)} failure(s)")
         if self.error:
             text += f"; stopped: {self.error['message']} [{self.error['code']}]"
@@ -131,6 +135,7 @@ class Syncer:
                 events, upstream_serial = self._page(since)
                 report.upstream_serial = upstream_serial
                 touched: dict[str, set[str] | None] = {}
+                deleted: dict[str, dict[str, str]] = {}  # package -> version -> reason
                 for event in events:
                     name = event.get("package")
                     if event.get("action") == "hidden" or not isinstance(name, str) or not self.filters.wants(name):
@@ -138,7 +143,10 @@ class Syncer:
                     versions = touched.setdefault(name, set())
                     if event.get("version") and versions is not None:
                         versions.add(str(event["version"]))
-                self._packages(touched, report, failed)
+                    if event.get("action") == "delete" and event.get("version"):
+                        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+                        deleted.setdefault(name, {})[str(event["version"])] = str(data.get("reason") or "")
+                self._packages(touched, report, failed, deleted)
                 since = events[-1]["serial"] if events else since
                 report.serial = since
                 self._save(since, failed, None)
@@ -179,21 +187,23 @@ class Syncer:
     # -- packages
 
     def _packages(self, touched: dict[str, set[str] | None], report: SyncReport,
-                  failed: dict[str, dict[str, Any]]) -> None:
+                  failed: dict[str, dict[str, Any]], deleted: dict[str, dict[str, str]] | None = None) -> None:
         """Sync the packages of one page, a few at a time; then raise the first error that stops the run."""
         if not touched:
             return
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(touched))),
                                 thread_name_prefix="mirror-sync") as pool:
-            futures = [pool.submit(self._package, name, versions, report, failed) for name, versions in touched.items()]
+            futures = [pool.submit(self._package, name, versions, report, failed, (deleted or {}).get(name, {}))
+                       for name, versions in touched.items()]
         for future in futures:
             error = future.exception()
             if error is not None:
                 raise error
 
     def _package(self, name: str, touched: set[str] | None, report: SyncReport,
-                 failed: dict[str, dict[str, Any]]) -> None:
-        """Bring ``name`` in line with the upstream. ``touched``: versions the feed named (None: all)."""
+                 failed: dict[str, dict[str, Any]], deleted: dict[str, str] | None = None) -> None:
+        """Bring ``name`` in line with the upstream. ``touched``: versions the feed named (None: all);
+        ``deleted``: versions the feed says an administrator took down there, with the reason."""
         with self._lock:
             report.packages += 1
             failed.pop(name, None)
@@ -206,6 +216,14 @@ class Syncer:
                 raise upstream_error(exc, name) from exc
             entries = [e for e in doc.get("versions") or [] if isinstance(e, dict)]
             local = self._local_versions(name)
+            listed = {str(e.get("version")) for e in entries}
+            for version, reason in (deleted or {}).items():
+                # Only what the upstream itself no longer lists: the feed names it, the document confirms it.
+                if version in local and version not in listed and self._delete(name, version, reason):
+                    local.pop(version)
+                    with self._lock:
+                        report.deleted.append(f"{name}@{version}")
+                    self.log(f"deleted {name}@{version} (taken down upstream: {reason})")
             for entry in reversed(self.filters.select(name, entries)):  # lowest first, as they were published
                 version = str(entry["version"])
                 if version in local:
@@ -278,6 +296,17 @@ class Syncer:
                 report.versions.append(f"{name}@{version}")
             self.log(f"copied {name}@{version}")
         return created
+
+    def _delete(self, name: str, version: str, reason: str) -> bool:
+        with session_scope(self.context.engine, write=True) as session:
+            package = session.exec(select(Package).where(Package.full_name == name)).one()
+            row = copies.find_version(session, package, version)
+            if row is None:
+                return False
+            packages.drop_version(session, package, row)
+            feed.emit(session, "delete", package.full_name, row.version,
+                      {"reason": (reason or "taken down upstream")[:500], "upstream": self.upstream})
+            return True
 
     def _yank(self, name: str, version: str, entry: dict[str, Any]) -> int:
         with session_scope(self.context.engine, write=True) as session:

@@ -21,11 +21,13 @@ from cvflow.errors import CVFlowError, ValidationError
 from cvflow.manifest import Manifest, check_files_against_manifest, parse_manifest
 from cvflow.names import PackageName
 from cvflow.paths import FileEntry, validate_file_list
+from cvflow.versions import Version as SemVer
 from hub.errors import HubError, from_validation
 from hub.mirror import feed
 from hub.models import (
     Blob,
     Dependency,
+    DownloadCount,
     File,
     Namespace,
     Organisation,
@@ -209,6 +211,11 @@ def add_version(
     ).first()
     if existing is not None:
         raise _version_exists(pkg_name, existing.version)
+    for gone in feed.deleted_versions(session, package.full_name):
+        if SemVer.parse(gone).precedence_str == semver.precedence_str:
+            raise HubError("version_deleted", f"{pkg_name}@{gone} was taken down by an administrator; its number "
+                           "is never used again — publish a new version", details={"package": str(pkg_name),
+                                                                                   "version": gone})
     version = Version(
         package_id=package.id,  # type: ignore[arg-type]
         version=str(semver),
@@ -388,6 +395,36 @@ def set_yanked(
         feed.emit(session, "yank" if yanked else "unyank", package.full_name, row.version,
                   {"reason": reason} if yanked else None)
     return row
+
+
+def delete_version(session: Session, principal: Principal, namespace: str, name: str, version: str, *,
+                   reason: str) -> Version:
+    """Take a version down (administrators only, e.g. on a legal request; maintainers yank).
+
+    Its rows go; the change feed records the deletion with its reason, which tells mirrors to drop
+    their copies and keeps the number from ever being published again. Its blobs stay until
+    ``cvflow-hub gc`` finds nothing else refers to them.
+    """
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 500:
+        raise HubError("invalid_field", "a reason of 1 to 500 characters is required")
+    if not principal.is_admin:
+        raise HubError("forbidden", "only a hub administrator (with an admin token) may delete a version; "
+                       "maintainers yank it instead")
+    package = get_package(session, principal, namespace, name)
+    row = get_version(session, package, version)
+    drop_version(session, package, row)
+    feed.emit(session, "delete", package.full_name, row.version, {"reason": reason})
+    return row
+
+
+def drop_version(session: Session, package: Package, row: Version) -> None:
+    """Remove a version and everything that hangs on it; the caller records the change."""
+    for table in (File, Dependency, YankEvent, DownloadCount):
+        session.exec(sa.delete(table).where(table.version_id == row.id))  # type: ignore[call-overload,attr-defined]
+    session.delete(row)
+    session.flush()
+    apply_latest(session, package)
 
 
 def update_package(session: Session, principal: Principal, namespace: str, name: str, *, private: bool) -> Package:

@@ -186,3 +186,58 @@ def test_every_runs_the_sync_on_a_schedule_until_stopped(spawn_hub):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_administrator_s_takedown_is_in_the_feed_followed_by_mirrors_and_never_reused(hub, spawn_hub):
+    import dataclasses
+
+    from hub.services.gc import collect_garbage
+
+    upstream = hub
+    alice = upstream.user_client("alice")
+    publish_ok(alice, "alice/det", "1.0.0")
+    publish_ok(alice, "alice/det", "1.1.0", files={"weights.bin": b"leaked weights"}, weights=())
+    mirror = spawn_hub()
+    assert sorted(sync(mirror, upstream)["versions"]) == ["alice/det@1.0.0", "alice/det@1.1.0"]
+    leaked = sha256(b"leaked weights")
+    assert leaked in stored_blobs(upstream) and leaked in stored_blobs(mirror)
+
+    # Maintainers yank; only an administrator with an admin token deletes, and only with a reason.
+    path = "/api/v1/packages/alice/det/versions/1.1.0"
+    r = alice.request("DELETE", path, json={"reason": "leaked weights"})
+    assert r.status_code == 403 and error_code(r) == "forbidden"
+    not_admin_token = upstream.user_client("root", admin=True, scopes="read publish")
+    assert error_code(not_admin_token.request("DELETE", path, json={"reason": "x"})) == "forbidden"
+    admin = upstream.user_client("root2", admin=True)
+    r = admin.request("DELETE", path, json={"reason": " "})
+    assert r.status_code == 422 and error_code(r) == "invalid_field"
+    assert upstream.client().get(path).status_code == 200  # refusals changed nothing
+
+    r = admin.request("DELETE", path, json={"reason": "leaked weights"})
+    assert r.status_code == 200 and r.json() == {"package": "alice/det", "version": "1.1.0", "deleted": True,
+                                                 "reason": "leaked weights"}
+    assert upstream.client().get(path).status_code == 404
+    doc = upstream.client().get("/api/v1/packages/alice/det").json()
+    assert [v["version"] for v in doc["versions"]] == ["1.0.0"] and doc["latest_version"] == "1.0.0"
+    last = feed(upstream)[-1]
+    assert (last["action"], last["version"], last["data"]) == ("delete", "1.1.0", {"reason": "leaked weights"})
+    # The number is never used again, not even with a different build tag.
+    for again in ("1.1.0", "1.1.0+rebuilt"):
+        r = publish(alice, "alice/det", again)
+        assert r.status_code == 409 and error_code(r) == "version_deleted", r.text
+    assert error_code(admin.request("DELETE", path, json={"reason": "again"})) == "version_not_found"
+
+    # The mirror follows the feed: its copy goes, with its own feed event; 1.0.0 stays.
+    report = sync(mirror, upstream)
+    assert report["deleted"] == ["alice/det@1.1.0"] and report["versions"] == []
+    assert mirror.client().get(path).status_code == 404
+    assert mirror.client().get("/api/v1/packages/alice/det/versions/1.0.0").status_code == 200
+    mine = feed(mirror)[-1]
+    assert (mine["action"], mine["version"], mine["data"]["reason"]) == ("delete", "1.1.0", "leaked weights")
+    assert sync(mirror, upstream)["deleted"] == []
+
+    # The bytes go with the next gc, on both hubs.
+    for live in (upstream, mirror):
+        ctx = live.context
+        collect_garbage(ctx.engine, ctx.store, dataclasses.replace(ctx.settings, gc_grace=0))
+        assert leaked not in stored_blobs(live)
