@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,7 +21,7 @@ from hub.mirror.copies import origin_json
 from hub.mirror.upstream import UpstreamPool
 from hub.models import File, utcnow
 from hub.services import catalog, packages
-from hub.services.accounts import get_user
+from hub.services.accounts import Principal, get_user
 
 endpoint = Registry()
 
@@ -273,21 +274,29 @@ async def get_version(request: Request) -> Response:
     return json_response(doc)
 
 
-async def _yank(request: Request, yanked: bool) -> Response:
+async def _version_change(request: Request, change: Callable[..., dict[str, Any]]) -> Response:
+    """A change to one version that needs a reason (yank, unyank, delete): ``change(session, who,
+    namespace, name, version, reason)`` makes it in one transaction and returns the answer."""
     who = await principal(request, required=True)
-    data = await read_json(request)
-    reason = field_str(data, "reason") or ""
+    reason = field_str(await read_json(request), "reason") or ""
     p = request.path_params
     hub = ctx(request)
 
     def work() -> dict[str, Any]:
         with session_scope(hub.engine, write=True) as session:
-            version = packages.set_yanked(session, who, p["namespace"], p["name"], p["version"], yanked=yanked, reason=reason)
-            return catalog.version_summary(version)
+            return change(session, who, p["namespace"], p["name"], p["version"], reason)
 
     doc = await run_sync(work)
     _invalidate(request, p["namespace"], p["name"])
     return json_response(doc)
+
+
+async def _yank(request: Request, yanked: bool) -> Response:
+    def change(session: Session, who: Principal, namespace: str, name: str, version: str, reason: str) -> dict[str, Any]:
+        row = packages.set_yanked(session, who, namespace, name, version, yanked=yanked, reason=reason)
+        return catalog.version_summary(row)
+
+    return await _version_change(request, change)
 
 
 _YANK = dict(auth="required", params=_VER,
@@ -315,21 +324,11 @@ async def unyank(request: Request) -> Response:
           response={"type": "object", "properties": {"package": {"type": "string"}, "version": {"type": "string"},
                                                      "deleted": {"type": "boolean"}, "reason": {"type": "string"}}})
 async def delete_version(request: Request) -> Response:
-    who = await principal(request, required=True)
-    data = await read_json(request)
-    reason = field_str(data, "reason") or ""
-    p = request.path_params
-    hub = ctx(request)
+    def change(session: Session, who: Principal, namespace: str, name: str, version: str, reason: str) -> dict[str, Any]:
+        row = packages.delete_version(session, who, namespace, name, version, reason=reason)
+        return {"package": f"{namespace}/{name}", "version": row.version, "deleted": True, "reason": reason.strip()}
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            row = packages.delete_version(session, who, p["namespace"], p["name"], p["version"], reason=reason)
-            return {"package": f"{p['namespace']}/{p['name']}", "version": row.version, "deleted": True,
-                    "reason": reason.strip()}
-
-    doc = await run_sync(work)
-    _invalidate(request, p["namespace"], p["name"])
-    return json_response(doc)
+    return await _version_change(request, change)
 
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/versions/{version}/files/{path:path}",

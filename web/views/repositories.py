@@ -54,13 +54,22 @@ async def publish_git_page(request: Request) -> Response:
     return await _render(request, who, values={"namespace": who.user.name}, notice=notice)
 
 
-async def register(request: Request) -> Response:
+async def _signed_in_form(request: Request) -> tuple[Principal, FormData] | Response:
+    """The signed-in visitor and their posted form; or the answer when there is none, or the CSRF token fails."""
     who = await web_principal(request)
     if who.user is None:
         return _sign_in_first()
     form = await request.form()
     if not check_csrf(request, str(form.get("csrf_token") or "")):
         return _expired(request)
+    return who, form
+
+
+async def register(request: Request) -> Response:
+    posted = await _signed_in_form(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
     values = _values(form)
     private = form.get("private") == "on"
     hub = ctx(request)
@@ -85,12 +94,10 @@ async def register(request: Request) -> Response:
 
 
 async def reindex(request: Request) -> Response:
-    who = await web_principal(request)
-    if who.user is None:
-        return _sign_in_first()
-    form = await request.form()
-    if not check_csrf(request, str(form.get("csrf_token") or "")):
-        return _expired(request)
+    posted = await _signed_in_form(request)
+    if isinstance(posted, Response):
+        return posted
+    who, _ = posted
     hub = ctx(request)
     repository_id = request.path_params["repository_id"]
 
