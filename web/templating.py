@@ -11,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from cvflow.solver import declared_input
 from web.security import LazyCsrfToken
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -57,6 +58,7 @@ env.filters["filesize"] = filesize
 env.filters["replace_page"] = replace_page
 env.filters["day"] = day
 env.filters["http_url"] = http_url
+env.filters["declared_input"] = declared_input
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -36,15 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cvflow.errors import CVFlowError, HubError, HubUnavailableError, IntegrityError, InvalidVersionError
+from cvflow.locks import file_lock
 from cvflow.names import PackageName
 from cvflow.paths import SHA256_RE, FileEntry, validate_file_list
 from cvflow.progress import format_size
 from cvflow.versions import Version
-
-try:
-    import fcntl
-except ImportError:  # Windows: no cross-process locks; renames still keep files whole
-    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import httpx
@@ -81,34 +77,6 @@ def _write(fd: int, data: bytes | memoryview) -> None:
 def _stable_mtime_ns() -> int:
     # A whole second in the past: every later write sets a newer mtime, even on coarse clocks.
     return (int(time.time()) - 1) * 1_000_000_000
-
-
-@contextlib.contextmanager
-def _flock(path: Path, shared: bool = False) -> Iterator[None]:
-    """Hold ``flock`` on ``path``; re-open if the file was replaced while we waited."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
-    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, mode)
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -166,7 +134,7 @@ class Cache:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the cache's shared lock: ``prune`` waits until the block ends."""
-        with _flock(self.root / "locks" / "cache.lock", shared=True):
+        with file_lock(self.root / "locks" / "cache.lock", shared=True):
             yield
 
     # -- metadata seen online
@@ -222,7 +190,7 @@ class Cache:
 
     def discard(self, digest: str) -> None:
         """Remove a blob (a corrupted one); snapshots that link it are rebuilt on their next pull."""
-        with self.writing(), _flock(self.root / "locks" / f"{digest}.lock"):
+        with self.writing(), file_lock(self.root / "locks" / f"{digest}.lock"):
             self.blob_path(digest).unlink(missing_ok=True)
         with self._memo_lock:
             self._verified.pop(digest, None)
@@ -245,7 +213,7 @@ class Cache:
         final = self.blob_path(digest)
         if self.has_blob(digest, size):
             return final
-        with self.writing(), _flock(self.root / "locks" / f"{digest}.lock"):
+        with self.writing(), file_lock(self.root / "locks" / f"{digest}.lock"):
             if self.has_blob(digest, size):  # another process or thread finished it meanwhile
                 return final
             final.unlink(missing_ok=True)  # a blob of the wrong size is a corrupted one
@@ -397,7 +365,7 @@ class Cache:
         entries = _entries(version_doc)
         final = self.snapshot_path(name, version)
         lock = self.root / "locks" / "snapshots" / final.relative_to(self.root / "snapshots")
-        with self.writing(), _flock(lock.with_name(lock.name + ".lock")):
+        with self.writing(), file_lock(lock.with_name(lock.name + ".lock")):
             existing = self.cached_snapshot(name, version)
             if existing and (self.read_version(existing) or {}).get("files") == version_doc.get("files"):
                 return existing  # a concurrent pull built it while we downloaded
@@ -471,7 +439,7 @@ class Cache:
         Returns the bytes freed (or that would be, with ``dry_run``). Waits for running pulls.
         """
         wanted = {(str(n), str(v)) for n, v in keep}
-        with _flock(self.root / "locks" / "cache.lock"):
+        with file_lock(self.root / "locks" / "cache.lock"):
             doomed: list[Path] = []
             referenced: set[str] = set()
             for path, doc in self._snapshots():

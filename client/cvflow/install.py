@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from cvflow.errors import CVFlowError, IntegrityError, InvalidRangeError, OfflineError
 from cvflow.lockfile import Lock, LockedPackage, LockfileError, make_lock, read_lock, write_lock
+from cvflow.locks import file_lock
 from cvflow.names import PackageName
 from cvflow.paths import FileEntry
 from cvflow.resolve import HubSource, OfflineSource, resolve_graph
@@ -546,20 +547,8 @@ def _state_file(config: Config) -> Path:
     return config.state_dir / "installed.json"
 
 
-@contextlib.contextmanager
-def _state_lock(config: Config) -> Iterator[None]:
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    with (config.state_dir / "install.lock").open("a") as f:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; one install at a time is on the user
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _state_lock(config: Config) -> contextlib.AbstractContextManager[None]:
+    return file_lock(config.state_dir / "install.lock")
 
 
 def _read_state(config: Config) -> dict[tuple[str, str], InstalledPackage]:

@@ -46,6 +46,12 @@ __all__ = [
 ]
 
 #: Suffixes whose files are pickles (loading one runs code), as the manifest guesses formats.
+def declared_input(text: str) -> tuple[str, str]:
+    """An input as a manifest declares it, ``"kind"`` or ``"kind: meaning"``: (kind, meaning)."""
+    kind, _, meaning = text.partition(":")
+    return kind.strip(), meaning.strip()
+
+
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"})
 
 

@@ -374,13 +374,19 @@ def apply_latest(session: Session, package: Package) -> None:
 # --- yanking and roles ----------------------------------------------------------------------
 
 
+def _reason(reason: str | None) -> str:
+    """A yank's, unyank's or deletion's reason: 1 to 500 characters after trimming."""
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 500:
+        raise HubError("invalid_field", "a reason of 1 to 500 characters is required")
+    return reason
+
+
 def set_yanked(
     session: Session, principal: Principal, namespace: str, name: str, version: str, *, yanked: bool, reason: str
 ) -> Version:
     """Yank or unyank a version; both need a reason and are recorded as events."""
-    reason = (reason or "").strip()
-    if not reason or len(reason) > 500:
-        raise HubError("invalid_field", "a reason of 1 to 500 characters is required")
+    reason = _reason(reason)
     package = get_package(session, principal, namespace, name)
     user = _require_maintainer(session, principal, package)
     row = get_version(session, package, version)
@@ -405,9 +411,7 @@ def delete_version(session: Session, principal: Principal, namespace: str, name:
     their copies and keeps the number from ever being published again. Its blobs stay until
     ``cvflow-hub gc`` finds nothing else refers to them.
     """
-    reason = (reason or "").strip()
-    if not reason or len(reason) > 500:
-        raise HubError("invalid_field", "a reason of 1 to 500 characters is required")
+    reason = _reason(reason)
     if not principal.is_admin:
         raise HubError("forbidden", "only a hub administrator (with an admin token) may delete a version; "
                        "maintainers yank it instead")

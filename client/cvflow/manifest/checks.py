@@ -36,6 +36,7 @@ from cvflow.manifest.model import (
 )
 from cvflow.names import PackageName
 from cvflow.paths import SHA256_RE, validate_path
+from cvflow.solver import declared_input
 from cvflow.versions import Version, VersionRange
 
 
@@ -295,7 +296,7 @@ def _fields(c: _Checker, raw: object, where: str, *, kinds: bool) -> dict[str, s
         text = c.text(raw, key, f"{where}.{key}", required=True, max_len=MAX_DESCRIPTION)
         if text is None:
             continue
-        if kinds and text.partition(":")[0].strip() not in INPUT_KINDS:
+        if kinds and declared_input(text)[0] not in INPUT_KINDS:
             c.add("invalid_field", f"{where}.{key}",
                   f"{text!r} must start with an input kind: {', '.join(INPUT_KINDS)} (then ': description')")
             continue

@@ -11,6 +11,7 @@ import tomli_w
 
 from cvflow.errors import ManifestError
 from cvflow.names import PackageName
+from cvflow.solver import declared_input
 from cvflow.versions import Version, VersionRange
 
 MANIFEST_FILENAME = "cvflow.toml"
@@ -93,7 +94,7 @@ class Solver:
     outputs: dict[str, str] = field(default_factory=dict, hash=False)
 
     def input_kinds(self) -> dict[str, str]:
-        return {k: v.partition(":")[0].strip() for k, v in self.inputs.items()}
+        return {k: declared_input(v)[0] for k, v in self.inputs.items()}
 
     @property
     def module(self) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from cvflow.runner.batching import SolverWorker, log
 from cvflow.runner.images import require_pillow
 from cvflow.runner.schema import SolverSchema, schema_of
-from cvflow.solver import PICKLE_SUFFIXES, Context
+from cvflow.solver import PICKLE_SUFFIXES, Context, declared_input
 
 
 class LoadError(Exception):
@@ -69,7 +69,7 @@ def read_package(package_dir: Path) -> PackageInfo:
     solvers = []
     for s in data.get("solvers") or []:
         batch = s.get("batch") or {}
-        inputs = tuple((k, str(v).partition(":")[0].strip()) for k, v in (s.get("inputs") or {}).items())
+        inputs = tuple((k, declared_input(str(v))[0]) for k, v in (s.get("inputs") or {}).items())
         solvers.append(SolverEntry(s["name"], s["class"], s.get("description"), int(batch.get("max_size", 1)),
                                    float(batch.get("max_wait_ms", 0)), bool(batch), inputs))
     weights, formats = {}, {}

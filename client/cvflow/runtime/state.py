@@ -20,10 +20,11 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cvflow.locks import file_lock
 
 RECORD_FORMAT = 1
 NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
@@ -127,20 +128,8 @@ class RunnerState:
     def status_path(self, name: str) -> Path:
         return self.dir / f"{name}.status"
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / ".lock").open("a") as f:
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - Windows: no advisory locks
-                yield
-                return
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.dir / ".lock")
 
     def save(self, record: RunnerRecord) -> None:
         """Write the record atomically, readable by the user only."""
