@@ -84,7 +84,7 @@ def test_keep_alive_chunked_continue_head_and_refused_framing(runner):
     assert out.count(b"HTTP/1.1 200 OK") == 2 and out.count(b'{"sum":5}') == 2
     assert out.rstrip().endswith(b'{"sum":5}') and b"Connection: close" in out
 
-    chunked = (b"POST /solvers/add/infer HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    chunked = (b"POST /solvers/add/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
                b"Connection: close\r\n\r\n5\r\n{\"a\":\r\n6\r\n 7}   \r\n0\r\n\r\n")
     assert raw(port, chunked).endswith(b'{"sum":8}')
 
@@ -92,10 +92,10 @@ def test_keep_alive_chunked_continue_head_and_refused_framing(runner):
     out = raw(port, expect)
     assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
 
-    head = raw(port, b"HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    head = raw(port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n") and b"Content-Length: 15" in head
 
-    smuggle = (b"POST /solvers/add/infer HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+    smuggle = (b"POST /solvers/add/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"0\r\n\r\n")
     out = raw(port, smuggle)
     assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out
@@ -104,8 +104,8 @@ def test_keep_alive_chunked_continue_head_and_refused_framing(runner):
 
     # A body over the limit is read and dropped, so the connection goes on.
     big = b"x" * 5000
-    head = b"POST /solvers/add/infer HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
-    out = raw(port, head + big + post.replace(b"Host: x", b"Connection: close"))
+    head = b"POST /solvers/add/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    out = raw(port, head + big + post.replace(b"Host: x", b"Host: x\r\nConnection: close"))
     assert out.startswith(b"HTTP/1.1 413 ") and b'"request_too_large"' in out and out.endswith(b'{"sum":5}')
 
     # HTTP/1.0 closes unless asked to keep alive.

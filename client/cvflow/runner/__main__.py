@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cvflow.runner.images import ImagePolicy
 from cvflow.runner.loader import LoadError
+from cvflow.runner.protocol import Limits
 from cvflow.runner.server import Runner, RunnerSettings, served_urls
 
 log = logging.getLogger("cvflow.runner")
@@ -41,6 +42,14 @@ def parse_args(argv: list[str] | None) -> RunnerSettings:
     p.add_argument("--allow-url", action="append", default=[], help="fetch image URLs under this prefix")
     p.add_argument("--status-file", type=Path, help="write {pid, host, port} here once listening")
     p.add_argument("--no-access-log", action="store_true")
+    # HTTP limits; `cvflow run --env CVFLOW_RUNNER_IDLE_TIMEOUT=30` reaches them through the environment.
+    http = Limits()
+    for flag, default in (("header-timeout", http.header_timeout), ("idle-timeout", http.idle_timeout),
+                          ("body-timeout", http.body_timeout), ("max-header-bytes", http.max_head_bytes),
+                          ("max-headers", http.max_headers)):
+        var = "CVFLOW_RUNNER_" + flag.upper().replace("-", "_")
+        kind = float if flag.endswith("timeout") else int
+        p.add_argument(f"--{flag}", type=kind, default=kind(os.environ.get(var, default)), help=f"env: {var}")
     a = p.parse_args(argv)
     names = [n for n in os.environ.get(SETTINGS_VAR, "").split(",") if n]
     return RunnerSettings(
@@ -48,6 +57,7 @@ def parse_args(argv: list[str] | None) -> RunnerSettings:
         images=ImagePolicy(a.max_image_bytes, a.max_image_pixels, tuple(a.allow_url)),
         max_request_bytes=a.max_request_bytes, max_queue=a.max_queue, request_timeout=a.request_timeout,
         settings={n: os.environ.get(n, "") for n in names}, access_log=not a.no_access_log,
+        http=Limits(a.header_timeout, a.idle_timeout, a.body_timeout, a.max_header_bytes, a.max_headers),
     ), a.status_file
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 #: code -> (HTTP status, meaning)
 CODES: dict[str, tuple[int, str]] = {
-    "bad_request": (400, "The request is malformed (its length or its chunked framing)."),
+    "bad_request": (400, "The request is malformed (its request line, a header, its length or its chunked framing)."),
     "not_an_image": (400, "An image input holds bytes that are not an image."),
     "invalid_json": (400, "The body is not a JSON object."),
     "invalid_multipart": (400, "The multipart/form-data body cannot be parsed."),
@@ -22,7 +22,10 @@ CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "No such route."),
     "solver_not_found": (404, "The package has no such solver, or this runner does not serve it."),
     "method_not_allowed": (405, "The method is not allowed on this route."),
+    "request_timeout": (408, "The headers or the body did not arrive within the runner's time limit."),
     "request_too_large": (413, "The request body is over the runner's limit."),
+    "uri_too_long": (414, "The request line is over the runner's limit on the head's size."),
+    "headers_too_large": (431, "The headers are over the runner's limit on their size or their number."),
     "image_too_large": (413, "An image is over the runner's byte or pixel limit."),
     "unsupported_media_type": (415, "The body's content type is not one this route reads."),
     "invalid_field": (422, "A field has the wrong type, or a value outside its range or choices."),
@@ -31,9 +34,11 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_input": (422, "The solver refused the input (its message says why)."),
     "solver_error": (500, "The solver raised an exception; the message is its text."),
     "invalid_result": (500, "The solver returned something that is not JSON-serialisable."),
+    "not_implemented": (501, "A Transfer-Encoding other than chunked."),
     "not_ready": (503, "The runner is still loading its solvers."),
     "busy": (503, "Too many requests are queued for this solver; retry later."),
     "solver_timeout": (504, "The solver did not answer within the runner's time limit."),
+    "http_version_not_supported": (505, "An HTTP version other than HTTP/1.0 and HTTP/1.1."),
 }
 
 

@@ -35,7 +35,7 @@ from cvflow.runner.errors import RunnerError
 from cvflow.runner.images import ImagePolicy
 from cvflow.runner.loader import LoadedSolver, PackageInfo, load_solver, read_package, resolve_device
 from cvflow.runner.openapi import build_openapi
-from cvflow.runner.protocol import BadRequest, BodyTooLarge, Request, Server
+from cvflow.runner.protocol import BadRequest, BodyTooLarge, Limits, Request, Server
 from cvflow.runner.requests import parse_inputs
 from cvflow.runner.results import encode_result
 from cvflow.solver import InputError
@@ -59,6 +59,7 @@ class RunnerSettings:
     request_timeout: float = 300.0
     settings: dict[str, str] = field(default_factory=dict)
     access_log: bool = True
+    http: Limits = field(default_factory=Limits)  # header, idle and body timeouts; head size and count
 
 
 class Runner:
@@ -83,7 +84,8 @@ class Runner:
 
     def bind(self) -> Server:
         """Listen on the host and port (0: any free port). Raises OSError when it cannot."""
-        self.httpd = Server((self.settings.host, self.settings.port), self.app, name=f"cvflow-runner/{__version__}")
+        self.httpd = Server((self.settings.host, self.settings.port), self.app, name=f"cvflow-runner/{__version__}",
+                            limits=self.settings.http)
         return self.httpd
 
     @property
@@ -199,8 +201,10 @@ class Runner:
             err = RunnerError("request_too_large", f"{exc}; the runner takes bodies up to {exc.limit} bytes")
             status, body, ctype = err.status, err.body(), _JSON
         except BadRequest as exc:
-            err = RunnerError("bad_request", exc.message)
+            err = RunnerError(exc.code, exc.message)
             status, body, ctype = err.status, err.body(), _JSON
+        except ConnectionError:
+            raise  # the client went away inside its body: nobody to answer
         except Exception as exc:
             log.error("%s %s failed: %s", request.method, request.path, exc, exc_info=exc)
             status, body, ctype = 500, RunnerError("solver_error", f"internal error: {exc}").body(), _JSON
@@ -214,8 +218,11 @@ class Runner:
     def _route(self, request: Request) -> tuple[int, bytes, str]:
         method, path = request.method, request.path
         parts = [p for p in path.split("/") if p]
-        infer = (len(parts) == 3 and parts[0] == "solvers" and parts[2] == "infer") or (
-            len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "infer")
+        allowed = _allowed(parts)
+        if allowed is not None and method not in allowed:
+            request.response_headers.append(("Allow", ", ".join(allowed)))
+            raise RunnerError("method_not_allowed", f"{method} is not allowed on {path}; allowed: {', '.join(allowed)}")
+        infer = allowed == _POST
         if method == "POST" and infer:
             body = request.body(self.settings.max_request_bytes)
             if parts[0] == "v2":
@@ -234,10 +241,23 @@ class Runner:
                 return 200, self.openapi(), _JSON
             if parts[0] == "v2":
                 return kserve.get(self, parts[1:])
-            raise RunnerError("not_found", f"no route {path}; see GET / and GET /openapi.json")
-        if infer or parts in ([], ["healthz"], ["readyz"], ["openapi.json"]) or parts[:1] == ["v2"]:
-            raise RunnerError("method_not_allowed", f"{method} is not allowed on {path}")
         raise RunnerError("not_found", f"no route {path}; see GET / and GET /openapi.json")
+
+
+_GET = ("GET", "HEAD")
+_POST = ("POST",)
+
+
+def _allowed(parts: list[str]) -> tuple[str, ...] | None:
+    """The methods of the resource at ``parts`` (for 405 and its ``Allow``); None: no such resource."""
+    if parts in ([], ["healthz"], ["readyz"], ["openapi.json"], ["v2"], ["v2", "health", "live"],
+                 ["v2", "health", "ready"]):
+        return _GET
+    if len(parts) == 3 and parts[0] == "solvers" and parts[2] == "infer":
+        return _POST
+    if len(parts) in (3, 4) and parts[:2] == ["v2", "models"]:
+        return _POST if parts[3:] == ["infer"] else _GET if parts[3:] in ([], ["ready"]) else None
+    return None
 
 
 class _AccessLog:
