@@ -3,6 +3,9 @@
 :class:`HubClient` takes an ``httpx.Client`` or transport, so the same code talks to a hub
 over the network or to the Starlette app in-process. Every hub error becomes a typed
 exception from :mod:`cvflow.errors` whose ``code`` is the hub's own.
+
+The token is sent only to the hub's own origin (scheme, host and port of ``base_url``):
+a redirect elsewhere, such as a presigned URL of the blob store, goes without it.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class HubClient:
         timeout: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._origin = _origin(httpx.URL(self.base_url))
         headers = {"user-agent": f"cvflow/{__version__}"}
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -73,6 +77,13 @@ class HubClient:
         )
         if client is not None:
             self.http.headers.update(headers)
+        # Every request, each redirect included, passes this hook: the token never leaves the
+        # hub's origin (a presigned store URL, an absolute URL, an http -> https hop).
+        self.http.event_hooks["request"].append(self._token_only_to_the_hub)
+
+    def _token_only_to_the_hub(self, request: httpx.Request) -> None:
+        if _origin(request.url) != self._origin:
+            request.headers.pop("authorization", None)
 
     def close(self) -> None:
         self.http.close()
@@ -234,6 +245,11 @@ class HubClient:
         action = "unyank" if undo else "yank"
         return self._json("POST", f"/api/v1/packages/{name}/versions/{quote(version)}/{action}",  # type: ignore[no-any-return]
                           json={"reason": reason})
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port filled in: what "same origin" compares."""
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
 
 
 def upload_path(client: HubClient, path: Path, digest: str, **kw: Any) -> None:

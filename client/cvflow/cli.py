@@ -7,13 +7,33 @@ the exit status; ``--json`` output is for scripts. Each group of commands lives 
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from cvflow import __version__
 from cvflow.commands import register
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The ``cvflow`` group: what no command turned into a clear error is turned here."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from cvflow.commands._common import fail, os_error_message
+        from cvflow.errors import CVFlowError
+
+        try:
+            return super().invoke(ctx)
+        except CVFlowError as exc:
+            fail(exc.message)
+        except OSError as exc:  # CVFLOW_HOME not writable, a full disk, a file that vanished
+            if exc.errno == errno.EPIPE:  # click already ends quietly when stdout is closed
+                raise
+            fail(os_error_message(exc))
+        return None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cvflow")
 @click.option("--hub", metavar="URL", help="Hub to talk to [env CVFLOW_HUB, else the one `cvflow login` saved].")
 @click.option("--token", metavar="TOKEN", help="API token [env CVFLOW_TOKEN, else the saved one].")

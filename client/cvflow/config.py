@@ -4,13 +4,27 @@ Everything lives under ``CVFLOW_HOME`` (default: ``$XDG_DATA_HOME/cvflow``, else
 ``~/.local/share/cvflow``)::
 
     CVFLOW_HOME/
-      config.toml     hub URL and token written by ``cvflow login`` (mode 0600)
+      config.toml     the default hub, and one token per hub, written by ``cvflow login`` (mode 0600)
       cache/          content-addressed blobs and per-version snapshots (see cvflow.cache)
       venvs/          one virtual environment per installed package version
       state/          installed packages, running solvers
 
-The hub URL and token are taken from, in order: the ``--hub``/``--token`` options, the
-``CVFLOW_HUB``/``CVFLOW_TOKEN`` variables, then ``config.toml``.
+The hub is the ``--hub`` option, else ``CVFLOW_HUB``, else the hub ``cvflow login`` saved
+last, else ``DEFAULT_HUB``. Hub URLs are compared in their normal form (:func:`normalise_hub`:
+lowercase scheme and host, no default port, no trailing slash).
+
+A token goes only to the hub it belongs to. ``config.toml`` keeps tokens per hub::
+
+    hub = "https://hub.example.org"
+    [tokens]
+    "https://hub.example.org" = "cvf_..."
+    "http://127.0.0.1:8000" = "cvf_..."
+
+and a token saved for one hub is never sent to another. ``--token`` goes to the hub of that
+command. ``CVFLOW_TOKEN`` goes to the hub ``CVFLOW_HUB`` names when that is set (the two are
+a pair, so a ``--hub`` elsewhere gets that hub's saved token, or none), and otherwise to
+whichever hub the command uses. The one-token file of older clients (``hub`` and ``token`` at
+the top) is read as that hub's token, and rewritten in this form at the next login or logout.
 
 ``CVFLOW_CACHE_FSYNC=0`` skips the fsync before a downloaded blob is renamed into the cache:
 faster pulls, at the cost that a power cut may leave a blob that fails its digest check
@@ -22,16 +36,55 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, urlsplit
 
 import tomli_w
+
+from cvflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from cvflow.cache import Cache
 
 DEFAULT_HUB = "http://127.0.0.1:8000"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_hub(url: str) -> str:
+    """The normal form of a hub URL, the key its token is saved under.
+
+    ``HTTPS://Hub.Example.org:443/base/`` becomes ``https://hub.example.org/base``.
+
+    Raises:
+        ConfigError: if ``url`` is not an http(s) URL of a host, or carries a user name,
+            password, query or fragment.
+    """
+    text = url.strip() if isinstance(url, str) else ""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"hub URL {url!r} is not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ConfigError(f"hub URL {url!r} must look like https://hub.example.org")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"hub URL {_redacted(parts)} must not carry a user name or password;"
+                          " use `cvflow login` or --token")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"hub URL {url!r} must not have a query or fragment")
+    host = parts.hostname.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def _redacted(parts: SplitResult) -> str:
+    host = parts.netloc.rpartition("@")[2]
+    return repr(f"{parts.scheme}://***@{host}{parts.path}")
 
 
 def home_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -48,6 +101,8 @@ class Config:
     hub: str
     token: str | None
     cache_fsync: bool = True
+    #: Where ``token`` came from: "option", "environment", "saved", or None without a token.
+    token_source: str | None = None
 
     @property
     def config_file(self) -> Path:
@@ -72,51 +127,119 @@ class Config:
         return self.home / "state"
 
 
+@dataclass(frozen=True)
+class SavedLogins:
+    """What ``config.toml`` holds: the default hub and a token per (normalised) hub URL."""
+
+    hub: str | None = None
+    tokens: Mapping[str, str] = field(default_factory=dict)
+
+
 def load_config(
     *, hub: str | None = None, token: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
-    """Settle hub URL and token: options, then environment, then the config file."""
+    """Settle the hub (options, environment, config file) and the token that may go to it.
+
+    Raises:
+        ConfigError: if the hub URL is not a usable http(s) URL.
+    """
     env = os.environ if environ is None else environ
     home = home_dir(env)
     saved = read_saved(home)
+    env_hub = env.get("CVFLOW_HUB") or None
+    chosen = normalise_hub(hub or env_hub or saved.hub or DEFAULT_HUB)
+    env_token = env.get("CVFLOW_TOKEN") or None
+    source: str | None = None
+    if token:
+        source = "option"
+    elif env_token and (env_hub is None or normalise_hub(env_hub) == chosen):
+        token, source = env_token, "environment"
+    elif saved.tokens.get(chosen):
+        token, source = saved.tokens[chosen], "saved"
     return Config(
         home=home,
-        hub=(hub or env.get("CVFLOW_HUB") or saved.get("hub") or DEFAULT_HUB).rstrip("/"),
-        token=token or env.get("CVFLOW_TOKEN") or saved.get("token") or None,
+        hub=chosen,
+        token=token or None,
         cache_fsync=env.get("CVFLOW_CACHE_FSYNC", "1").strip().lower() not in {"0", "false", "no", "off"},
+        token_source=source,
     )
 
 
-def read_saved(home: Path) -> dict[str, str]:
-    path = home / "config.toml"
+def read_saved(home: Path) -> SavedLogins:
+    """The saved logins; an unreadable or damaged file counts as none.
+
+    The one-token format of older clients (``hub = ...`` and ``token = ...`` at the top) is
+    read as that hub's token, so a login made before tokens were kept per hub keeps working
+    for the hub it was made for, and for no other.
+    """
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-    return {k: str(v) for k, v in data.items() if k in {"hub", "token"}}
+        data = tomllib.loads((home / "config.toml").read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return SavedLogins()
+    default = _hub_or_none(data.get("hub"))
+    tokens: dict[str, str] = {}
+    table = data.get("tokens")
+    if isinstance(table, dict):
+        for url, value in table.items():
+            key = _hub_or_none(url)
+            if key is not None and isinstance(value, str) and value:
+                tokens[key] = value
+    legacy = data.get("token")
+    if isinstance(legacy, str) and legacy:
+        owner = default if "hub" in data else normalise_hub(DEFAULT_HUB)
+        if owner is not None:
+            tokens.setdefault(owner, legacy)
+    return SavedLogins(default, tokens)
+
+
+def _hub_or_none(value: object) -> str | None:
+    try:
+        return normalise_hub(value) if isinstance(value, str) else None
+    except ConfigError:
+        return None
 
 
 def save_login(home: Path, hub: str, token: str | None) -> Path:
-    """Write the hub and token to ``config.toml``, readable by the user only."""
+    """Make ``hub`` the default hub and save ``token`` for it alone (mode 0600).
+
+    Tokens saved for other hubs are kept; ``token=None`` forgets this hub's token.
+
+    Raises:
+        ConfigError: for a hub URL that is not usable.
+        OSError: if ``config.toml`` cannot be written.
+    """
+    key = normalise_hub(hub)
+    saved = read_saved(home)
+    tokens = {url: value for url, value in saved.tokens.items() if url != key}
+    if token:
+        tokens[key] = token
+    return _write(home, key, tokens)
+
+
+def forget_login(home: Path, hub: str) -> bool:
+    """Forget the token saved for ``hub`` (others and the default hub stay); True if there was one.
+
+    Raises:
+        ConfigError: for a hub URL that is not usable.
+        OSError: if ``config.toml`` cannot be written.
+    """
+    key = normalise_hub(hub)
+    saved = read_saved(home)
+    if key not in saved.tokens:
+        return False
+    _write(home, saved.hub or key, {url: value for url, value in saved.tokens.items() if url != key})
+    return True
+
+
+def _write(home: Path, hub: str, tokens: Mapping[str, str]) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "config.toml"
-    data = {"hub": hub.rstrip("/")}
-    if token:
-        data["token"] = token
+    data: dict[str, object] = {"hub": hub}
+    if tokens:
+        data["tokens"] = dict(sorted(tokens.items()))
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         tomli_w.dump(data, f)
     os.replace(tmp, path)
     return path
-
-
-def forget_login(home: Path) -> bool:
-    """Remove the saved token (keeping the hub URL); True if there was one."""
-    saved = read_saved(home)
-    if "token" not in saved:
-        return False
-    save_login(home, saved.get("hub", DEFAULT_HUB), None)
-    return True

@@ -15,6 +15,7 @@ sends in its JSON error bodies, so callers branch on the code, never on the text
     │   ├── HubAuthError(HubError, PermissionError)         401s and 403s
     │   ├── HubConflictError(HubError)                      409s (version_exists, ...)
     │   └── HubUnavailableError(HubError, ConnectionError)  no hub at the URL, timeouts, 5xx
+    ├── ConfigError(CVFlowError)                code="invalid_config": e.g. a hub URL that is not http(s)
     ├── IntegrityError(CVFlowError)             code="digest_mismatch": bytes that fail their sha256
     ├── OfflineError(CVFlowError)               code="offline_miss": --offline and not in the cache
     └── ResolutionError(CVFlowError)            code="resolution_impossible": requirements clash
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CVFlowError",
+    "ConfigError",
     "HubAuthError",
     "HubConflictError",
     "HubError",
@@ -167,6 +169,12 @@ class HubUnavailableError(HubError, ConnectionError):
     """The hub cannot be reached, timed out, or failed on its side."""
 
     code = "hub_unavailable"
+
+
+class ConfigError(CVFlowError):
+    """The client's own settings are unusable, e.g. a ``--hub``/``CVFLOW_HUB`` that is not a URL."""
+
+    code = "invalid_config"
 
 
 class IntegrityError(CVFlowError):

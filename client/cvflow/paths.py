@@ -3,7 +3,11 @@
 A package path is a relative POSIX path that is safe to create on Linux, macOS and
 Windows and cannot escape the package directory: no absolute paths or drive letters,
 no backslashes, no control characters, no ``.``/``..``/empty segments, at most 255
-bytes (UTF-8) per segment and 1024 bytes in all. A file list must also be free of
+bytes (UTF-8) per segment and 1024 bytes in all. No segment may be a name Windows
+reserves for a device (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM1``-``COM9``,
+``LPT1``-``LPT9``, ``CONIN$``, ``CONOUT$``; in any case, with or without an extension,
+so ``nul.txt`` and ``Aux.tar.gz`` too) or end in a dot or a space, which Windows
+silently strips. A file list must also be free of
 paths that collide on case-insensitive or Unicode-normalising filesystems (macOS,
 Windows), and of a path that is both a file and a directory (``a`` and ``a/b``).
 """
@@ -21,15 +25,23 @@ __all__ = [
     "MAX_PATH_BYTES",
     "MAX_SEGMENT_BYTES",
     "SHA256_RE",
+    "WINDOWS_RESERVED_NAMES",
     "FileEntry",
     "validate_file_list",
     "validate_path",
+    "windows_reserved",
 ]
 
 SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 1024
 _DRIVE_RE = re.compile(r"\A[A-Za-z]:")
+#: Device names Windows reserves in every directory, whatever follows them after a dot.
+#: The superscript digits count too: Windows treats COM\u00b9 like COM1.
+WINDOWS_RESERVED_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{digit}" for port in ("COM", "LPT") for digit in "123456789\u00b9\u00b2\u00b3"}
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,18 @@ def _path_problem(path: object) -> str | None:
             return f"path {path!r} has {shown} segment"
         if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
             return f"path {path!r} has a segment longer than {MAX_SEGMENT_BYTES} bytes"
+        if segment[-1] in ". ":
+            what = "a dot" if segment[-1] == "." else "a space"
+            return f"path {path!r} has a segment ending in {what} ({segment!r}), which Windows strips"
+        if windows_reserved(segment):
+            return f"path {path!r} uses {segment!r}, a device name Windows reserves"
     return None
+
+
+def windows_reserved(segment: str) -> bool:
+    """True if Windows reads ``segment`` (one path component) as a device, e.g. ``nul.txt``."""
+    stem = re.split(r"[.:]", segment, maxsplit=1)[0].rstrip(" ")  # "NUL:" names the device too
+    return stem.upper() in WINDOWS_RESERVED_NAMES
 
 
 def validate_path(path: str) -> str:

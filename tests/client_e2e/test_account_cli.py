@@ -30,7 +30,8 @@ def test_login_with_password_saves_a_private_config_that_whoami_uses(hub, alice_
     config = tmp_path / "config.toml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     data = saved(tmp_path)
-    assert data["hub"] == hub.url and data["token"].startswith("cvf_")
+    assert data["hub"] == hub.url and set(data["tokens"]) == {hub.url}
+    assert data["tokens"][hub.url].startswith("cvf_")
 
     # Only the saved config now: no CVFLOW_HUB, no CVFLOW_TOKEN.
     who = run_cli(cli_env(tmp_path, None), "whoami")
@@ -68,10 +69,10 @@ def test_login_with_a_token_checks_it_before_saving(hub, alice_token, tmp_path):
 
     good = run_cli(cli_env(tmp_path, hub.url), "login", "--token", alice_token)
     assert good.exit_code == 0, good.output
-    assert saved(tmp_path)["token"] == alice_token
+    assert saved(tmp_path)["tokens"] == {hub.url: alice_token}
 
 
-def test_logout_forgets_the_token_but_keeps_the_hub(hub, alice_token, tmp_path):
+def test_logout_forgets_the_hubs_token_but_keeps_the_hub(hub, alice_token, tmp_path):
     run_cli(cli_env(tmp_path, hub.url), "login", "--token", alice_token)
     out = run_cli(cli_env(tmp_path, None), "logout")
     assert out.exit_code == 0 and "logged out" in out.stdout

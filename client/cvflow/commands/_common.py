@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from cvflow.api import HubClient
-from cvflow.config import Config, load_config
+from cvflow.config import Config, home_dir, load_config
 from cvflow.errors import CVFlowError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,6 +62,20 @@ def handle_errors(func: F) -> F:
             raise SystemExit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error; one under CVFLOW_HOME says how to fix that."""
+    what = exc.strerror or str(exc)
+    where = exc.filename
+    if where is None:
+        return what
+    path = Path(os.fsdecode(where))
+    home = home_dir()
+    if path == home or home in path.parents:
+        return (f"cannot use CVFLOW_HOME ({home}): {what}: {path}; make it a directory you can write,"
+                " or point CVFLOW_HOME at one")
+    return f"{what}: {path}"
 
 
 def emit_json(data: Any) -> None:

@@ -10,7 +10,7 @@ import click
 
 from cvflow.api import HubClient
 from cvflow.commands._common import Options, config, emit_json, fail, handle_errors
-from cvflow.config import forget_login, save_login
+from cvflow.config import forget_login, load_config, normalise_hub, save_login
 
 LOGIN_SCOPES = ["read", "publish"]
 
@@ -30,9 +30,10 @@ def _describe(who: dict[str, object], hub: str) -> str:
 @handle_errors
 def login(ctx: click.Context, hub_url: str | None, username: str | None, token: str | None,
           password_stdin: bool) -> None:
-    """Log in to a hub and save its URL and a token.
+    """Log in to a hub and save a token for it; the hub becomes the default one.
 
-    They go into CVFLOW_HOME/config.toml, readable by you only (mode 0600).
+    They go into CVFLOW_HOME/config.toml, readable by you only (mode 0600), which keeps
+    one token per hub: a token is only ever sent to the hub it was saved for.
     With a user name and password, the hub issues a new token for reading and publishing.
     With --token, the token is checked against the hub and saved.
 
@@ -44,7 +45,7 @@ def login(ctx: click.Context, hub_url: str | None, username: str | None, token: 
     """
     token = token or (ctx.find_object(Options) or Options()).token  # `cvflow --token T login` means the same
     cfg = config(ctx)
-    hub = (hub_url or cfg.hub).rstrip("/")
+    hub = normalise_hub(hub_url) if hub_url else cfg.hub
     if token and (username or password_stdin):
         fail("give either --token, or a user name and password, not both")
     if token:
@@ -68,27 +69,30 @@ def login(ctx: click.Context, hub_url: str | None, username: str | None, token: 
             who = client.whoami()
     path = save_login(cfg.home, hub, token)
     click.echo(f"logged in as {_describe(who, hub)}")
-    click.echo(f"saved the hub and token in {path}")
-    if os.environ.get("CVFLOW_TOKEN"):
-        click.secho("note: CVFLOW_TOKEN is set and wins over the saved token; unset it to use this login",
-                    fg="yellow", err=True)
+    click.echo(f"saved the token for {hub} in {path}")
+    if load_config(hub=hub).token_source == "environment":
+        click.secho(f"note: CVFLOW_TOKEN is set and wins over the saved token for {hub};"
+                    " unset it to use this login", fg="yellow", err=True)
 
 
 @click.command()
+@click.option("--hub", "hub_url", metavar="URL", help="The hub to log out of [default: as for every command].")
 @click.pass_context
 @handle_errors
-def logout(ctx: click.Context) -> None:
-    """Forget the saved token (the hub URL stays saved).
+def logout(ctx: click.Context, hub_url: str | None) -> None:
+    """Forget the token saved for one hub (tokens for other hubs, and the default hub, stay).
 
     \b
-    Example:
+    Examples:
       cvflow logout
+      cvflow logout --hub https://hub.example.org
     """
     cfg = config(ctx)
-    if forget_login(cfg.home):
-        click.echo(f"logged out: forgot the token for {cfg.hub}")
+    hub = normalise_hub(hub_url) if hub_url else cfg.hub
+    if forget_login(cfg.home, hub):
+        click.echo(f"logged out: forgot the token for {hub}")
     else:
-        click.echo("not logged in: no token is saved")
+        click.echo(f"not logged in to {hub}: no token is saved for it")
     if os.environ.get("CVFLOW_TOKEN"):
         click.secho("note: CVFLOW_TOKEN is still set in the environment", fg="yellow", err=True)
 
