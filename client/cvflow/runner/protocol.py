@@ -97,10 +97,12 @@ class Reader:
         self.buf += data
         return True
 
-    def block(self, deadline: float, max_bytes: int) -> bytes | None:
+    def block(self, deadline: float, max_bytes: int, *, request: bool = False) -> bytes | None:
         """Lines up to the first empty one, included (an empty line alone is a block); None at EOF.
 
-        Raises BadRequest 431 (414 while the first line is not complete) past ``max_bytes``.
+        Raises BadRequest 431 (414 while the first line is not complete) past ``max_bytes``; with
+        ``request``, 400 at once for a first byte no request line starts with (h11's early check:
+        a TLS handshake sent to a plain port is refused before the client waits).
         """
         buf, searched = self.buf, 0
         while True:
@@ -119,6 +121,8 @@ class Reader:
                 out = bytes(buf[:end])
                 del buf[:end]
                 return out
+            if request and buf and buf[0] < 0x21 and buf[:2] != b"\r":  # not an empty line on its way
+                raise BadRequest(400, "a malformed request line")
             if not self._fill(deadline):
                 return None
 
@@ -163,7 +167,7 @@ class Request:
     """One request: method, path, query string, headers (lower-case names), and its body on demand."""
 
     __slots__ = ("_chunked", "_length", "_limits", "_read", "_reader", "client", "expect_continue", "headers",
-                 "keep_alive", "method", "path", "query", "response_headers", "version")
+                 "keep_alive", "method", "path", "query", "response_headers", "target", "version")
 
     def __init__(self, reader: Reader, limits: Limits, client: str, method: str, target: str, version: str,
                  headers: dict[str, str], *, length: int, chunked: bool) -> None:
@@ -171,6 +175,7 @@ class Request:
         self._limits = limits
         self.client = client
         self.method = method
+        self.target = target
         self.path, _, self.query = target.partition("?")
         self.version = version
         self.headers = headers
@@ -240,12 +245,24 @@ class Request:
             chunks.append(data[:-2])
 
     def discard(self, *, at_most: int = 64 << 20) -> None:
-        """Read and drop the body so the connection can be reused (or close it when that is too much)."""
+        """Read and drop the body so the connection can be reused (or close it when that is too much).
+
+        Raises BadRequest: a chunked body is malformed (it is read, so it is checked too).
+        """
         self._read = True
-        if self._chunked or self._length > at_most:
+        deadline, left, buf = time.monotonic() + self._limits.body_timeout, self._length, self._reader.buf
+        if self._chunked:
+            try:
+                self._chunks(at_most, deadline)
+            except BadRequest:
+                self.keep_alive = False
+                raise
+            except (BodyTooLarge, TimeoutError, OSError):
+                self.keep_alive = False
+            return
+        if self._length > at_most:
             self.keep_alive = False
             return
-        deadline, left, buf = time.monotonic() + self._limits.body_timeout, self._length, self._reader.buf
         try:
             while left > 0:
                 if not buf and not self._reader._fill(deadline):
@@ -342,7 +359,7 @@ def read_request(reader: Reader, limits: Limits, client: str = "?") -> Request |
         except TimeoutError:
             return None  # idle: close without an answer
         try:
-            head = reader.block(time.monotonic() + limits.header_timeout, limits.max_head_bytes)
+            head = reader.block(time.monotonic() + limits.header_timeout, limits.max_head_bytes, request=True)
         except TimeoutError:
             raise BadRequest(408, f"the headers did not arrive within {limits.header_timeout:g} s",
                              "request_timeout") from None
@@ -382,7 +399,11 @@ class Handler(socketserver.BaseRequestHandler):
                     sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 status, body, ctype = self.server.app(request)
                 if not request.body_read:
-                    request.discard()  # what the route did not read must not be taken for the next request
+                    try:
+                        request.discard()  # what the route did not read must not be taken for the next request
+                    except BadRequest as exc:
+                        status, ctype = exc.status, "application/json"
+                        body = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
                 self.send(status, b"" if request.method == "HEAD" else body, ctype, keep_alive=request.keep_alive,
                           length=len(body), extra=request.response_headers)
                 if not request.keep_alive:
