@@ -21,6 +21,7 @@ from hub.errors import HubError
 from hub.mirror.feed import SerialTracker
 from hub.mirror.middleware import ReadOnlyMiddleware, SerialHeaderMiddleware
 from hub.mirror.upstream import upstream_pool
+from hub.services import throttle
 from hub.services.blobs import UploadService
 from hub.settings import Settings
 from hub.storage import BlobStore, open_store
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
             *mirror_middleware,
             Middleware(web_security.SecurityHeadersMiddleware),
             Middleware(web_security.SessionMiddleware, secret=secret),
+            Middleware(web_security.CsrfMiddleware),  # inside the session: it reads the session's token
         ],
         exception_handlers={
             HubError: _hub_error,
@@ -81,7 +83,7 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
     app.state.hub = hub
     app.state.serial = serial
     app.state.upstreams = upstream_pool(hub)
-    app.state.login_limiter = web_security.RateLimiter(settings.login_rate_limit)
+    app.state.login_throttle = throttle.open_throttle(settings, hub.engine)
     app.state.oauth = _oauth(settings)
     return app
 

@@ -14,6 +14,7 @@ The hierarchy::
     ├── Conflict            409  versions that exist, names taken, upload offset mismatch
     ├── TooLarge            413  bodies over the configured limits
     ├── Unprocessable       422  well-formed requests whose content breaks a rule
+    ├── TooManyRequests     429  sign-in attempts over the limit (with Retry-After)
     ├── BadGateway          502  an upstream hub sent what fails verification (mirrors)
     └── Unavailable         503  the database, the blob store or every upstream cannot be reached
 
@@ -83,6 +84,9 @@ CODES: dict[str, tuple[int, str]] = {
     "upstream_unavailable": (503, "No upstream hub could be reached for something this hub does not hold."),
     "storage_unavailable": (503, "The blob store cannot be reached."),
     "database_unavailable": (503, "The database cannot be reached."),
+    "too_many_attempts": (429, "Too many failed sign-in attempts for this user name or address; retry after "
+                               "the seconds in Retry-After."),
+    "limiter_unavailable": (503, "The sign-in limiter's store cannot be reached; sign-in is refused until it is back."),
     "internal_error": (500, "An unexpected error; the hub logged it."),
 }
 

@@ -328,3 +328,16 @@ class UpstreamDocument(SQLModel, table=True):
     upstream: str = Field(max_length=500)
     body: str
     fetched_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class LoginThrottle(SQLModel, table=True):
+    """One key of the shared sign-in limiter (hub/services/throttle.py): a GCRA bucket.
+
+    ``tat`` (the "theoretical arrival time", epoch seconds) is when the key's bucket is empty
+    again; a row whose ``tat`` has passed means nothing and is deleted on its own.
+    """
+
+    __tablename__ = "login_throttle"
+    #: "user:NAME" or "ip:ADDRESS" (IPv6 by its /64).
+    key: str = Field(max_length=200, primary_key=True)
+    tat: float = Field(index=True)

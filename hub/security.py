@@ -53,6 +53,14 @@ def verify_password(hasher: PasswordHasher, stored: str | None, password: str) -
         return False
 
 
+def needs_rehash(hasher: PasswordHasher, stored: str) -> bool:
+    """Whether a stored hash was made with other parameters than ``hasher``'s (the cost settings changed)."""
+    try:
+        return hasher.check_needs_rehash(stored)
+    except (InvalidHashError, ValueError):
+        return True
+
+
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 

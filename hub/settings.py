@@ -57,8 +57,16 @@ class Settings:
     #: OpenID Connect providers for website sign-in, as JSON: a list of
     #: ``{"name", "issuer", "client_id", "client_secret", "title"?}`` objects.
     oidc_providers: str = ""
-    #: Website sign-in attempts allowed per client address and per user name in 5 minutes.
+    #: Failed sign-in attempts (API and website together) allowed per user name and per client
+    #: address in a burst; then one more every ``login_rate_window / login_rate_limit`` seconds.
+    #: 0 turns the limit off.
     login_rate_limit: int = 10
+    #: Seconds in which ``login_rate_limit`` failed attempts are allowed.
+    login_rate_window: float = 300.0
+    #: Most sign-in limiter buckets kept; past it the emptiest go first (never all at once).
+    login_throttle_max_keys: int = 100_000
+    #: Redis for the sign-in limiter (``redis://HOST:6379/0``); empty keeps it in the database.
+    redis_url: str = ""
     #: Argon2 cost; tests lower it.
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 64 * 1024

@@ -1,10 +1,15 @@
-"""Sessions, CSRF, security headers and sign-in rate limits for the website.
+"""Sessions, CSRF and security headers for the website.
 
 - The session is a signed cookie (itsdangerous) holding the user id and a CSRF token:
   ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` whenever the request came over https
   (directly or, behind a proxy, by ``X-Forwarded-Proto`` as uvicorn reports it).
-- Every POST form carries the session's CSRF token; a mismatch is a 403.
+- :class:`CsrfMiddleware` checks every unsafe website request (any method but GET, HEAD,
+  OPTIONS, TRACE, on any path outside the token-authenticated API) before a view runs: the
+  form field ``csrf_token`` or the header ``X-CSRF-Token`` must equal the session's token.
+  Anything else (no session, no token, an unreadable body) is a 403. Views never check it.
 - Every response gets a CSP without inline script, ``nosniff`` and ``frame-ancestors 'none'``.
+
+Sign-in limits are the hub's, shared with the API: :mod:`hub.services.throttle`.
 """
 
 from __future__ import annotations
@@ -12,18 +17,22 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "cvflow_session"
 _SESSIONLESS = ("/api/", "/healthz", "/readyz", "/static/")
+#: Methods that change nothing; every other one needs the CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+#: Largest website form body read to find the token (the site's forms are a few KiB).
+MAX_FORM_BODY = 1 << 20
 MAX_AGE = 14 * 24 * 3600
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -137,43 +146,113 @@ class LazyCsrfToken:
         return str(self)
 
 
-def check_csrf(request: Request, submitted: str | None) -> bool:
-    expected = request.session.get("csrf")
-    return bool(expected and submitted and hmac.compare_digest(str(expected), submitted))
+def check_csrf(session: dict[str, Any] | None, submitted: str | None) -> bool:
+    expected = session.get("csrf") if isinstance(session, dict) else None
+    return bool(expected and submitted and hmac.compare_digest(str(expected).encode(), submitted.encode()))
 
 
-class RateLimiter:
-    """At most ``limit`` events per key in a sliding ``window`` (per process).
+def csrf_exempt(path: str) -> bool:
+    """Paths outside the website: the API (tokens, no cookie) and the sessionless probes and assets."""
+    return path == "/api" or path.startswith(_SESSIONLESS)
 
-    Sign-in records an attempt before checking the password, so parallel guesses count at once,
-    and hands it back with :meth:`refund` when the password was right: only failures add up, and
-    people signing in from one address (an office, a NAT) do not lock each other out.
+
+class CsrfMiddleware:
+    """Refuses (403) every unsafe website request without the session's CSRF token: fail closed.
+
+    Runs inside :class:`SessionMiddleware`. The body is read here (at most ``MAX_FORM_BODY``)
+    and replayed to the view unchanged, so the view parses its form as if nothing had read it.
     """
 
-    def __init__(self, limit: int, window: float = 300.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._events: dict[str, deque[float]] = {}
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-    def allow(self, *keys: str) -> bool:
-        now = time.monotonic()
-        allowed = True
-        for key in keys:
-            events = self._events.setdefault(key, deque())
-            while events and events[0] < now - self.window:
-                events.popleft()
-            if len(events) >= self.limit:
-                allowed = False
-        if allowed:
-            for key in keys:
-                self._events[key].append(now)
-        if len(self._events) > 50_000:
-            self._events.clear()
-        return allowed
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or csrf_exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        session = scope.get("session")
+        header = Headers(scope=scope).get(CSRF_HEADER)
+        if header is not None:
+            if check_csrf(session, header):
+                await self.app(scope, receive, send)
+            else:
+                await _refuse(scope, receive, send)
+            return
+        try:
+            body = await _read_body(receive)
+        except _TooLarge:
+            await _refuse(scope, receive, send, status=413, message="The form is too large.")
+            return
+        except _Disconnected:
+            return
+        replay = _replay(body, receive)
+        if not check_csrf(session, await _form_token(scope, body)):
+            await _refuse(scope, replay, send)
+            return
+        await self.app(scope, replay, send)
 
-    def refund(self, *keys: str) -> None:
-        """Take back the newest event of each key (an attempt that turned out legitimate)."""
-        for key in keys:
-            events = self._events.get(key)
-            if events:
-                events.pop()
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_FORM_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` once, then waits on the real one (for a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _form_token(scope: Scope, body: bytes) -> str | None:
+    """The ``csrf_token`` field of an urlencoded or multipart body; None when there is none or it does not parse."""
+    # A Request of its own over a copy of the scope: nothing it caches reaches the view's Request.
+    request = Request(dict(scope), _replay(body, _no_more))
+    try:
+        form = await request.form()
+    except Exception:  # whatever makes a body unreadable, the answer is the same: no token, refused
+        return None
+    try:
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    finally:
+        await form.close()
+
+
+async def _no_more() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, *, status: int = 403,
+                  message: str = "The form expired; reload the page.") -> None:
+    from web.templating import render
+
+    title = "Forbidden" if status == 403 else "Too large"
+    response = render(Request(scope, receive), "error.html", status=status, title=title, message=message)
+    await response(scope, receive, send)

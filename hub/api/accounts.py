@@ -12,7 +12,7 @@ from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Organisation, Token, User
 from hub.security import DEFAULT_SCOPES, Scopes
-from hub.services import accounts
+from hub.services import accounts, throttle
 from hub.services.catalog import iso
 
 endpoint = Registry()
@@ -85,15 +85,28 @@ async def login(request: Request) -> Response:
     scopes = _scopes(data)
     expires = _expires(data)
     hub = ctx(request)
+    # One budget with the website's sign-in form, shared by every replica (hub/services/throttle.py).
+    limiter: throttle.Throttle = request.app.state.login_throttle
+    keys = throttle.login_keys(username or "", request.client.host if request.client else None)
 
     def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            user = accounts.authenticate(session, hub.hasher, username or "", password or "")
-            token, secret = accounts.create_token(
-                session, user, scopes, name=str(data.get("name") or "login"), expires_in=expires)
-            return token_json(token, secret)
+        throttle.charge(limiter, keys)
+        password_right = False
+        try:
+            with session_scope(hub.engine, write=True) as session:
+                user = accounts.authenticate(session, hub.hasher, username or "", password or "")
+                password_right = True
+                token, secret = accounts.create_token(
+                    session, user, scopes, name=str(data.get("name") or "login"), expires_in=expires)
+                return token_json(token, secret)
+        finally:
+            if password_right:  # after the session ended: SQLite has one writer at a time
+                limiter.refund(keys)
 
-    return json_response(await run_sync(work), status=201)
+    try:
+        return json_response(await run_sync(work), status=201)
+    except throttle.TooManyAttempts as exc:
+        return json_response(exc.body(), status=exc.status, headers=exc.headers)
 
 
 @endpoint("GET", "/api/v1/whoami", "The user the token belongs to, and the token's scopes", "accounts",

@@ -99,10 +99,19 @@ def get_user(session: Session, name: str) -> User:
 
 
 def authenticate(session: Session, hasher: PasswordHasher, name: str, password: str) -> User:
+    """The user with this name and password, or ``invalid_credentials``.
+
+    A hash made at another argon2 cost than ``hasher``'s is replaced by one at the current
+    cost (the session must be able to write): raising the cost reaches every active account.
+    """
     user = session.exec(select(User).where(User.name == name)).first()
     stored = user.password_hash if user and user.is_active else None
-    if not security.verify_password(hasher, stored, password) or user is None:
+    if not security.verify_password(hasher, stored, password) or user is None or stored is None:
         raise HubError("invalid_credentials")
+    if security.needs_rehash(hasher, stored):
+        user.password_hash = security.hash_password(hasher, password)
+        session.add(user)
+        session.flush()
     return user
 
 

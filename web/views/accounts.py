@@ -18,16 +18,16 @@ from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import User, UserIdentity
 from hub.security import Scopes
-from hub.services import accounts
-from web.security import RateLimiter, check_csrf
+from hub.services import accounts, throttle
 from web.session import sign_in, web_principal
 from web.templating import render
 
 TOKEN_SCOPE_CHOICES = ("read", "publish")
 
 
-def limiter(request: Request) -> RateLimiter:
-    return request.app.state.login_limiter  # type: ignore[no-any-return]
+def limiter(request: Request) -> throttle.Throttle:
+    """The hub's sign-in limiter: one budget with the API's login, shared by every replica."""
+    return request.app.state.login_throttle  # type: ignore[no-any-return]
 
 
 def providers(request: Request) -> list[dict[str, str]]:
@@ -49,37 +49,40 @@ async def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
+    # The CSRF token was checked before this view runs (web.security.CsrfMiddleware).
     form = await request.form()
     nxt = _safe_next(str(form.get("next") or "/"))
-    if not check_csrf(request, str(form.get("csrf_token") or "")):
-        return render(request, "error.html", status=403, title="Forbidden", message="The form expired; reload the page.")
     username = str(form.get("username") or "").strip().lower()
     password = str(form.get("password") or "")
-    client = request.client.host if request.client else "unknown"
-    keys = (f"ip:{client}", f"user:{username}")
-    if not limiter(request).allow(*keys):
-        return render(request, "login.html", status=429, providers=providers(request), next=nxt,
-                      error="Too many sign-in attempts. Wait a few minutes and try again.")
+    keys = throttle.login_keys(username, request.client.host if request.client else None)
     hub = ctx(request)
+    limits = limiter(request)
 
     def work() -> User:
-        with session_scope(hub.engine) as session:
-            return accounts.authenticate(session, hub.hasher, username, password)
+        throttle.charge(limits, keys)
+        with session_scope(hub.engine, write=True) as session:  # write: authenticate may rehash
+            user = accounts.authenticate(session, hub.hasher, username, password)
+        limits.refund(keys)  # only failures add up
+        return user
 
     try:
         user = await run_sync(work)
-    except HubError:
+    except throttle.TooManyAttempts as exc:
+        page = render(request, "login.html", status=429, providers=providers(request), next=nxt,
+                      error="Too many sign-in attempts. Wait a few minutes and try again.")
+        page.headers.update(exc.headers)
+        return page
+    except HubError as exc:
+        if exc.code != "invalid_credentials":
+            raise
         return render(request, "login.html", status=401, providers=providers(request), next=nxt,
                       error="Wrong user name or password.")
-    limiter(request).refund(*keys)
     sign_in(request, user)
     return RedirectResponse(nxt, status_code=303)
 
 
 async def logout(request: Request) -> Response:
-    form = await request.form()
-    if check_csrf(request, str(form.get("csrf_token") or "")):
-        request.session.clear()
+    request.session.clear()  # the CSRF token was checked before this view runs
     return RedirectResponse("/", status_code=303)
 
 
@@ -92,8 +95,6 @@ async def tokens_page(request: Request) -> Response:
     error = None
     if request.method == "POST":
         form = await request.form()
-        if not check_csrf(request, str(form.get("csrf_token") or "")):
-            return render(request, "error.html", status=403, title="Forbidden", message="The form expired; reload the page.")
         action = form.get("action")
 
         def change() -> dict[str, Any] | None:

@@ -18,7 +18,6 @@ from hub.db import session_scope
 from hub.errors import HubError
 from hub.services.accounts import Principal
 from indexer import registry
-from web.security import check_csrf
 from web.session import web_principal
 from web.templating import render
 
@@ -29,10 +28,6 @@ _FIELD_LIMIT = 2000  # longer than anything the registry accepts; keeps a re-ren
 
 def _sign_in_first() -> Response:
     return RedirectResponse(f"/login?next={PAGE}", status_code=303)
-
-
-def _expired(request: Request) -> Response:
-    return render(request, "error.html", status=403, title="Forbidden", message="The form expired; reload the page.")
 
 
 def _page_status(error: HubError) -> int:
@@ -55,14 +50,14 @@ async def publish_git_page(request: Request) -> Response:
 
 
 async def _signed_in_form(request: Request) -> tuple[Principal, FormData] | Response:
-    """The signed-in visitor and their posted form; or the answer when there is none, or the CSRF token fails."""
+    """The signed-in visitor and their posted form; or the answer when there is none.
+
+    The CSRF token was checked before this view runs (web.security.CsrfMiddleware).
+    """
     who = await web_principal(request)
     if who.user is None:
         return _sign_in_first()
-    form = await request.form()
-    if not check_csrf(request, str(form.get("csrf_token") or "")):
-        return _expired(request)
-    return who, form
+    return who, await request.form()
 
 
 async def register(request: Request) -> Response:
