@@ -7,7 +7,8 @@ package that pins its own web stack cannot clash with it. ``cvflow run`` starts 
 
 | module | what it holds |
 | --- | --- |
-| ``server`` | the HTTP server (``http.server`` threads, keep-alive), routes, ``Runner`` |
+| ``server`` | routes, ``Runner`` |
+| ``protocol`` | the HTTP/1.1 server: h11's grammar (vendored), keep-alive, timeouts, limits |
 | ``loader`` | read ``cvflow.toml``, import and construct solvers with their ``Context`` |
 | ``schema`` | inputs from ``infer``'s type hints; checks; JSON Schema |
 | ``requests`` | multipart / JSON / raw-image bodies to keyword arguments |
