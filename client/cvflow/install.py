@@ -556,6 +556,8 @@ def _read_state(config: Config) -> dict[tuple[str, str], InstalledPackage]:
         data = json.loads(_state_file(config).read_text())
     except FileNotFoundError:
         return {}
+    except (NotADirectoryError, PermissionError):  # CVFLOW_HOME itself is unusable: cvflow.cli says so
+        raise
     except (OSError, ValueError) as exc:
         raise InstallError(f"{_state_file(config)} is unreadable ({exc}); move it aside to start afresh") from exc
     fields = set(InstalledPackage.__dataclass_fields__)

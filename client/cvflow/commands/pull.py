@@ -9,7 +9,6 @@ import click
 from cvflow.api import HubClient
 from cvflow.commands._common import config, emit_json, fail, handle_errors
 from cvflow.config import Config
-from cvflow.errors import CVFlowError
 from cvflow.names import PackageName
 from cvflow.progress import format_size, transfer_bar
 from cvflow.pull import parse_spec
@@ -44,15 +43,12 @@ def pull(ctx: click.Context, spec: str, offline: bool, pre: bool, jobs: int, as_
     """
     cfg = config(ctx)
     cache = cfg.cache()
-    try:
-        with contextlib.ExitStack() as stack:
-            client = None if offline else stack.enter_context(HubClient(cfg.hub, cfg.token))
-            bar = stack.enter_context(transfer_bar(quiet=quiet))
-            path = pull_package(client, cache, spec, offline=offline, prereleases=pre, workers=jobs, progress=bar)
-    except CVFlowError:
-        raise
-    except OSError as exc:  # the cache folder itself: permissions, a read-only disk
-        fail(f"cannot write to the cache at {cache.root}: {exc.strerror or exc} ({exc.filename or ''})")
+    # An OSError from the cache folder itself (permissions, a read-only disk) becomes one line
+    # naming CVFLOW_HOME in cvflow.cli, as for every command.
+    with contextlib.ExitStack() as stack:
+        client = None if offline else stack.enter_context(HubClient(cfg.hub, cfg.token))
+        bar = stack.enter_context(transfer_bar(quiet=quiet))
+        path = pull_package(client, cache, spec, offline=offline, prereleases=pre, workers=jobs, progress=bar)
     if as_json:
         doc = cache.read_version(path) or {}
         files = [{k: f.get(k) for k in ("path", "size", "sha256")} for f in doc.get("files") or []]
