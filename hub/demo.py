@@ -20,6 +20,7 @@ from hub.models import User
 from hub.security import Scopes
 from hub.services import accounts, packages
 from hub.services.accounts import Principal
+from hub.services.blobs import user_holder
 
 EXAMPLES = ROOT / "examples"
 
@@ -31,7 +32,7 @@ def load_examples(hub: HubContext, examples: Path = EXAMPLES) -> Iterator[str]:
         return
     for manifest_path in sorted(examples.glob(f"*/{MANIFEST_FILENAME}")):
         pkg_dir = manifest_path.parent
-        text = manifest_path.read_text()
+        text = manifest_path.read_bytes().decode("utf-8")  # the manifest is the shipped file, byte for byte
         manifest = parse_manifest(text)
         namespace, name = manifest.name.namespace, manifest.name.name
         # The same file walk as `cvflow publish`, so the demo publishes what a user would.
@@ -39,13 +40,14 @@ def load_examples(hub: HubContext, examples: Path = EXAMPLES) -> Iterator[str]:
         if problems:
             yield f"demo: skipped {manifest.name}: " + "; ".join(str(p) for p in problems)
             continue
-        files = []
-        for entry in entries:
-            files.append({**dataclasses.asdict(entry), "sha256": hub.uploads.put_small((pkg_dir / entry.path).read_bytes())})
         with session_scope(hub.engine, write=True) as session:
             owner = session.exec(select(User).where(User.name == namespace)).first()
             if owner is None:
                 owner = accounts.create_user(session, hub.hasher, namespace, None)
+        files = []
+        for entry in entries:  # stored as the owner's uploads: they may reference them
+            data = (pkg_dir / entry.path).read_bytes()
+            files.append({**dataclasses.asdict(entry), "sha256": hub.uploads.put_small(data, grant_to=user_holder(owner.id))})
         who = Principal(user=owner, scopes=Scopes.parse("publish"))
         try:
             with session_scope(hub.engine, write=True) as session:

@@ -69,7 +69,9 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_manifest": (422, "The cvflow.toml manifest is malformed or breaks a rule."),
     "invalid_path": (422, "A file path escapes the package or is not portable."),
     "invalid_files": (422, "The file list is malformed or disagrees with the manifest."),
-    "missing_blobs": (422, "Some files' blobs have not been uploaded."),
+    "missing_blobs": (422, "Some files' blobs have not been uploaded by the publisher, nor are they in a version "
+                           "the publisher may read (the same answer whether or not the hub has them): upload them."),
+    "manifest_mismatch": (422, "The manifest text differs from the cvflow.toml file the version ships."),
     "invalid_scope": (422, "A token scope is not recognised."),
     "invalid_field": (422, "A field has a value outside its allowed set."),
     "invalid_repository_url": (422, "The git repository URL is refused: only https, http and git URLs to public "

@@ -151,6 +151,22 @@ class Blob(SQLModel, table=True):
     touched_at: datetime = Field(default_factory=utcnow)
 
 
+class BlobGrant(SQLModel, table=True):
+    """Who has shown they hold a blob's bytes, and so may reference it in a version.
+
+    A version may reference a blob only if its publisher holds a grant for it or may read a
+    version that references it already (docs/api.md, "Blobs and private packages"): knowing a
+    digest never gives the bytes. Grants go with their blob (gc).
+    """
+
+    __tablename__ = "blob_grants"
+    sha256: str = Field(max_length=64, foreign_key="blobs.sha256", primary_key=True, ondelete="CASCADE")
+    #: ``user:<id>``: the user uploaded the bytes (the indexer uploads as a repository's
+    #: registrant). ``hub:mirror``, ``hub:pull-through``, ``hub:bundle``: the hub fetched them
+    #: itself from an upstream or read them from a bundle.
+    holder: str = Field(max_length=64, primary_key=True)
+
+
 class File(SQLModel, table=True):
     __tablename__ = "files"
     __table_args__ = (sa.UniqueConstraint("version_id", "path", name="uq_files_version_path"),)

@@ -35,6 +35,7 @@ from hub.models import Package, PackageRole, Repository, RepositoryTag, User
 from hub.security import Scopes
 from hub.services import packages
 from hub.services.accounts import Principal
+from hub.services.blobs import user_holder
 from indexer import fetch as fetching
 from indexer import scan
 from indexer.git import CatFile, GitError, run_git
@@ -74,6 +75,10 @@ class ReleaseReader:
         self.settings = indexer.settings
         self.repo = repo
         self.cache = cache
+        #: The publisher is the repository's registrant: the files the indexer reads from git
+        #: (and weights it downloads) are stored as uploaded by them, and only blobs they may
+        #: reference go into a version (docs/indexer.md).
+        self.holder = user_holder(repo.registered_by)
         self._cats: dict[Path, CatFile] = {}
         #: git blob id -> (sha256, size) of blobs stored in this run: shared files are read once.
         self.stored: dict[str, tuple[str, int]] = {}
@@ -130,7 +135,8 @@ class ReleaseReader:
         files: dict[str, tuple[str, int]] = {}
         for weight in manifest.weights:
             if weight.url is not None and weight.path not in tree.files:
-                files[weight.path] = fetch_weight(self.indexer.uploads, s, self.indexer.http, weight)
+                files[weight.path] = fetch_weight(self.indexer.uploads, s, self.indexer.http, weight,
+                                                  holder=self.holder)
         weight_paths = {w.path for w in manifest.weights}
         for path, f in sorted(tree.files.items(), key=lambda item: item[1].size):
             stored = self._store(f)
@@ -144,7 +150,7 @@ class ReleaseReader:
         if legacy:
             manifest_text = self._legacy_manifest(manifest, files)
             data = manifest_text.encode()
-            files[MANIFEST_FILENAME] = (self.indexer.uploads.put_small(data), len(data))
+            files[MANIFEST_FILENAME] = (self.indexer.uploads.put_small(data, grant_to=self.holder), len(data))
         listing = [{"path": p, "size": size, "sha256": digest} for p, (digest, size) in sorted(files.items())]
         return self._publish(tag, manifest, manifest_text, listing)
 
@@ -251,11 +257,12 @@ class ReleaseReader:
             data = self.cat_for(f.source).read(f.oid, limit=_SMALL)
             if data.startswith(LFS_SIGNATURE):
                 return None
-            stored = (uploads.put_small(data), len(data))
+            stored = (uploads.put_small(data, grant_to=self.holder), len(data))
         else:
             size, body = self.cat_for(f.source).open(f.oid)
             try:
-                stored = uploads.put_stream(body, size, max_size=self.settings.indexer_max_file_size)
+                stored = uploads.put_stream(body, size, max_size=self.settings.indexer_max_file_size,
+                                            grant_to=self.holder)
             except HubError as exc:
                 raise TagProblem("file_too_large" if exc.code == "upload_too_large" else "storage_failed",
                                  f"{f.path}: {exc.message}") from exc

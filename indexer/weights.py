@@ -17,7 +17,7 @@ import httpx
 from cvflow.manifest import Weight
 from hub.db import session_scope
 from hub.errors import HubError
-from hub.services.blobs import UploadService, find_blobs
+from hub.services.blobs import UploadService, referable
 from hub.settings import Settings
 from indexer.git import redact
 from indexer.scan import TagProblem
@@ -34,10 +34,14 @@ def http_client() -> httpx.Client:
                         headers={"user-agent": f"cvflow-indexer/{__version__}"})
 
 
-def fetch_weight(uploads: UploadService, settings: Settings, http: httpx.Client, weight: Weight) -> tuple[str, int]:
-    """Store the file at ``weight.url``; return its ``(sha256, size)``.
+def fetch_weight(uploads: UploadService, settings: Settings, http: httpx.Client, weight: Weight, *,
+                 holder: str) -> tuple[str, int]:
+    """Store the file at ``weight.url`` as a blob granted to ``holder`` (the publisher); return
+    its ``(sha256, size)``.
 
-    A weight whose ``sha256`` the hub already has (with the right size) is not downloaded.
+    A weight whose ``sha256`` the hub already has (with the right size) is not downloaded if
+    ``holder`` may reference that blob (its grant, or a public version has it); otherwise it
+    is, since knowing a digest must not give another account's bytes.
     Raises TagProblem ``weight_refused``, ``weight_unavailable``, ``weight_too_large``,
     ``weight_mismatch``.
     """
@@ -48,7 +52,7 @@ def fetch_weight(uploads: UploadService, settings: Settings, http: httpx.Client,
         raise TagProblem("weight_too_large", f"weight {weight.path} is {weight.size} bytes; the limit is {limit}")
     if weight.sha256 is not None:
         with session_scope(uploads.engine) as session:
-            have = find_blobs(session, [weight.sha256], touch=False).get(weight.sha256)
+            have = referable(session, holder, [weight.sha256], readable=None).get(weight.sha256)
         if have is not None and (weight.size is None or have == weight.size):
             return weight.sha256, have
     deadline = time.monotonic() + settings.indexer_weight_timeout
@@ -70,7 +74,7 @@ def fetch_weight(uploads: UploadService, settings: Settings, http: httpx.Client,
                 if declared.isdigit() and int(declared) > (weight.size if weight.size is not None else limit):
                     raise TagProblem("weight_too_large", f"weight {weight.path}: {shown} sends {declared} bytes, "
                                      f"more than {weight.size if weight.size is not None else limit}")
-                return _store(uploads, weight, response, deadline, limit, shown)
+                return _store(uploads, weight, response, deadline, limit, shown, holder)
         except httpx.HTTPError as exc:
             raise TagProblem("weight_unavailable", f"weight {weight.path}: downloading {shown} failed "
                              f"({type(exc).__name__})") from exc
@@ -78,7 +82,7 @@ def fetch_weight(uploads: UploadService, settings: Settings, http: httpx.Client,
 
 
 def _store(uploads: UploadService, weight: Weight, response: httpx.Response, deadline: float, limit: int,
-           shown: str) -> tuple[str, int]:
+           shown: str, holder: str) -> tuple[str, int]:
     def pieces() -> Iterator[bytes]:
         for piece in response.iter_bytes(1 << 20):
             if time.monotonic() > deadline:
@@ -87,7 +91,7 @@ def _store(uploads: UploadService, weight: Weight, response: httpx.Response, dea
 
     cap = limit if weight.size is None else min(limit, weight.size)
     try:
-        return uploads.put_stream(pieces(), weight.size, sha256=weight.sha256, max_size=cap)
+        return uploads.put_stream(pieces(), weight.size, sha256=weight.sha256, max_size=cap, grant_to=holder)
     except HubError as exc:
         if exc.code == "digest_mismatch":
             raise TagProblem("weight_mismatch", f"weight {weight.path}: the file at {shown} has sha256 "

@@ -248,7 +248,7 @@ GC_KEYS = {"dry_run", "blobs_removed", "bytes_freed", "stray_objects_removed", "
 
 def test_gc_dry_run_reports_and_removes_nothing(tmp_path):
     context = in_process(tmp_path)
-    orphan = context.uploads.put_small(b"nothing references me")
+    orphan = context.uploads.put_small(b"nothing references me", grant_to=None)
 
     r = cli(tmp_path, "gc", "--dry-run", "--grace", "0")
     assert r.returncode == 0, r.stderr

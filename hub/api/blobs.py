@@ -8,6 +8,9 @@ Protocol::
     GET    /api/v1/uploads/{id}                            -> {"offset": K, ...}  (resume here)
     POST   /api/v1/uploads/{id}/finish {"sha256": "..."}   -> 201 {"sha256", "size"}
     DELETE /api/v1/uploads/{id}
+
+"Present" means present *for the caller*: a blob they uploaded, or one a version they may
+read references. Knowing a digest never gives the bytes (``hub.services.blobs``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from hub.api._http import Registry, ctx, field_str, json_response, principal, re
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Upload
-from hub.services.blobs import check_digest, find_blobs
+from hub.services.blobs import check_digest, referable, user_holder
+from hub.services.packages import reader
 
 endpoint = Registry()
 PIECE = 1 << 20  # bytes handed to the storage thread at a time
@@ -47,17 +51,20 @@ def _publisher(who: Any) -> Any:
           response={"type": "object", "properties": {"missing": {"type": "array", "items": {"type": "string"}},
                                                      "present": {"type": "array", "items": {"type": "string"}}}})
 async def check_blobs(request: Request) -> Response:
+    # "present" only for blobs the caller may reference in a version (uploaded by them, or in a
+    # version they may read); any other is "missing", whether or not the hub has it.
     who = await principal(request, required=True)
-    _publisher(who)
+    user = _publisher(who)
     data = await read_json(request, limit=2 << 20)
     digests = data.get("digests")
     if not isinstance(digests, list) or len(digests) > 10_000:
         raise HubError("invalid_field", "'digests' must be a list of at most 10000 sha256 digests")
+    digests = [check_digest(d) for d in digests]
     hub = ctx(request)
 
     def work() -> dict[str, list[str]]:
         with session_scope(hub.engine, write=True) as session:
-            found = find_blobs(session, digests)
+            found = referable(session, user_holder(user.id), digests, readable=reader(session, who), touch=True)
         return {"missing": sorted(set(digests) - found.keys()), "present": sorted(found)}
 
     return json_response(await run_sync(work))

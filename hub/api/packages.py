@@ -30,6 +30,7 @@ _VER = (*_PKG, ("version", "path", "SemVer version"))
 _PUBLISH_ERRORS = (
     "unauthenticated", "insufficient_scope", "forbidden", "namespace_not_found", "invalid_package_name",
     "invalid_manifest", "invalid_version", "invalid_path", "invalid_files", "missing_blobs", "version_exists", "version_deleted",
+    "manifest_mismatch",
     "body_too_large", "invalid_json", "name_shadows_upstream", "upstream_unavailable", "read_only",
 )
 

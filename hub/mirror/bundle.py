@@ -6,6 +6,10 @@ streams each blob the hub lacks through the store's verified upload path, and on
 every blob has checked out writes every version in one transaction. A tampered or damaged
 bundle therefore leaves the catalogue as it was; blobs that verified before the damage
 was found are unreferenced and ``gc`` removes them.
+
+The hub is the publisher of an import (grant holder ``hub:bundle``): a blob the hub has
+already is skipped only when an import stored it before or a public version has it; any other
+is read from the bundle and verified, since the bundle, not the digest, proves the bytes.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from hub.db import session_scope
 from hub.errors import HubError
 from hub.mirror import copies
 from hub.mirror.filters import Filters
-from hub.models import Blob, Package, Version
+from hub.models import Package, Version
 from hub.services import catalog, packages
+from hub.services.blobs import hub_holder, referable
 
 
 @dataclass
@@ -97,7 +102,7 @@ def import_bundle(context: HubContext, path: Path, *, sha256: str | None = None)
                 if digest in have:
                     continue
                 try:
-                    context.uploads.put_stream(chunks, size, sha256=digest)
+                    context.uploads.put_stream(chunks, size, sha256=digest, grant_to=hub_holder("bundle"))
                 except HubError as exc:
                     if exc.code in ("digest_mismatch", "size_mismatch"):
                         raise BundleError(f"blobs/{digest}: {exc.message}") from exc
@@ -129,10 +134,7 @@ def _check(context: HubContext, manifest: BundleManifest) -> None:
 
 
 def _stored(context: HubContext, blobs: dict[str, int]) -> set[str]:
-    wanted = sorted(blobs)
-    have: set[str] = set()
+    """The bundle's blobs an import may reference without reading them (same size too)."""
     with session_scope(context.engine) as session:
-        for i in range(0, len(wanted), 500):
-            rows = session.exec(select(Blob.sha256, Blob.size).where(Blob.sha256.in_(wanted[i : i + 500]))).all()  # type: ignore[attr-defined]
-            have.update(d for d, s in rows if blobs[d] == s)
-    return have
+        have = referable(session, hub_holder("bundle"), blobs, readable=None)
+    return {d for d, s in have.items() if blobs[d] == s}

@@ -20,6 +20,7 @@ from hub.errors import HubError
 from hub.mirror import feed
 from hub.models import File, Namespace, Package, PackageOrigin, Version, YankEvent, utcnow
 from hub.services import packages
+from hub.services.blobs import hub_holder
 from hub.settings import Settings
 
 VIA = ("mirror", "pull-through", "bundle")
@@ -71,7 +72,7 @@ def copy_version(session: Session, settings: Settings, doc: Mapping[str, Any], *
     ``doc`` needs ``package``, ``version``, ``manifest_toml`` and ``files``; ``yanked``,
     ``yank_reason``, ``created_at``, ``source`` and ``private`` are kept when present.
 
-    Raises ``invalid_*`` for metadata the publish rules refuse, ``upstream_invalid`` for a
+    Raises ``invalid_*`` and ``manifest_mismatch`` for metadata the publish rules refuse, ``upstream_invalid`` for a
     document that contradicts itself, ``missing_blobs``, ``upstream_changed`` (a different
     copy exists) and ``name_shadows_upstream`` (a package published here has the name).
     """
@@ -101,7 +102,9 @@ def copy_version(session: Session, settings: Settings, doc: Mapping[str, Any], *
             set_yank(session, package, existing, bool(doc.get("yanked")), doc.get("yank_reason"))
             _touch_origin(session, package, upstream, via)
             return existing, False
-    packages.check_blobs(session, entries)
+    # The hub is the publisher of a copy: it may reference blobs it stored on this path
+    # (fetched from the upstream, or read from the bundle) and blobs of public versions.
+    packages.check_blobs(session, entries, holder=hub_holder(via), readable=None)
     if package is None:
         package = _create_package(session, pkg_name, private=bool(doc.get("private")))
     source = doc.get("source") or {}

@@ -4,6 +4,11 @@ Bytes land in ``<data dir>/mirror/partial/<sha256>`` first; a cut download is re
 there with a Range request (by this run or the next one). Only bytes of the promised size
 that hash to the promised digest go on to the blob store (which hashes them once more while
 they stream in); anything else is deleted and reported as ``upstream_invalid``.
+
+A blob the hub has already is downloaded again unless the copying path (``mirror``,
+``pull-through``, ``bundle``: each a grant holder of its own) may reference it: it fetched
+those bytes itself before, or a public version has them. Otherwise an upstream could name the
+digest of a private package's blob and have the hub publish that blob in a public copy.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from hub.api._http import HubContext
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Blob
+from hub.services.blobs import hub_holder, referable
 
 CHUNK = 1 << 20
 ATTEMPTS = 3
@@ -37,16 +43,20 @@ def upstream_error(exc: client_errors.HubError, what: str) -> HubError:
 class BlobFetcher:
     """Copies blobs into one hub's store; safe to share between threads."""
 
-    def __init__(self, context: HubContext) -> None:
+    def __init__(self, context: HubContext, *, via: str) -> None:
         self.context = context
+        self.holder = hub_holder(via)
         self.partial_dir = Path(context.settings.data_dir) / "mirror" / "partial"
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def has(self, digest: str, size: int | None = None) -> bool:
+        """Whether the hub stores ``digest`` (of ``size`` bytes) and this path may reference it."""
         with session_scope(self.context.engine) as session:
             row = session.get(Blob, digest)
-        return row is not None and (size is None or row.size == size)
+            if row is None or (size is not None and row.size != size):
+                return False
+            return digest in referable(session, self.holder, [digest], readable=None)
 
     def fetch(self, client: HubClient, url_path: str, digest: str, size: int, *, what: str) -> int:
         """Make sure the hub stores blob ``digest`` of ``size`` bytes, downloading it from
@@ -66,7 +76,7 @@ class BlobFetcher:
             partial = self.partial_dir / digest
             received = self._download(client, url_path, digest, size, partial, what)
             try:
-                self.context.uploads.put_stream(_read(partial), size, sha256=digest)
+                self.context.uploads.put_stream(_read(partial), size, sha256=digest, grant_to=self.holder)
             finally:
                 partial.unlink(missing_ok=True)
             return received

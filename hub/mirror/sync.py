@@ -104,7 +104,7 @@ class Syncer:
         self.page_size = page_size
         self.workers = workers
         self.log = log or (lambda _: None)
-        self.fetcher = BlobFetcher(context)
+        self.fetcher = BlobFetcher(context, via="mirror")
         self._lock = threading.Lock()
 
     @classmethod

@@ -51,7 +51,7 @@ class UpstreamPool:
         self.context = context
         self.ttl = context.settings.upstream_metadata_ttl
         self.clients = {url: HubClient(url, timeout=context.settings.upstream_timeout) for url in urls}
-        self.fetcher = BlobFetcher(context)
+        self.fetcher = BlobFetcher(context, via="pull-through")
 
     def close(self) -> None:
         for client in self.clients.values():

@@ -6,6 +6,13 @@ or a hub killed mid-chunk, leaves nothing that counts and the client resends fro
 offset the hub reports. The running sha256 lives in this process only; after a restart, or
 when another replica took earlier chunks, ``finish`` re-reads the staged bytes once.
 A blob row is written only after the digest matched, so nothing unverified is ever visible.
+
+Knowing a digest never gives the bytes. Whoever stores bytes gets a *grant* for their digest
+(``blob_grants``), and a version may reference a blob only if its publisher holds a grant or
+may read a version that references it already (:func:`referable`) — the rule OCI registries
+apply to cross-repository mounts. A blob anyone else has is "missing" to everybody else, who
+uploads it again and so proves they hold it. Holders are named by :func:`user_holder` and
+:func:`hub_holder`; every path that stores bytes says whom they are granted to.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import hmac
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -28,7 +35,7 @@ from sqlmodel import Session, select
 from cvflow.paths import SHA256_RE
 from hub.db import session_scope
 from hub.errors import HubError
-from hub.models import Blob, Upload, User, utcnow
+from hub.models import Blob, BlobGrant, File, Package, Upload, User, Version, utcnow
 from hub.settings import Settings
 from hub.storage import BlobStore, ChunkTooSmall, StorageError, UploadNotFound
 
@@ -49,6 +56,71 @@ def find_blobs(session: Session, digests: Iterable[str], *, touch: bool = True) 
     if touch and found:
         session.exec(sa.update(Blob).where(Blob.sha256.in_(list(found))).values(touched_at=utcnow()))  # type: ignore[call-overload,attr-defined]
     return found
+
+
+def user_holder(user_id: int | None) -> str:
+    """The grant holder for bytes a user uploaded (or the indexer stored on their behalf)."""
+    assert user_id is not None
+    return f"user:{user_id}"
+
+
+#: The ways the hub copies versions itself: each is its own grant holder.
+HUB_PATHS = ("mirror", "pull-through", "bundle")
+
+
+def hub_holder(via: str) -> str:
+    """The grant holder for bytes the hub fetched itself (``mirror``, ``pull-through``, ``bundle``)."""
+    assert via in HUB_PATHS, via
+    return f"hub:{via}"
+
+
+def grant(session: Session, holder: str, digests: Iterable[str]) -> None:
+    """Record that ``holder`` stored the bytes of ``digests`` (blobs that exist)."""
+    rows = [{"sha256": d, "holder": holder} for d in sorted(set(digests))]
+    if not rows:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.exec(insert(BlobGrant).values(rows).on_conflict_do_nothing(index_elements=["sha256", "holder"]))  # type: ignore[call-overload]
+
+
+def referable(session: Session, holder: str, digests: Iterable[str], *,
+              readable: Callable[[int], bool] | None, touch: bool = False) -> dict[str, int]:
+    """The digests (with sizes) that ``holder`` may reference in a new version: stored blobs
+    it holds a grant for, or that a version it may read references already.
+
+    ``readable(package_id)`` says whether the holder may read a private package; None: only
+    public packages count. Every other digest is to be treated as missing, whether or not
+    the hub has it. With ``touch``, the answer's blobs are marked recently wanted (gc).
+    """
+    found = find_blobs(session, digests, touch=False)
+    allowed: set[str] = set()
+    rest = sorted(found)
+    for part in _chunks(rest):
+        allowed.update(session.exec(select(BlobGrant.sha256).where(
+            BlobGrant.holder == holder, BlobGrant.sha256.in_(part))).all())  # type: ignore[attr-defined]
+    rest = [d for d in rest if d not in allowed]
+    refs = (select(File.sha256, Package.id, Package.private)
+            .join(Version, Version.id == File.version_id)  # type: ignore[arg-type]
+            .join(Package, Package.id == Version.package_id))  # type: ignore[arg-type]
+    private: dict[int, set[str]] = {}
+    for part in _chunks(rest):
+        for digest, package_id, is_private in session.exec(refs.where(File.sha256.in_(part)).distinct()):  # type: ignore[attr-defined]
+            if not is_private:
+                allowed.add(digest)
+            else:
+                private.setdefault(package_id, set()).add(digest)
+    if readable is not None:
+        for package_id, held in private.items():
+            if not held <= allowed and readable(package_id):
+                allowed |= held
+    result = {d: found[d] for d in sorted(allowed)}
+    if touch and result:
+        session.exec(sa.update(Blob).where(Blob.sha256.in_(list(result))).values(touched_at=utcnow()))  # type: ignore[call-overload,attr-defined]
+    return result
+
+
+def _chunks(items: list[str], n: int = 500) -> list[list[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
 
 
 def insert_blob(session: Session, digest: str, size: int) -> None:
@@ -197,6 +269,7 @@ class UploadService:
                 raise HubError("upload_not_found", "the staged bytes are gone; start the upload again")
             with session_scope(self.engine, write=True) as session:
                 insert_blob(session, digest, upload.offset)
+                grant(session, user_holder(user.id), [digest])
                 session.exec(sa.delete(Upload).where(Upload.id == upload_id))  # type: ignore[call-overload]
                 return Blob(sha256=digest, size=upload.offset)
 
@@ -223,16 +296,23 @@ class UploadService:
             self._hashes.pop(upload.id, None)
             self._locks.pop(upload.id, None)
 
-    def put_small(self, data: bytes) -> str:
-        """Store bytes known in full (the demo loader); returns the digest."""
+    def put_small(self, data: bytes, *, grant_to: str | None) -> str:
+        """Store bytes known in full (the demo loader, the indexer); returns the digest.
+
+        ``grant_to``: the holder (:func:`user_holder`, :func:`hub_holder`) who may reference
+        the blob from now on; None grants nobody.
+        """
         digest = hashlib.sha256(data).hexdigest()
         self._storage(lambda: self.store.put_bytes(digest, data))
         with session_scope(self.engine, write=True) as session:
             insert_blob(session, digest, len(data))
+            if grant_to is not None:
+                grant(session, grant_to, [digest])
         return digest
 
-    def put_stream(self, pieces: Iterable[bytes], size: int | None = None, *, sha256: str | None = None,
-                   max_size: int | None = None, part_size: int = 64 << 20) -> tuple[str, int]:
+    def put_stream(self, pieces: Iterable[bytes], size: int | None = None, *, grant_to: str | None,
+                   sha256: str | None = None, max_size: int | None = None,
+                   part_size: int = 64 << 20) -> tuple[str, int]:
         """Store a stream of bytes as a blob, hashing it while it streams; returns ``(digest, size)``.
 
         The bytes go through the store's staging area in parts of at least ``part_size`` (S3
@@ -240,6 +320,7 @@ class UploadService:
         that long, with ``sha256`` they must hash to it. Raises ``upload_too_large`` past
         ``max_size`` (and the hub's ``max_blob_size``), ``size_mismatch``, ``digest_mismatch``,
         ``storage_unavailable``; then nothing is stored. Errors raised by ``pieces`` propagate.
+        ``grant_to`` is the holder granted the blob, as for :meth:`put_small`.
         """
         if sha256 is not None:
             check_digest(sha256)
@@ -283,6 +364,8 @@ class UploadService:
             raise
         with session_scope(self.engine, write=True) as session:
             insert_blob(session, digest, total)
+            if grant_to is not None:
+                grant(session, grant_to, [digest])
         return digest, total
 
     def _put_part(self, upload_id: str, token: str, part: IO[bytes], *, offset: int, index: int, final: bool) -> int:

@@ -8,9 +8,10 @@ exactly one commits, the others get 409.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -18,14 +19,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from cvflow.errors import CVFlowError, ValidationError
-from cvflow.manifest import Manifest, check_files_against_manifest, parse_manifest
+from cvflow.manifest import MANIFEST_FILENAME, Manifest, check_files_against_manifest, parse_manifest
 from cvflow.names import PackageName
 from cvflow.paths import FileEntry, validate_file_list
 from cvflow.versions import Version as SemVer
 from hub.errors import HubError, from_validation
 from hub.mirror import feed
 from hub.models import (
-    Blob,
     Dependency,
     DownloadCount,
     File,
@@ -42,6 +42,7 @@ from hub.models import (
     utcnow,
 )
 from hub.services.accounts import Principal
+from hub.services.blobs import referable, user_holder
 from hub.settings import Settings
 
 PACKAGE_ROLES = ("owner", "maintainer")
@@ -150,6 +151,10 @@ def publish(
     Raises ``invalid_*`` (422) for bad names, manifests and file lists, ``missing_blobs``,
     ``unauthenticated``/``insufficient_scope``/``forbidden``, ``namespace_not_found`` and
     ``version_exists`` (409). On any error nothing is written.
+
+    Every blob must be one the publisher may reference (:func:`hub.services.blobs.referable`):
+    uploaded by them, or in a version they may read. Any other is ``missing_blobs``, exactly
+    as if the hub did not have it.
     """
     pkg_name = parse_name(namespace, name)
     _check_source(source_repository, source_commit)
@@ -162,7 +167,7 @@ def publish(
     ns = session.exec(select(Namespace).where(Namespace.name == namespace)).first()
     if ns is None:
         raise HubError("namespace_not_found", f"no user or organisation is named {namespace!r}")
-    check_blobs(session, entries)
+    check_blobs(session, entries, holder=user_holder(user.id), readable=reader(session, principal))
 
     package = session.exec(select(Package).where(Package.full_name == str(pkg_name))).first()
     visibility_changed = False
@@ -288,16 +293,44 @@ def validate_release(
     problems = check_files_against_manifest(manifest, entries)
     if problems:
         raise from_validation(ValidationError("the file list disagrees with the manifest", problems=problems), "invalid_files")
+    check_shipped_manifest(manifest_toml, entries)
     return manifest, entries
 
 
-def check_blobs(session: Session, entries: Sequence[FileEntry]) -> None:
-    """Every file's blob is stored, with the declared size. Raises ``missing_blobs``, ``invalid_files``."""
+def check_shipped_manifest(manifest_toml: str, entries: Sequence[FileEntry]) -> None:
+    """What is shown is what is shipped: the manifest text a version is published with must be
+    its ``cvflow.toml`` file byte for byte, so the metadata stored and shown (parsed from the
+    text) is that of the file clients install. Comparing digests compares the bytes: the
+    file's blob is verified against its sha256 when stored, and :func:`check_blobs` proves it
+    is stored. Raises ``manifest_mismatch``.
+    """
+    shipped = next((e for e in entries if e.path == MANIFEST_FILENAME), None)
+    sent = hashlib.sha256(manifest_toml.encode()).hexdigest()
+    if shipped is None or shipped.sha256 != sent:
+        raise HubError("manifest_mismatch", f"the manifest differs from the {MANIFEST_FILENAME} file the version "
+                       f"ships; send that file's text as the manifest",
+                       details={"path": MANIFEST_FILENAME, "manifest_sha256": sent,
+                                "file_sha256": shipped.sha256 if shipped else None})
+
+
+def reader(session: Session, principal: Principal) -> Callable[[int], bool]:
+    """``readable(package_id)`` for :func:`hub.services.blobs.referable`: whether ``principal`` may read it."""
+    def readable(package_id: int) -> bool:
+        package = session.get(Package, package_id)
+        return package is not None and can_read(session, principal, package)
+
+    return readable
+
+
+def check_blobs(session: Session, entries: Sequence[FileEntry], *, holder: str,
+                readable: Callable[[int], bool] | None) -> None:
+    """Every file's blob is stored, ``holder`` may reference it (see
+    :func:`hub.services.blobs.referable`; ``readable`` says which private packages it may
+    read) and it has the declared size. Raises ``missing_blobs`` (for blobs the hub lacks
+    and blobs it may not reference alike, so the answer tells nothing of other accounts'
+    blobs), ``invalid_files``."""
     wanted = {e.sha256 for e in entries}
-    found: dict[str, int] = {}
-    for chunk in _chunks(sorted(wanted), 500):
-        rows = session.exec(select(Blob.sha256, Blob.size).where(Blob.sha256.in_(chunk)))  # type: ignore[attr-defined]
-        found.update({d: s for d, s in rows})
+    found = referable(session, holder, wanted, readable=readable)
     missing = sorted(wanted - found.keys())
     if missing:
         raise HubError(

@@ -26,12 +26,12 @@ def _nothing_staged(hub) -> bool:  # type: ignore[no-untyped-def]
 def test_a_stream_is_stored_in_parts_and_verified(ihub):
     uploads = ihub.context.uploads
     data = os.urandom(11 * MiB + 123)
-    digest, size = uploads.put_stream(_pieces(data), len(data), sha256=sha256(data), part_size=5 * MiB)
+    digest, size = uploads.put_stream(_pieces(data), len(data), sha256=sha256(data), part_size=5 * MiB, grant_to=None)
     assert (digest, size) == (sha256(data), len(data))
     assert b"".join(ihub.context.store.open_range(digest)) == data
     with session_scope(ihub.context.engine) as session:
         assert find_blobs(session, [digest], touch=False) == {digest: len(data)}
-    assert uploads.put_stream(iter([b""]), 0) == (sha256(b""), 0)
+    assert uploads.put_stream(iter([b""]), 0, grant_to=None) == (sha256(b""), 0)
     assert _nothing_staged(ihub)
 
 
@@ -43,7 +43,7 @@ def test_a_stream_is_stored_in_parts_and_verified(ihub):
 def test_a_stream_that_does_not_verify_stores_nothing(ihub, kwargs, code):
     data = os.urandom(7 * MiB)
     with pytest.raises(HubError) as caught:
-        ihub.context.uploads.put_stream(_pieces(data), part_size=5 * MiB, **kwargs)
+        ihub.context.uploads.put_stream(_pieces(data), part_size=5 * MiB, grant_to=None, **kwargs)
     assert caught.value.code == code
     assert not ihub.context.store.exists(sha256(data))
     assert _nothing_staged(ihub)

@@ -136,7 +136,7 @@ def test_a_blob_cut_mid_way_resumes_from_its_partial_bytes(spawn_hub):
     publish_ok(upstream.user_client("alice"), "alice/big", "1.0.0",
                files={"solver.py": b"x = 1\n", "weights.safetensors": data})
     mirror = spawn_hub()
-    fetcher = BlobFetcher(mirror.context)
+    fetcher = BlobFetcher(mirror.context, via="mirror")
     fetcher.partial_dir.mkdir(parents=True)
     (fetcher.partial_dir / sha256(data)).write_bytes(data[: len(data) // 2])
     with HubClient(upstream.url) as client:

@@ -15,6 +15,7 @@ from sqlmodel import select
 from hub.db import session_scope
 from hub.models import Token, User
 from hub.services import accounts, packages
+from hub.services.blobs import user_holder
 from tests.helpers import PASSWORD, LiveHub, manifest
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -86,8 +87,11 @@ def publish_direct(
     ctx = hub.context
     text = manifest_text if manifest_text is not None else manifest(name, version, **manifest_kw)
     contents = {"cvflow.toml": text.encode(), **(files or {"solver.py": SOLVER})}
-    entries = [{"path": p, "size": len(b), "sha256": ctx.uploads.put_small(b)} for p, b in contents.items()]
     namespace, pkg = name.split("/", 1)
+    with session_scope(ctx.engine) as session:
+        holder = user_holder(accounts.resolve_token(session, token).require_user().id)
+    entries = [{"path": p, "size": len(b), "sha256": ctx.uploads.put_small(b, grant_to=holder)}
+               for p, b in contents.items()]
     with session_scope(ctx.engine, write=True) as session:
         who = accounts.resolve_token(session, token)
         packages.publish(session, ctx.settings, who, namespace, pkg, manifest_toml=text, files=entries,
