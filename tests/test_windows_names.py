@@ -6,9 +6,17 @@ The rule itself is cvflow.paths's (tests/client/test_windows_names.py covers it 
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import error_code, manifest, upload
+from cvflow.api import HubClient
+from cvflow.cache import Cache
+from cvflow.paths import validate_file_list
+from cvflow.pull import pull
+from hub.services import packages as package_service
+from tests.helpers import error_code, manifest, publish, upload
 
 DEVICES = ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
            *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))]
@@ -48,3 +56,19 @@ def test_look_alikes_still_publish(hub, alice):
     entries = [{"path": p, "size": len(b), "sha256": upload(alice, b)} for p, b in files.items()]
     r = alice.post("/api/v1/packages/alice/detector/versions", json={"manifest": text, "files": entries})
     assert r.status_code == 201, r.text
+
+
+def test_a_version_from_before_the_rule_stays_pullable(hub, alice, monkeypatch, tmp_path: Path):
+    # A hub from before the rule is simulated by publishing with the rule switched off
+    # (the only way to make such a version now); reading it must still work on this platform.
+    lenient = functools.partial(validate_file_list, portable=False)
+    monkeypatch.setattr(package_service, "validate_file_list", lenient)
+    assert publish(alice, files={"solver.py": b"x", "aux.py": b"old", "con/nul.txt": b"older"}).status_code == 201
+    monkeypatch.undo()
+    assert publish(alice, version="1.0.1", files={"aux.py": b"new"}).status_code == 422  # the rule is back
+
+    cache = Cache(tmp_path / "cache")
+    with HubClient(hub.url) as client:
+        path = pull(client, cache, "alice/detector@1.0.0")
+    assert (path / "aux.py").read_bytes() == b"old" and (path / "con" / "nul.txt").read_bytes() == b"older"
+    assert [v.version for v in cache.ls()] == ["1.0.0"]

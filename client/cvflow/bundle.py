@@ -147,7 +147,7 @@ def _check_version(name: str, doc: Any, blobs: Mapping[str, int]) -> None:
     if not isinstance(files, list):
         raise BundleError(f"{where}: no file list")
     for entry in validate_file_list([{k: f.get(k) for k in ("path", "size", "sha256")} if isinstance(f, dict) else f
-                                     for f in files]):
+                                     for f in files], portable=False):
         if blobs.get(entry.sha256) != entry.size:
             raise BundleError(f"{where}: {entry.path} names a blob the bundle does not list with that size")
     deps = doc.get("dependencies") or {}

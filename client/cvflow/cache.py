@@ -473,7 +473,7 @@ class Cache:
 def _entries(version_doc: dict[str, Any]) -> list[FileEntry]:
     # The hub's file list decides paths under the snapshot: never trust it without the path rules.
     files = [{k: f.get(k) for k in ("path", "size", "sha256")} for f in version_doc.get("files") or []]
-    return validate_file_list(files)
+    return validate_file_list(files, portable=False)  # a version from before the Windows rule stays readable
 
 
 def _range_starts_at(response: httpx.Response, offset: int) -> bool:

@@ -53,8 +53,8 @@ class FileEntry:
     sha256: str
 
 
-def _path_problem(path: object) -> str | None:
-    """Return why ``path`` is unacceptable, or None if it is fine."""
+def _path_problem(path: object, *, portable: bool = True) -> str | None:
+    """Return why ``path`` is unacceptable, or None if it is fine (``portable``: the Windows rule too)."""
     if not isinstance(path, str):
         return f"path must be a string, not {type(path).__name__}"
     if not path:
@@ -80,6 +80,8 @@ def _path_problem(path: object) -> str | None:
             return f"path {path!r} has {shown} segment"
         if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
             return f"path {path!r} has a segment longer than {MAX_SEGMENT_BYTES} bytes"
+        if not portable:
+            continue
         if segment[-1] in ". ":
             what = "a dot" if segment[-1] == "." else "a space"
             return f"path {path!r} has a segment ending in {what} ({segment!r}), which Windows strips"
@@ -111,8 +113,12 @@ def _fold(path: str) -> str:
     return unicodedata.normalize("NFC", path).lower()
 
 
-def validate_file_list(files: list[dict[str, Any]]) -> list[FileEntry]:
+def validate_file_list(files: list[dict[str, Any]], *, portable: bool = True) -> list[FileEntry]:
     """Validate a package's file list: ``[{"path": ..., "size": ..., "sha256": ...}]``.
+
+    ``portable=False`` skips the Windows rule (device names, trailing dots and spaces), for
+    reading versions published before the rule existed; every path that creates a version
+    keeps the default, so no new version breaks it. The other rules always apply.
 
     Every problem is collected (``field`` like ``"files[3].path"``, codes
     ``invalid_path``, ``invalid_size``, ``invalid_digest``, ``duplicate_path``) so the
@@ -132,7 +138,7 @@ def validate_file_list(files: list[dict[str, Any]]) -> list[FileEntry]:
             problems.append(Problem("invalid_path", where, "entry must be a table/object"))
             continue
         path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
-        path_problem = "path is missing" if path is None else _path_problem(path)
+        path_problem = "path is missing" if path is None else _path_problem(path, portable=portable)
         if path_problem:
             problems.append(Problem("invalid_path", f"{where}.path", path_problem))
         if type(size) is not int or size < 0:

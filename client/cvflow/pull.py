@@ -113,7 +113,8 @@ def _pull_exact(client: HubClient, cache: Cache, name: str, version: str, *, wor
         return cached
     doc = client.version(name, version)
     files = doc.get("files") or []
-    validate_file_list([{k: f.get(k) for k in ("path", "size", "sha256")} for f in files])  # before any download
+    validate_file_list([{k: f.get(k) for k in ("path", "size", "sha256")} for f in files],  # before any download
+                       portable=False)  # versions from before the Windows rule stay pullable
     blobs = {f["sha256"]: f for f in files}
     missing = {d: f for d, f in blobs.items() if not cache.has_blob(d, f["size"])}
     todo = sum(f["size"] for f in missing.values())

@@ -59,3 +59,23 @@ def test_segments_ending_in_a_dot_or_space_are_refused_anywhere(segment: str) ->
 )
 def test_names_that_only_look_like_devices_are_allowed(path: str) -> None:
     assert validate_path(path) == path
+
+
+@pytest.mark.parametrize("rel", ["aux.py", "weights/NUL.bin", "Com1/x.txt", "notes./a.txt", "data /b.txt"])
+def test_cvflow_validate_and_publish_refuse_such_a_package_before_any_upload(tmp_path, rel: str) -> None:
+    from click.testing import CliRunner
+
+    from cvflow.cli import main
+    from tests.client_e2e._recording_hub import RecordingHub, write_package
+
+    package = write_package(tmp_path / "pkg", "alice/detector")
+    (package / rel).parent.mkdir(parents=True, exist_ok=True)
+    (package / rel).write_bytes(b"x")
+    env = {"CVFLOW_HOME": str(tmp_path / "home"), "CVFLOW_TOKEN": "cvf_" + "t" * 40}
+    checked = CliRunner().invoke(main, ["validate", str(package)], env=env, catch_exceptions=False)
+    assert checked.exit_code == 1 and rel in checked.stderr, checked.output
+    with RecordingHub() as hub:
+        sent = CliRunner().invoke(main, ["--hub", hub.url, "publish", "-q", str(package)], env=env,
+                                  catch_exceptions=False)
+    assert sent.exit_code == 1 and rel in sent.stderr, sent.output
+    assert hub.seen == [], "refused before anything reached the hub"
