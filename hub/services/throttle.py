@@ -155,8 +155,9 @@ class DatabaseThrottle:
             index_elements=[_TABLE.c.key],
             set_={"tat": start + self.interval},
             where=start + self.interval <= now + self.period,
-        )
-        return bool(conn.execute(stmt).rowcount)
+        ).returning(_TABLE.c.key)
+        # A row comes back only when it was inserted or updated: no room, no row.
+        return conn.execute(stmt).first() is not None
 
     def refund(self, keys: Iterable[str]) -> None:
         with db.writer(self.engine).begin() as conn:
