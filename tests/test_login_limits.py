@@ -133,6 +133,19 @@ def test_replicas_share_one_budget(hub: LiveHub, replicas) -> None:  # type: ign
     assert api_login(two, "bob", PASSWORD, address="10.0.2.3").status_code == 201
 
 
+def test_parallel_guesses_over_two_replicas_get_exactly_the_budget(hub: LiveHub, replicas) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    hub.create_user("alice")
+    one, two = replicas(2, login_rate_limit=5)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda i: api_login(one if i % 2 else two, "alice", f"guess {i}",
+                                                    address=f"10.0.7.{i}").status_code, range(24)))
+    # Each attempt is charged before its password is checked, in one transaction with the check
+    # of the budget: however they interleave, five guesses are tried and the rest refused.
+    assert sorted(answers) == [401] * 5 + [429] * 19
+
+
 def test_only_failures_count(hub: LiveHub, replicas) -> None:  # type: ignore[no-untyped-def]
     hub.create_user("alice")
     (site,) = replicas(login_rate_limit=2)
