@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
@@ -19,6 +20,7 @@ from cvflow.bundle import BundleManifest, write_bundle
 from hub.db import session_scope
 from hub.models import Blob, BlobGrant, File, Package, Version
 from hub.services.blobs import insert_blob
+from tests.conftest import BACKENDS, reset
 from tests.helpers import LiveHub, publish, sha256
 from tests.mirror._helpers import SOLVER, publish_ok, sync, version_doc
 from tests.mirror.conftest import hub_cli
@@ -27,6 +29,7 @@ SECRET = b"private weights on the mirror " + os.urandom(200)
 
 
 def _victim(live: LiveHub) -> None:
+    reset(live)  # a PostgreSQL + S3 hub shares the session's database and bucket
     alice = live.user_client("alice")
     r = publish(alice, "alice/secret", files={"solver.py": SOLVER, "weights.safetensors": SECRET}, private=True,
                 weights=("weights.safetensors",))
@@ -58,9 +61,10 @@ def _hub_holders(live: LiveHub) -> set[str]:
         return set(session.exec(select(BlobGrant.holder).where(BlobGrant.sha256 == sha256(SECRET))).all())
 
 
-def test_mirror_sync_does_not_copy_a_version_from_this_hub_s_private_bytes(spawn_hub):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mirror_sync_does_not_copy_a_version_from_this_hub_s_private_bytes(spawn_hub, backend):
     upstream = _lying_upstream(spawn_hub)
-    mirror = spawn_hub()
+    mirror = spawn_hub(backend)
     _victim(mirror)
     report = sync(mirror, upstream, ok=False)
     assert [f["package"] for f in report["failures"]] == ["mallory/steal"], report
@@ -75,9 +79,10 @@ def test_mirror_sync_does_not_copy_a_version_from_this_hub_s_private_bytes(spawn
     assert "hub:mirror" in _hub_holders(mirror)
 
 
-def test_pull_through_does_not_serve_this_hub_s_private_bytes_for_an_upstream_digest(spawn_hub):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pull_through_does_not_serve_this_hub_s_private_bytes_for_an_upstream_digest(spawn_hub, backend):
     upstream = _lying_upstream(spawn_hub)
-    proxy = spawn_hub(upstreams=upstream.url, upstream_metadata_ttl=0)
+    proxy = spawn_hub(backend, upstreams=upstream.url, upstream_metadata_ttl=0)
     _victim(proxy)
     anyone = proxy.client()
     path = "/api/v1/packages/mallory/steal/versions/1.0.0/files/weights.safetensors"
@@ -92,9 +97,10 @@ def test_pull_through_does_not_serve_this_hub_s_private_bytes_for_an_upstream_di
     assert version_doc(proxy, "mallory/steal", "1.0.0")["origin"]["via"] == "pull-through"
 
 
-def test_a_bundle_must_hold_the_bytes_it_lists(spawn_hub, tmp_path: Path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bundle_must_hold_the_bytes_it_lists(spawn_hub, tmp_path: Path, backend):
     source = _lying_upstream(spawn_hub)
-    target = spawn_hub()
+    target = spawn_hub(backend)
     _victim(target)
     doc = version_doc(source, "mallory/steal", "1.0.0")
     manifest = BundleManifest.build({"mallory/steal": [doc]}, source="a tampered bundle")
