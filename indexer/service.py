@@ -2,7 +2,8 @@
 
 A run fetches into the repository's bare cache, lists its tags, and hands each new SemVer tag
 (matching the tag and branch patterns) to :class:`~indexer.release.ReleaseReader`. A problem
-with one tag is reported for that tag and the others go on; a problem with the repository
+with one tag (a bad manifest, one nested too deep, even an unexpected error) is reported for
+that tag and the others go on; a problem with the repository
 (its URL, the fetch, its size) ends the run. The result is recorded on the repository.
 
 A published tag is never indexed again; if it later points at another commit, the run
@@ -171,6 +172,14 @@ class Indexer:
                 except (TagProblem, GitError) as exc:
                     problem = exc if isinstance(exc, TagProblem) else git_problem(exc)
                     result.errors.append(problem.as_dict(tag.name))
+                    reader.reset()
+                    continue
+                except Exception as exc:
+                    # Whatever one tag's content does to us, it fails alone: the other tags go on.
+                    log.exception("indexing tag %s of %s failed", tag.name, repo.display_url)
+                    result.errors.append({"tag": tag.name, "code": "internal_error",
+                                          "message": redact(f"indexing this tag failed unexpectedly: "
+                                                            f"{type(exc).__name__}")})
                     reader.reset()
                     continue
                 if entry.get("skipped"):

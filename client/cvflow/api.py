@@ -11,7 +11,6 @@ a redirect elsewhere, such as a presigned URL of the blob store, goes without it
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,6 +26,7 @@ from cvflow.errors import (
     HubNotFoundError,
     HubUnavailableError,
 )
+from cvflow.safeparse import MAX_DOCUMENT_DEPTH, loads_json
 
 MiB = 1 << 20
 DEFAULT_CHUNK = 64 * MiB
@@ -35,7 +35,7 @@ Progress = Callable[[int], None]
 
 def _error_for(response: httpx.Response) -> HubError:
     try:
-        body = response.json()["error"]
+        body = loads_json(response.content, max_depth=MAX_DOCUMENT_DEPTH)["error"]
         code, message, details = body["code"], body["message"], body.get("details") or {}
     except (ValueError, KeyError, TypeError):
         code, message, details = "", response.text[:200] or response.reason_phrase, {}
@@ -110,8 +110,8 @@ class HubClient:
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         response = self.request(method, path, **kw)
         try:
-            return response.json()
-        except json.JSONDecodeError as exc:
+            return loads_json(response.content, max_depth=MAX_DOCUMENT_DEPTH)
+        except (ValueError, UnicodeDecodeError) as exc:  # not JSON, or nested past any hub document
             raise HubUnavailableError(f"{self.base_url} did not answer like a CVFlow hub") from exc
 
     @contextlib.contextmanager

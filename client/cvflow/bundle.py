@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from cvflow.errors import CVFlowError
 from cvflow.names import PackageName
 from cvflow.paths import validate_file_list
+from cvflow.safeparse import MAX_DOCUMENT_DEPTH, loads_json
 from cvflow.versions import Version
 
 if TYPE_CHECKING:
@@ -99,8 +100,8 @@ class BundleManifest:
     def from_json(cls, raw: bytes) -> BundleManifest:
         """Raises BundleError for anything but a well-formed manifest of this format."""
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = loads_json(raw, max_depth=MAX_DOCUMENT_DEPTH)
+        except (ValueError, UnicodeDecodeError) as exc:  # TooDeepError is a ValueError
             raise BundleError(f"{MANIFEST_NAME} is not JSON: {exc}") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise BundleError("this is not a CVFlow bundle")

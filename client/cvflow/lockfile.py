@@ -36,6 +36,7 @@ import tomli_w
 
 from cvflow.errors import InvalidVersionError, ValidationError
 from cvflow.paths import FileEntry
+from cvflow.safeparse import TooDeepError, loads_toml
 from cvflow.versions import Version
 
 __all__ = ["LOCK_FORMAT", "Lock", "LockedPackage", "LockfileError", "read_lock", "write_lock"]
@@ -120,11 +121,13 @@ def read_lock(path: Path) -> Lock:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = loads_toml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LockfileError(f"no lock file at {path}; run `cvflow install` without --locked to create one") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LockfileError(f"cannot read {path}: {exc}") from exc
+    except TooDeepError as exc:
+        raise LockfileError(f"{path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise LockfileError(f"{path} is not valid TOML: {exc}") from exc
     fmt = data.get("version")

@@ -28,6 +28,7 @@ from sqlmodel import select
 
 from cvflow import errors as client_errors
 from cvflow.api import HubClient
+from cvflow.safeparse import MAX_DOCUMENT_DEPTH, loads_json
 from hub.api._http import HubContext
 from hub.db import session_scope
 from hub.errors import HubError
@@ -162,7 +163,7 @@ class Syncer:
         """The events after ``since``, checked to follow on without a gap; and the upstream's serial."""
         try:
             response = self.client.request("GET", "/api/v1/changes", params={"since": since, "limit": self.page_size})
-            body = response.json()
+            body = loads_json(response.content, max_depth=MAX_DOCUMENT_DEPTH)  # TooDeepError: a ValueError
             serial = int(body["serial"])
             events = list(body["events"])
         except client_errors.HubError as exc:

@@ -15,11 +15,16 @@ from cvflow.manifest.model import (
     Manifest,
 )
 from cvflow.paths import FileEntry
+from cvflow.safeparse import TooDeepError, loads_toml
 
 
 def _load_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text.removeprefix("\ufeff"))
+        return loads_toml(text.removeprefix("\ufeff"))
+    except TooDeepError as exc:
+        raise ManifestError(
+            f"{source} is nested too deep", [Problem("too_deep", "", f"{source}: {exc}")]
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(
             f"{source} is not valid TOML", [Problem("toml_syntax", "", f"{source}: {exc}")]

@@ -15,6 +15,7 @@ CODES: dict[str, tuple[int, str]] = {
     "bad_request": (400, "The request is malformed (its request line, a header, its length or its chunked framing)."),
     "not_an_image": (400, "An image input holds bytes that are not an image."),
     "invalid_json": (400, "The body is not a JSON object."),
+    "too_deep": (400, "The JSON body is nested deeper than the runner reads (64 levels); refused before parsing."),
     "invalid_multipart": (400, "The multipart/form-data body cannot be parsed."),
     "invalid_base64": (400, "An image given as text is not valid base64 or a data: URL."),
     "url_fetch_failed": (400, "An image URL the runner allows could not be fetched."),

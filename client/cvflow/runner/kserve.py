@@ -15,6 +15,7 @@ from cvflow import __version__
 from cvflow.runner.errors import RunnerError, field_error
 from cvflow.runner.requests import parse_inputs
 from cvflow.runner.results import encode_result
+from cvflow.safeparse import TooDeepError, loads_json
 
 if TYPE_CHECKING:
     from cvflow.runner.server import Runner
@@ -64,7 +65,9 @@ def infer(runner: Runner, name: str, body: bytes) -> bytes:
     solver = runner.solver(name)
     with solver.worker.arriving() as arrival:
         try:
-            request = json.loads(body)
+            request = loads_json(body)
+        except TooDeepError as exc:
+            raise RunnerError("too_deep", f"the body is not read: {exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise RunnerError("invalid_json", f"the body is not valid JSON: {exc}") from None
         if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):

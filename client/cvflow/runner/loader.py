@@ -11,7 +11,6 @@ import importlib
 import importlib.util
 import inspect
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from cvflow.runner.batching import SolverWorker, log
 from cvflow.runner.images import require_pillow
 from cvflow.runner.schema import SolverSchema, schema_of
+from cvflow.safeparse import loads_toml
 from cvflow.solver import PICKLE_SUFFIXES, Context, declared_input
 
 
@@ -62,8 +62,8 @@ def read_package(package_dir: Path) -> PackageInfo:
     """Raises LoadError: no readable ``cvflow.toml`` in ``package_dir``."""
     path = package_dir / "cvflow.toml"
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = loads_toml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: TOMLDecodeError, TooDeepError
         raise LoadError(f"cannot read {path}: {exc}") from exc
     pkg = data.get("package") or {}
     solvers = []

@@ -6,7 +6,6 @@ then are images decoded, so a request with a wrong field never pays for decoding
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from typing import Any
 
@@ -14,6 +13,7 @@ from cvflow.runner import images
 from cvflow.runner.errors import RunnerError, field_error
 from cvflow.runner.multipart import MultipartError, boundary_of, parse_multipart
 from cvflow.runner.schema import Param, SolverSchema
+from cvflow.safeparse import TooDeepError, loads_json
 
 #: An image source before decoding: ("bytes", data, filename) or ("json", value, None).
 Source = tuple[str, Any, str | None]
@@ -104,7 +104,9 @@ def _from_multipart(schema: SolverSchema, content_type: str, body: bytes, scalar
 
 def _from_json(schema: SolverSchema, body: bytes, scalars: dict[str, Any], sources: dict[str, list[Source]]) -> None:
     try:
-        data = json.loads(body) if body.strip() else {}
+        data = loads_json(body) if body.strip() else {}
+    except TooDeepError as exc:
+        raise RunnerError("too_deep", f"the body is not read: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunnerError("invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
