@@ -30,6 +30,7 @@ from typing import Any
 CODES: dict[str, tuple[int, str]] = {
     "bad_request": (400, "The request is malformed."),
     "invalid_json": (400, "The body is not the JSON object this endpoint expects."),
+    "too_deep": (400, "The JSON body is nested deeper than the hub reads (64 levels); it was refused before parsing."),
     "invalid_digest": (400, "A digest is not 64 lowercase hexadecimal characters."),
     "digest_mismatch": (400, "The uploaded bytes do not hash to the expected sha256."),
     "size_mismatch": (400, "The uploaded bytes do not have the declared size."),

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cvflow.safeparse import TooDeepError, loads_json
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.services.accounts import ANONYMOUS, Principal, resolve_token, touch_token
@@ -105,7 +106,7 @@ class Registry:
         if meta.get("auth", "none") != "none":
             errors.append("unauthenticated")
         if meta.get("request") is not None and meta.get("request_type", "application/json") == "application/json":
-            errors += ["invalid_json", "body_too_large", "invalid_field"]
+            errors += ["invalid_json", "too_deep", "body_too_large", "invalid_field"]
         if method not in SAFE_METHODS and not path.startswith(READ_ONLY_ALLOWED):
             errors.append("read_only")  # answered by hub.mirror.middleware when the hub is read-only
         meta["errors"] = tuple(dict.fromkeys(errors))
@@ -164,7 +165,9 @@ async def read_json(request: Request, limit: int = 1 << 20) -> dict[str, Any]:
         if len(body) > limit:
             raise HubError("body_too_large", f"the JSON body may be at most {limit} bytes")
     try:
-        data = json.loads(body)
+        data = loads_json(body)  # nesting is bounded before parsing: no RecursionError
+    except TooDeepError as exc:
+        raise HubError("too_deep", f"the JSON body is nested more than {exc.max_depth} levels deep") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise HubError("invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
