@@ -58,6 +58,8 @@ CODES: dict[str, tuple[int, str]] = {
     "version_exists": (409, "This version is already published; versions are immutable."),
     "version_deleted": (409, "This version was taken down by an administrator; its number is never used again."),
     "name_taken": (409, "A user or organisation already has this name."),
+    "similar_name_exists": (409, "A package whose name differs only in '-', '_', '.' or case exists in this "
+                                 "namespace; names are compared as PEP 503 normalises them."),
     "upload_offset_mismatch": (409, "The chunk does not start at the upload's current offset."),
     "upload_finished": (409, "The upload session was already finished."),
     "repository_exists": (409, "This git repository (URL and subdirectory) is already registered."),

@@ -75,9 +75,14 @@ class Token(SQLModel, table=True):
 
 class Package(SQLModel, table=True):
     __tablename__ = "packages"
+    #: One package per look-alike name in a namespace (``cvflow.names.normalize_name``); the
+    #: index decides races between publishers of ``a-b`` and ``a_b``.
+    __table_args__ = (sa.Index("uq_packages_namespace_normalized", "namespace_id", "normalized_name", unique=True),)
     id: int | None = Field(default=None, primary_key=True)
     namespace_id: int = Field(foreign_key="namespaces.id", index=True)
     name: str = Field(max_length=64)
+    #: ``normalize_name(name)``; a package that collided before migration 0006 has ``~<id>`` appended.
+    normalized_name: str = Field(max_length=96)
     full_name: str = Field(max_length=104, unique=True, index=True)
     private: bool = False
     description: str = Field(default="", max_length=512)

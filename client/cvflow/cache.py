@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cvflow.errors import CVFlowError, HubError, HubUnavailableError, IntegrityError, InvalidVersionError
 from cvflow.locks import file_lock
-from cvflow.names import PackageName
+from cvflow.names import PackageName, normalize_name, package_key
 from cvflow.paths import SHA256_RE, FileEntry, validate_file_list
 from cvflow.progress import format_size
 from cvflow.versions import Version
@@ -120,11 +120,11 @@ class Cache:
     def snapshot_path(self, name: str, version: str) -> Path:
         package = PackageName.parse(name)
         Version.parse(version)  # also keeps '/' and '..' out of the path
-        return self.root / "snapshots" / package.namespace / package.name / version
+        return _spelled(self.root / "snapshots" / package.namespace, package.name) / version
 
     def _metadata_path(self, name: str) -> Path:
         package = PackageName.parse(name)
-        return self.root / "index" / package.namespace / f"{package.name}.json"
+        return _spelled(self.root / "index" / package.namespace, package.name, ".json")
 
     def _tmp(self) -> Path:
         tmp = self.root / "tmp"
@@ -438,12 +438,12 @@ class Cache:
 
         Returns the bytes freed (or that would be, with ``dry_run``). Waits for running pulls.
         """
-        wanted = {(str(n), str(v)) for n, v in keep}
+        wanted = {(package_key(str(n)), str(v)) for n, v in keep}
         with file_lock(self.root / "locks" / "cache.lock"):
             doomed: list[Path] = []
             referenced: set[str] = set()
             for path, doc in self._snapshots():
-                if (f"{path.parent.parent.name}/{path.parent.name}", path.name) in wanted:
+                if (package_key(f"{path.parent.parent.name}/{path.parent.name}"), path.name) in wanted:
                     referenced.update(str(f.get("sha256")) for f in doc.get("files") or [])
                 else:
                     doomed.append(path)
@@ -468,6 +468,21 @@ class Cache:
         with self._memo_lock:
             self._verified.clear()
         return freed
+
+
+def _spelled(folder: Path, name: str, suffix: str = "") -> Path:
+    """``folder/<name><suffix>``, or the look-alike spelling of it already there (``a_b`` for
+    ``a-b``): every spelling of a package shares one snapshot folder and one metadata file."""
+    exact = folder / f"{name}{suffix}"
+    if exact.exists():
+        return exact
+    key = normalize_name(name)
+    with contextlib.suppress(OSError):
+        for entry in sorted(folder.iterdir()):
+            stem = entry.name.removesuffix(suffix) if suffix else entry.name
+            if (not suffix or entry.name.endswith(suffix)) and normalize_name(stem) == key:
+                return entry
+    return exact
 
 
 def _entries(version_doc: dict[str, Any]) -> list[FileEntry]:

@@ -12,6 +12,11 @@ A package is addressed as ``namespace/name``:
 
 Only lowercase is accepted (rather than case-folding on lookup) so that a name has
 exactly one spelling in URLs, on disk and in the database.
+
+Names that differ only in their runs of separators (``a-b``, ``a_b``, ``a.b``, ``a--b``)
+are one name, as PEP 503 normalises Python package names (:func:`normalize_name`): a
+namespace holds at most one of them, and asking for any spelling finds it. Namespaces
+allow only single hyphens, so no two valid namespaces are look-alikes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ __all__ = [
     "NAME_RE",
     "RESERVED_NAMESPACES",
     "PackageName",
+    "normalize_name",
+    "package_key",
     "validate_name",
     "validate_namespace",
 ]
@@ -42,6 +49,20 @@ RESERVED_NAMESPACES = frozenset(
 )  # fmt: skip
 
 _SEPARATORS = "-_."
+_SEPARATOR_RUNS = re.compile(r"[-_.]+")
+
+
+def normalize_name(name: str) -> str:
+    """The PEP 503 form of a package name: runs of ``-``, ``_`` and ``.`` become one ``-``,
+    letters become lowercase. Two names with the same form are the same package."""
+    return _SEPARATOR_RUNS.sub("-", name).lower()
+
+
+def package_key(full_name: str) -> str:
+    """``namespace/name`` with the name normalised (:func:`normalize_name`) and the namespace
+    lowercased: equal keys are the same package, however each is spelled."""
+    namespace, _, name = full_name.partition("/")
+    return f"{namespace.lower()}/{normalize_name(name)}"
 
 
 def _explain(kind: str, value: str, *, min_len: int, max_len: int, separators: str) -> str:

@@ -30,6 +30,7 @@ from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep, ResolverException
 
 from cvflow.errors import InvalidRangeError, InvalidVersionError, OfflineError, ResolutionError
+from cvflow.names import package_key
 from cvflow.versions import Version, VersionRange
 
 if TYPE_CHECKING:
@@ -225,6 +226,9 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         self.prereleases = prereleases
         self._candidates: dict[str, list[Candidate]] = {}
         self._pinned: set[str] = set()  # names some requirement pins exactly
+        # The first spelling seen of each package: ``a_b`` and ``a-b`` are one package (the hub
+        # answers any spelling with it), so every requirement on it uses one name.
+        self._spelling: dict[str, str] = {}
 
     def candidates(self, name: str) -> list[Candidate]:
         """Every version of ``name``, highest first; empty if there is no such package."""
@@ -278,6 +282,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
 
     def requirement(self, name: str, text: str, parent: Candidate | None = None) -> Requirement:
         """Raises InvalidRangeError."""
+        name = self._spelling.setdefault(package_key(name), name)
         req = Requirement(name, _range(text), parent)
         if req.range.is_exact:
             self._pinned.add(name)

@@ -30,6 +30,7 @@ _VER = (*_PKG, ("version", "path", "SemVer version"))
 _PUBLISH_ERRORS = (
     "unauthenticated", "insufficient_scope", "forbidden", "namespace_not_found", "invalid_package_name",
     "invalid_manifest", "invalid_version", "invalid_path", "invalid_files", "missing_blobs", "version_exists", "version_deleted",
+    "similar_name_exists",
     "manifest_mismatch",
     "body_too_large", "invalid_json", "name_shadows_upstream", "upstream_unavailable", "read_only",
 )
@@ -40,7 +41,9 @@ def _cache_key(namespace: str, name: str) -> str:
 
 
 def _invalidate(request: Request, namespace: str, name: str) -> None:
-    ctx(request).cache.invalidate(_cache_key(namespace, name))
+    # The whole namespace: ``name`` may be a look-alike spelling of the package whose
+    # canonical name is the cached key (only canonical spellings are cached).
+    ctx(request).cache.invalidate(f"pkg:{namespace.lower()}/")
 
 
 @endpoint("GET", "/api/v1/packages", "Search and list packages", "packages", auth="optional",
@@ -114,7 +117,8 @@ async def get_package(request: Request) -> Response:
             if kind == "local":
                 package = packages.get_package(session, who, namespace, name)
                 doc = _with_origin(session, package, catalog.package_document(session, package))
-                return dumps(doc), package.private
+                # Only a document asked for by its canonical name is cached: writes invalidate that name.
+                return dumps(doc), package.private or package.full_name != f"{namespace}/{name}"
         return kind
 
     def local() -> dict[str, Any]:  # the versions copied here, for when no upstream answers

@@ -145,9 +145,8 @@ def _create_package(session: Session, pkg_name: PackageName, *, private: bool) -
         ns = Namespace(name=pkg_name.namespace, kind="mirror")
         session.add(ns)
         session.flush()
-    package = Package(namespace_id=ns.id, name=pkg_name.name, full_name=str(pkg_name), private=private)  # type: ignore[arg-type]
-    session.add(package)
-    session.flush()
+    # The one creation path: it refuses a look-alike of a package here (``similar_name_exists``).
+    package, _ = packages.create_package(session, ns, pkg_name, private=private)
     return package
 
 

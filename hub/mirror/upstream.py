@@ -35,7 +35,8 @@ from hub.db import session_scope
 from hub.errors import HubError
 from hub.mirror import copies
 from hub.mirror.fetch import BlobFetcher
-from hub.models import Package, PackageOrigin, UpstreamDocument, utcnow
+from hub.models import PackageOrigin, UpstreamDocument, utcnow
+from hub.services import packages
 
 
 def upstream_pool(hub: HubContext) -> UpstreamPool | None:
@@ -60,22 +61,24 @@ class UpstreamPool:
     # -- what this hub holds
 
     def local_kind(self, session: Any, name: str) -> str | None:
-        """``local`` (published here, or synced by a mirror), ``pull-through``, or None (not here at all)."""
-        row = session.exec(select(Package.id, PackageOrigin.via)
-                           .join(PackageOrigin, PackageOrigin.package_id == Package.id, isouter=True)
-                           .where(Package.full_name == name)).first()
-        if row is None:
+        """``local`` (published here, or synced by a mirror), ``pull-through``, or None (not here at all).
+
+        A look-alike spelling of a package here (``a_b`` for ``a-b``) is that package."""
+        found = packages.find_packages(session, [name]).get(name)
+        if found is None:
             return None
-        return "pull-through" if row[1] == "pull-through" else "local"
+        origin = session.get(PackageOrigin, found[0])
+        return "pull-through" if origin is not None and origin.via == "pull-through" else "local"
 
     def remote_names(self, names: Iterable[str]) -> set[str]:
         """Of ``names``, those whose metadata comes from upstream: absent here, or pull-through copies."""
         names = sorted(set(names))
         with session_scope(self.context.engine) as session:
-            rows = dict(session.exec(select(Package.full_name, PackageOrigin.via).join(
-                PackageOrigin, PackageOrigin.package_id == Package.id, isouter=True)
-                .where(Package.full_name.in_(names))).all())  # type: ignore[attr-defined]
-        return {n for n in names if n not in rows or rows[n] == "pull-through"}
+            found = packages.find_packages(session, names)  # look-alike spellings find the package
+            ids = sorted({id_ for id_, _ in found.values()})
+            via = dict(session.exec(select(PackageOrigin.package_id, PackageOrigin.via)
+                                    .where(PackageOrigin.package_id.in_(ids))).all()) if ids else {}  # type: ignore[attr-defined]
+        return {n for n in names if n not in found or via.get(found[n][0]) == "pull-through"}
 
     # -- stored documents
 

@@ -28,6 +28,7 @@ from hub.models import (
     Version,
     utcnow,
 )
+from hub.services import packages
 from hub.services.accounts import Principal
 
 SORTS = ("downloads", "recent", "name")
@@ -188,13 +189,19 @@ def index(session: Session, principal: Principal, names: list[str]) -> dict[str,
     """Resolution metadata for many packages in one round trip: every version with its yank
     state and package dependencies. Packages the caller may not see are reported missing.
 
+    Each entry is keyed by the name as asked; a look-alike spelling (``a_b`` for ``a-b``)
+    gets the canonical package's entry, whose ``name`` is the canonical name.
+
     Only the needed columns are selected: resolution asks for hundreds of packages at once,
     and building full ORM objects for them costs several times the query itself."""
-    rows = session.exec(
-        select(Package.id, Package.full_name).where(Package.full_name.in_(names), visible_filter(session, principal))  # type: ignore[attr-defined]
-    ).all()
-    full_names = dict(rows)
-    out: dict[str, Any] = {name: {"versions": []} for name in full_names.values()}
+    asked = packages.find_packages(session, names)
+    ids_seen = {id_ for id_, _ in asked.values()}
+    visible = set(session.exec(
+        select(Package.id).where(Package.id.in_(ids_seen), visible_filter(session, principal))  # type: ignore[union-attr]
+    ).all()) if ids_seen else set()
+    full_names = {id_: full for id_, full in asked.values() if id_ in visible}
+    entries: dict[int, dict[str, Any]] = {id_: {"name": full, "versions": []} for id_, full in full_names.items()}
+    out: dict[str, Any] = {name: entries[id_] for name, (id_, _) in asked.items() if id_ in visible}
     if full_names:
         ids = list(full_names)
         deps: dict[int, dict[str, str]] = {}
@@ -209,7 +216,7 @@ def index(session: Session, principal: Principal, names: list[str]) -> dict[str,
             .where(Version.package_id.in_(ids))  # type: ignore[attr-defined]
             .order_by(Version.sort_key.desc())  # type: ignore[attr-defined]
         ):
-            out[full_names[package_id]]["versions"].append({
+            entries[package_id]["versions"].append({
                 "version": version, "prerelease": prerelease, "yanked": yanked,
                 "dependencies": deps.get(version_id, {}),
             })

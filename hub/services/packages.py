@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from cvflow.errors import CVFlowError, ValidationError
 from cvflow.manifest import MANIFEST_FILENAME, Manifest, check_files_against_manifest, parse_manifest
-from cvflow.names import PackageName
+from cvflow.names import PackageName, normalize_name
 from cvflow.paths import FileEntry, validate_file_list
 from cvflow.versions import Version as SemVer
 from hub.errors import HubError, from_validation
@@ -89,9 +89,54 @@ def can_read(session: Session, principal: Principal, package: Package) -> bool:
     return package_role(session, package, principal.user) is not None
 
 
-def get_package(session: Session, principal: Principal, namespace: str, name: str) -> Package:
-    """The package, if the caller may see it; a private one is "not found" to others."""
+def find_package(session: Session, namespace: str, name: str) -> Package | None:
+    """The package ``namespace/name`` is a spelling of, whoever may see it.
+
+    The exact spelling first (it also reaches a look-alike that predates migration 0006),
+    then the one package whose normalised name (``cvflow.names.normalize_name``) matches.
+    """
     package = session.exec(select(Package).where(Package.full_name == f"{namespace}/{name}")).first()
+    if package is None:
+        package = session.exec(
+            select(Package).join(Namespace, Namespace.id == Package.namespace_id)  # type: ignore[arg-type]
+            .where(Namespace.name == namespace.lower(), Package.normalized_name == normalize_name(name))
+        ).first()
+    return package
+
+
+def find_packages(session: Session, names: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """Many lookups as :func:`find_package` makes one, in two queries: each name of ``names``
+    that is a spelling of a package, mapped to that package's id and canonical name."""
+    names = sorted({n for n in names if n.count("/") == 1})
+    found: dict[str, tuple[int, str]] = {}
+    for chunk in _chunks(names, 500):
+        for id_, full_name in session.exec(
+            select(Package.id, Package.full_name).where(Package.full_name.in_(chunk))  # type: ignore[attr-defined]
+        ):
+            found[full_name] = (id_, full_name)  # type: ignore[assignment]
+        rest = {n: n.split("/") for n in chunk if n not in found}
+        if not rest:
+            continue
+        by_key: dict[tuple[str, str], tuple[int, str]] = {}
+        for id_, full_name, ns, norm in session.exec(
+            select(Package.id, Package.full_name, Namespace.name, Package.normalized_name)
+            .join(Namespace, Namespace.id == Package.namespace_id)  # type: ignore[arg-type]
+            .where(Package.normalized_name.in_({normalize_name(n) for _, n in rest.values()}))  # type: ignore[attr-defined]
+        ):
+            by_key[(ns, norm)] = (id_, full_name)  # type: ignore[assignment]
+        for wanted, (ns, n) in rest.items():
+            hit = by_key.get((ns.lower(), normalize_name(n)))
+            if hit is not None:
+                found[wanted] = hit
+    return found
+
+
+def get_package(session: Session, principal: Principal, namespace: str, name: str) -> Package:
+    """The package, if the caller may see it; a private one is "not found" to others.
+
+    Any look-alike spelling of its name finds it (:func:`find_package`); the row says the
+    canonical name."""
+    package = find_package(session, namespace, name)
     if package is None or not can_read(session, principal, package):
         raise HubError("package_not_found", f"no package {namespace}/{name}")
     return package
@@ -169,9 +214,9 @@ def publish(
         raise HubError("namespace_not_found", f"no user or organisation is named {namespace!r}")
     check_blobs(session, entries, holder=user_holder(user.id), readable=reader(session, principal))
 
-    package = session.exec(select(Package).where(Package.full_name == str(pkg_name))).first()
+    package = find_package(session, pkg_name.namespace, pkg_name.name)
     visibility_changed = False
-    if package is None:
+    if package is None or package.full_name != str(pkg_name):  # new, or a look-alike (refused there)
         package = _create_package(session, principal, ns, pkg_name, bool(private))
     else:
         _require_maintainer(session, principal, package)
@@ -356,20 +401,45 @@ def _create_package(
             org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
             if session.get(OrgMember, (org.id, user.id)) is None:
                 raise HubError("forbidden", f"only members of {ns.name!r} create packages in it")
-    package = Package(namespace_id=ns.id, name=pkg_name.name, full_name=str(pkg_name), private=private)  # type: ignore[arg-type]
-    try:
-        # begin_nested() flushes pending objects first, so the add goes inside the savepoint.
-        with session.begin_nested():
-            session.add(package)
-            session.flush()
-    except sa.exc.IntegrityError:
+    package, created = create_package(session, ns, pkg_name, private=private)
+    if not created:
         # Another publisher created it a moment ago; carry on as a publish to it.
-        package = session.exec(select(Package).where(Package.full_name == str(pkg_name))).one()
         _require_maintainer(session, principal, package)
         return package
     if ns.kind == "org":
         session.add(PackageRole(package_id=package.id, user_id=user.id, role="maintainer"))  # type: ignore[arg-type]
     return package
+
+
+def create_package(session: Session, ns: Namespace, pkg_name: PackageName, *, private: bool) -> tuple[Package, bool]:
+    """Make the package row: the one way every path (publish, the indexer, mirror sync,
+    pull-through, bundle import) creates a package. Returns it and True, or — when a
+    publisher made it a moment ago — the existing one and False. The caller checks who may.
+
+    Raises ``similar_name_exists`` (409) when the namespace has a package whose name differs
+    only in ``-``/``_``/``.`` or case; the unique index on ``(namespace_id, normalized_name)``
+    decides races.
+    """
+    taken = find_package(session, ns.name, pkg_name.name)
+    if taken is None:
+        package = Package(namespace_id=ns.id, name=pkg_name.name, normalized_name=normalize_name(pkg_name.name),  # type: ignore[arg-type]
+                          full_name=str(pkg_name), private=private)
+        try:
+            # begin_nested() flushes pending objects first, so the add goes inside the savepoint.
+            with session.begin_nested():
+                session.add(package)
+                session.flush()
+            return package, True
+        except sa.exc.IntegrityError:
+            taken = find_package(session, ns.name, pkg_name.name)
+            if taken is None:
+                raise
+    if taken.full_name != str(pkg_name):
+        raise HubError("similar_name_exists",
+                       f"{taken.full_name} exists, and {pkg_name} differs from it only in '-', '_', '.' or case; "
+                       f"publish to {taken.full_name}",
+                       details={"package": str(pkg_name), "existing": taken.full_name})
+    return taken, False
 
 
 def _version_exists(pkg_name: PackageName, version: str) -> HubError:

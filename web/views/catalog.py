@@ -9,9 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from cvflow.manifest import TASKS
+from cvflow.names import package_key
 from hub.api._http import ctx, run_sync
 from hub.db import session_scope
 from hub.errors import HubError
@@ -102,7 +103,10 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
     reverse = sorted(set(session.exec(
         select(Package.full_name).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
         .join(Dependency, Dependency.version_id == Version.id)  # type: ignore[arg-type]
-        .where(Dependency.package == package.full_name, visible)
+        # Dependencies keep the spelling they were written with; valid names have single separators,
+        # so mapping '_' and '.' to '-' is the normalised form (cvflow.names.package_key).
+        .where(sa.func.replace(sa.func.replace(Dependency.package, "_", "-"), ".", "-") == package_key(package.full_name),
+               visible)
     )))
     history = catalog.download_history(session, package, (utcnow() - timedelta(days=90)).date())
     solver = (manifest.get("solvers") or [{}])[0].get("name")
@@ -122,8 +126,11 @@ async def package_page(request: Request) -> Response:
     p = request.path_params
     hub = ctx(request)
 
-    def work() -> dict[str, Any]:
+    def work() -> dict[str, Any] | str:
         with session_scope(hub.engine) as session:
+            package = packages.get_package(session, who, p["namespace"], p["name"])
+            if package.full_name != f"{p['namespace']}/{p['name']}":
+                return package.full_name  # a look-alike spelling: sent on to the canonical page
             return package_context(session, hub, who, p["namespace"], p["name"], p.get("version"))
 
     try:
@@ -132,7 +139,20 @@ async def package_page(request: Request) -> Response:
         if exc.status == 404:
             return render(request, "error.html", status=404, title="Not found", message=exc.message)
         raise
+    if isinstance(context, str):
+        return RedirectResponse(_canonical_url(request, context), status_code=301)
     return render(request, "package.html", **context)
+
+
+def _canonical_url(request: Request, full_name: str) -> str:
+    namespace, name = full_name.split("/", 1)
+    version = request.path_params.get("version")
+    if version is None:
+        url = request.url_for("package", namespace=namespace, name=name)
+    else:
+        url = request.url_for("package_version", namespace=namespace, name=name, version=version)
+    query = request.url.query
+    return url.path + (f"?{query}" if query else "")
 
 
 def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
