@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
+from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import web
 from hub import api, db, security
@@ -59,7 +63,8 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
     async def openapi_json(request: Request) -> Response:
         return Response(spec, media_type="application/json")
 
-    routes = [*api.routes(), Route("/api/v1/openapi.json", openapi_json), *web.routes()]
+    routes = [ApiRoutes([*api.routes(), Route("/api/v1/openapi.json", openapi_json, methods=["GET"])]),
+              *web.routes()]
     secret = web_security.secret_key(settings.secret_key, settings.data_dir)
     serial = SerialTracker(hub.engine)
     mirror_middleware = [Middleware(SerialHeaderMiddleware, tracker=serial)]
@@ -71,6 +76,7 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
             *mirror_middleware,
             Middleware(web_security.SecurityHeadersMiddleware),
             Middleware(web_security.SessionMiddleware, secret=secret),
+            Middleware(QueryTokenMiddleware),  # innermost: its error page may read the session
             Middleware(web_security.CsrfMiddleware),  # inside the session: it reads the session's token
         ],
         exception_handlers={
@@ -86,6 +92,72 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
     app.state.login_throttle = throttle.open_throttle(settings, hub.engine)
     app.state.oauth = _oauth(settings)
     return app
+
+
+#: Paths the API and the probes own. The website's catch-all pages (``/{namespace}/{name}``)
+#: never answer under them: a path here that no endpoint serves is a JSON 404 (or 405).
+API_PREFIXES = ("/api/", "/healthz", "/readyz")
+
+
+def is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith(API_PREFIXES)
+
+
+class ApiRoutes(BaseRoute):
+    """The API's routes, matched before the website's for every path under :data:`API_PREFIXES`.
+
+    Inside, Starlette's router answers a path no endpoint serves with 404 and a method a path
+    does not take with 405 and its ``Allow``; both become JSON errors in :func:`_http_error`.
+    """
+
+    def __init__(self, routes: list[BaseRoute]) -> None:
+        self.routes = routes
+        self.router = Router(routes, redirect_slashes=False)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and is_api_path(get_route_path(scope)):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        return self.router.url_path_for(name, **path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.router(scope, receive, send)
+
+
+#: Query parameters that carry credentials by convention, and what an API token looks like.
+_TOKEN_PARAMS = frozenset({"token", "access_token", "api_key", "apikey"})
+_TOKEN_VALUE = re.compile(r"cvf_[A-Za-z0-9_-]{8,}")
+
+
+def token_in_query(query_string: bytes) -> bool:
+    """Whether a query string carries a token: by a credential's name, or by a value like ``cvf_...``."""
+    if not query_string:
+        return False
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key.lower() in _TOKEN_PARAMS or _TOKEN_VALUE.search(value) or _TOKEN_VALUE.search(key):
+            return True
+    return False
+
+
+class QueryTokenMiddleware:
+    """Refuses every request whose query string carries a token, before anything reads it.
+
+    URLs are written to access logs, proxies' logs, browser history and ``Referer`` headers;
+    a token belongs in the ``Authorization`` header. The token is never looked up.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and token_in_query(scope.get("query_string", b"")):
+            error = HubError("token_in_query")
+            response = await _hub_error(Request(scope, receive), error)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _oauth(settings: Settings) -> Any:
@@ -135,8 +207,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _wants_page(request: Request) -> bool:
-    path = request.url.path
-    return not path.startswith(("/api/", "/healthz", "/readyz")) and "text/html" in request.headers.get("accept", "")
+    return not is_api_path(request.url.path) and "text/html" in request.headers.get("accept", "")
 
 
 async def _db_error(request: Request, exc: Exception) -> Response:

@@ -85,7 +85,11 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, log_level: str, 
             click.echo(line)
     app = create_app(settings, context=context)
     click.echo(f"cvflow-hub {__version__}: database {_redact(settings.database_url)}, storage {context.store.url}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, timeout_graceful_shutdown=5)
+    from hub.redact import uvicorn_log_config
+
+    # Tokens and Authorization values never reach the logs (the access log prints query strings).
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, timeout_graceful_shutdown=5,
+                log_config=uvicorn_log_config())
 
 
 @main.command()

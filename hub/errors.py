@@ -36,6 +36,8 @@ CODES: dict[str, tuple[int, str]] = {
     "size_mismatch": (400, "The uploaded bytes do not have the declared size."),
     "incomplete_chunk": (400, "The chunk body ended before its declared length."),
     "chunk_too_small": (400, "The storage backend needs larger non-final chunks."),
+    "token_in_query": (400, "An API token was sent in the URL's query string, where logs and browser history keep "
+                            "it; send it in the Authorization header, and revoke that token."),
     "invalid_range": (416, "The requested byte range cannot be served."),
     "unauthenticated": (401, "A valid API token is required."),
     "invalid_credentials": (401, "The user name or password is wrong."),
