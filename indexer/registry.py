@@ -121,16 +121,24 @@ def _exists(repo: Repository) -> HubError:
 # --- access
 
 
-def can_manage(session: Session, principal: Principal, repo: Repository) -> bool:
-    user = principal.user
-    if user is None or principal.scopes is None:
+def scope_covers(session: Session, principal: Principal, repo: Repository) -> bool:
+    """Whether the token's scopes reach the repository: its namespace, or the package it publishes."""
+    if principal.scopes is None:
         return False
     ns = session.get(Namespace, repo.namespace_id)
     assert ns is not None
-    if not principal.scopes.can_publish(ns.name, ""):
-        package = session.get(Package, repo.package_id) if repo.package_id is not None else None
-        if package is None or not principal.scopes.can_publish(*package.full_name.split("/", 1)):
-            return False
+    if principal.scopes.can_publish(ns.name, ""):
+        return True
+    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+    return package is not None and principal.scopes.can_publish(*package.full_name.split("/", 1))
+
+
+def can_manage(session: Session, principal: Principal, repo: Repository) -> bool:
+    user = principal.user
+    if user is None or not scope_covers(session, principal, repo):
+        return False
+    ns = session.get(Namespace, repo.namespace_id)
+    assert ns is not None
     if principal.is_admin or repo.registered_by == user.id:
         return True
     if ns.kind == "user" and ns.id == user.namespace_id:
@@ -162,6 +170,8 @@ def get_repository(session: Session, principal: Principal, repository_id: int, *
     repo = session.get(Repository, repository_id)
     if repo is None or not can_view(session, principal, repo):
         raise HubError("repository_not_found", f"no repository {repository_id}")
+    if manage and not scope_covers(session, principal, repo):
+        raise HubError("insufficient_scope", "this token's publish scopes do not cover the repository's namespace or package")
     if manage and not can_manage(session, principal, repo):
         raise HubError("forbidden", "only the repository's registrant and the package's owners may do this")
     return repo

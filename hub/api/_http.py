@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, wraps
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
@@ -17,6 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cvflow.safeparse import TooDeepError, loads_json
+from hub.api.access import Access
+from hub.api.bodies import Body, Query, parse
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.services.accounts import ANONYMOUS, Principal, resolve_token, touch_token
@@ -77,17 +79,51 @@ class Endpoint:
     func: Callable[..., Any]
     summary: str
     tag: str
-    auth: str = "none"  # "none" | "optional" | "required"
+    access: Access  # who may call it; enforced by ``guarded`` before the handler runs
     errors: tuple[str, ...] = ()
-    request: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None  # a body that is not JSON (its schema); JSON bodies are ``body``
+    body: type[Body] | None = None  # validates and documents the JSON body: ``await read_body(request)``
+    query: type[Query] | None = None  # validates and documents the query string: ``read_query(request)``
     request_type: str = "application/json"
     response: dict[str, Any] | None = None
     status: int = 200
     params: tuple[tuple[str, str, str], ...] = ()  # (name, in, description)
     headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def auth(self) -> str:
+        return self.access.auth
+
     def route(self) -> Route:
         return Route(self.path, self.func, methods=[self.method])
+
+
+def guarded(access: Access, func: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """``func`` behind its declared access: the token's scope is checked before the handler runs."""
+    if access.scope == "public":
+        return func
+
+    @wraps(func)
+    async def handler(request: Request) -> Response:
+        who = await principal(request, required=access.auth == "required")
+        access.check(who, request.path_params)
+        return await func(request)
+
+    return handler
+
+
+def with_models(body: type[Body] | None, query: type[Query] | None,
+                func: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """``func`` with its registered models at hand for :func:`read_body` and :func:`read_query`."""
+    if body is None and query is None:
+        return func
+
+    @wraps(func)
+    async def handler(request: Request) -> Response:
+        request.scope["cvflow.models"] = (body, query)
+        return await func(request)
+
+    return handler
 
 
 #: Methods that never write; any other method is refused by a read-only hub ...
@@ -100,19 +136,28 @@ class Registry:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
 
-    def __call__(self, method: str, path: str, summary: str, tag: str, **meta: Any) -> Callable[[T], T]:
+    def __call__(self, method: str, path: str, summary: str, tag: str, *, access: Access,
+                 **meta: Any) -> Callable[[T], T]:
         errors = list(meta.pop("errors", ()))
         # What the shared plumbing can raise is documented on every endpoint that uses it.
-        if meta.get("auth", "none") != "none":
+        if access.auth != "none":
             errors.append("unauthenticated")
-        if meta.get("request") is not None and meta.get("request_type", "application/json") == "application/json":
-            errors += ["invalid_json", "too_deep", "body_too_large", "invalid_field"]
+        if access.auth == "required" and access.scope != "token":
+            errors.append("insufficient_scope")
+        if access.role:
+            errors.append("forbidden")
+        if meta.get("body") is not None:
+            errors += ["invalid_json", "too_deep", "body_too_large", "invalid_field", *meta["body"].codes.values()]
+        if meta.get("query") is not None:
+            errors += ["invalid_field", *meta["query"].codes.values()]
         if method not in SAFE_METHODS and not path.startswith(READ_ONLY_ALLOWED):
             errors.append("read_only")  # answered by hub.mirror.middleware when the hub is read-only
         meta["errors"] = tuple(dict.fromkeys(errors))
 
         def register(func: T) -> T:
-            self.endpoints.append(Endpoint(method, path, func, summary, tag, **meta))  # type: ignore[arg-type]
+            handler = with_models(meta.get("body"), meta.get("query"), func)  # type: ignore[arg-type]
+            self.endpoints.append(Endpoint(method, path, guarded(access, handler), summary, tag,  # type: ignore[arg-type]
+                                           access, **meta))
             return func
 
         return register
@@ -137,11 +182,22 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def principal(request: Request, *, required: bool = False) -> Principal:
-    """Who is calling. Raises ``unauthenticated`` for a bad token, or for none when required."""
+    """Who is calling. Raises ``unauthenticated`` for a bad token, or for none when required.
+
+    Resolved once per request: the access check and the handler share the answer.
+    """
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:
+        who = await _resolve_principal(request)
+        request.state.principal = who
+    if required and who.user is None:
+        raise HubError("unauthenticated", "this action needs an API token ('Authorization: Bearer ...')")
+    return who
+
+
+async def _resolve_principal(request: Request) -> Principal:
     token = bearer_token(request)
     if token is None:
-        if required:
-            raise HubError("unauthenticated", "this action needs an API token ('Authorization: Bearer ...')")
         return ANONYMOUS
     hub = ctx(request)
 
@@ -173,6 +229,18 @@ async def read_json(request: Request, limit: int = 1 << 20) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HubError("invalid_json", "the body must be a JSON object")
     return data
+
+
+async def read_body(request: Request, limit: int = 1 << 20) -> Any:
+    """The JSON body, validated by the model the endpoint registered (``body=``)."""
+    body, _ = request.scope["cvflow.models"]
+    return parse(body, await read_json(request, limit))
+
+
+def read_query(request: Request) -> Any:
+    """The query string, validated by the model the endpoint registered (``query=``)."""
+    _, query = request.scope["cvflow.models"]
+    return parse(query, dict(request.query_params))
 
 
 def dumps(data: Any) -> bytes:

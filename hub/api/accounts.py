@@ -7,24 +7,18 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hub.api._http import Registry, ctx, field_str, json_response, principal, read_json, run_sync
+from hub.api import bodies
+from hub.api._http import Registry, ctx, json_response, principal, read_body, run_sync
+from hub.api.access import PUBLIC, Access
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Organisation, Token, User
-from hub.security import DEFAULT_SCOPES, Scopes
+from hub.security import Scopes
 from hub.services import accounts, throttle
 from hub.services.catalog import iso
 
 endpoint = Registry()
 
-_TOKEN_REQUEST = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "scopes": {"type": "array", "items": {"type": "string"}, "example": ["read", "publish:demo"]},
-        "expires_in": {"type": "integer", "description": "seconds until the token expires"},
-    },
-}
 _TOKEN = {
     "type": "object",
     "properties": {
@@ -56,34 +50,20 @@ def user_json(user: User) -> dict[str, Any]:
     return {"name": user.name, "admin": user.is_admin, "created_at": iso(user.created_at)}
 
 
-def _scopes(data: dict[str, Any]) -> Scopes:
-    raw = data.get("scopes", list(DEFAULT_SCOPES))
-    if not isinstance(raw, (list, str)):
-        raise HubError("invalid_scope", "scopes must be a list of strings")
+def _scopes(body: bodies.NewToken) -> Scopes:
     try:
-        return Scopes.parse(raw)
-    except ValueError as exc:
+        return Scopes.parse(body.scopes)
+    except ValueError as exc:  # every scope is valid (the model checked): none were given
         raise HubError("invalid_scope", str(exc)) from exc
 
 
-def _expires(data: dict[str, Any]) -> int | None:
-    value = data.get("expires_in")
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-        raise HubError("invalid_field", "expires_in must be a positive number of seconds")
-    return value
-
-
-@endpoint("POST", "/api/v1/auth/login", "Trade a user name and password for a new API token", "accounts",
-          errors=("invalid_credentials", "invalid_scope", "invalid_json"), status=201, response=_TOKEN,
-          request={"type": "object", "required": ["username", "password"],
-                   "properties": {"username": {"type": "string"}, "password": {"type": "string"},
-                                  **_TOKEN_REQUEST["properties"]}})
+@endpoint("POST", "/api/v1/auth/login", "Trade a user name and password for a new API token", "accounts", access=PUBLIC,
+          errors=("invalid_credentials", "invalid_scope", "invalid_json", "too_many_attempts", "limiter_unavailable"), status=201, response=_TOKEN,
+          body=bodies.Login)
 async def login(request: Request) -> Response:
-    data = await read_json(request)
-    username = field_str(data, "username")
-    password = field_str(data, "password")
-    scopes = _scopes(data)
-    expires = _expires(data)
+    body: bodies.Login = await read_body(request)
+    username, password, expires = body.username, body.password, body.expires_in
+    scopes = _scopes(body)
     hub = ctx(request)
     # One budget with the website's sign-in form, shared by every replica (hub/services/throttle.py).
     limiter: throttle.Throttle = request.app.state.login_throttle
@@ -97,7 +77,7 @@ async def login(request: Request) -> Response:
                 user = accounts.authenticate(session, hub.hasher, username or "", password or "")
                 password_right = True
                 token, secret = accounts.create_token(
-                    session, user, scopes, name=str(data.get("name") or "login"), expires_in=expires)
+                    session, user, scopes, name=body.name or "login", expires_in=expires)
                 return token_json(token, secret)
         finally:
             if password_right:  # after the session ended: SQLite has one writer at a time
@@ -110,7 +90,7 @@ async def login(request: Request) -> Response:
 
 
 @endpoint("GET", "/api/v1/whoami", "The user the token belongs to, and the token's scopes", "accounts",
-          auth="required", errors=("unauthenticated",))
+          access=Access("token"), errors=("unauthenticated",))
 async def whoami(request: Request) -> Response:
     who = await principal(request, required=True)
     assert who.user is not None and who.scopes is not None
@@ -118,7 +98,7 @@ async def whoami(request: Request) -> Response:
 
 
 @endpoint("GET", "/api/v1/tokens", "List your live tokens (never their secrets)", "accounts",
-          auth="required", errors=("unauthenticated",))
+          access=Access("token"), errors=("unauthenticated",))
 async def list_tokens(request: Request) -> Response:
     who = await principal(request, required=True)
     hub = ctx(request)
@@ -131,12 +111,12 @@ async def list_tokens(request: Request) -> Response:
 
 
 @endpoint("POST", "/api/v1/tokens", "Create a token; its scopes may not exceed the calling token's", "accounts",
-          auth="required", errors=("unauthenticated", "insufficient_scope", "invalid_scope"), status=201,
-          request=_TOKEN_REQUEST, response=_TOKEN)
+          access=Access("token"), errors=("unauthenticated", "insufficient_scope", "invalid_scope"), status=201,
+          body=bodies.NewToken, response=_TOKEN)
 async def create_token(request: Request) -> Response:
     who = await principal(request, required=True)
-    data = await read_json(request)
-    scopes, expires = _scopes(data), _expires(data)
+    body: bodies.NewToken = await read_body(request)
+    scopes, expires = _scopes(body), body.expires_in
     assert who.scopes is not None
     if not who.scopes.covers(scopes):
         raise HubError("insufficient_scope", "a token cannot create a token with wider scopes than its own")
@@ -145,14 +125,14 @@ async def create_token(request: Request) -> Response:
     def work() -> dict[str, Any]:
         with session_scope(hub.engine, write=True) as session:
             token, secret = accounts.create_token(
-                session, who.require_user(), scopes, name=str(data.get("name") or "token"), expires_in=expires)
+                session, who.require_user(), scopes, name=body.name or "token", expires_in=expires)
             return token_json(token, secret)
 
     return json_response(await run_sync(work), status=201)
 
 
-@endpoint("DELETE", "/api/v1/tokens/{token_id:int}", "Revoke one of your tokens", "accounts",
-          auth="required", errors=("unauthenticated", "token_not_found"), status=204,
+@endpoint("DELETE", "/api/v1/tokens/{token_id:id}", "Revoke one of your tokens", "accounts",
+          access=Access("publish", role="token's owner"), errors=("unauthenticated", "token_not_found"), status=204,
           params=(("token_id", "path", "the token's id"),))
 async def revoke_token(request: Request) -> Response:
     who = await principal(request, required=True)
@@ -172,12 +152,11 @@ def org_json(session: Any, org: Organisation) -> dict[str, Any]:
 
 
 @endpoint("POST", "/api/v1/orgs", "Create an organisation; you become its owner", "accounts",
-          auth="required", errors=("unauthenticated", "name_taken", "invalid_package_name"), status=201,
-          request={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})
+          access=Access("publish"), errors=("unauthenticated", "name_taken", "invalid_package_name"), status=201,
+          body=bodies.NewOrg)
 async def create_org(request: Request) -> Response:
     who = await principal(request, required=True)
-    data = await read_json(request)
-    name = field_str(data, "name") or ""
+    name = (await read_body(request)).name
     hub = ctx(request)
 
     def work() -> dict[str, Any]:
@@ -187,7 +166,7 @@ async def create_org(request: Request) -> Response:
     return json_response(await run_sync(work), status=201)
 
 
-@endpoint("GET", "/api/v1/orgs/{org}", "An organisation and its members", "accounts",
+@endpoint("GET", "/api/v1/orgs/{org}", "An organisation and its members", "accounts", access=PUBLIC,
           errors=("org_not_found",), params=(("org", "path", "organisation name"),))
 async def get_org(request: Request) -> Response:
     hub = ctx(request)
@@ -200,23 +179,22 @@ async def get_org(request: Request) -> Response:
 
 
 @endpoint("PUT", "/api/v1/orgs/{org}/members/{user}", "Add a member or change their role (owners only)", "accounts",
-          auth="required", errors=("unauthenticated", "forbidden", "org_not_found", "user_not_found", "invalid_field"),
-          request={"type": "object", "required": ["role"], "properties": {"role": {"enum": list(accounts.ORG_ROLES)}}},
-          params=(("org", "path", "organisation name"), ("user", "path", "user name")))
+          access=Access("publish:ns", role="organisation's owner"), errors=("unauthenticated", "forbidden", "org_not_found", "user_not_found", "invalid_field"),
+          body=bodies.OrgMember, params=(("org", "path", "organisation name"), ("user", "path", "user name")))
 async def put_member(request: Request) -> Response:
-    return await _member(request, await read_json(request))
+    return await _member(request, await read_body(request))
 
 
 @endpoint("DELETE", "/api/v1/orgs/{org}/members/{user}", "Remove a member (owners only)", "accounts",
-          auth="required", errors=("unauthenticated", "forbidden", "org_not_found", "user_not_found"),
+          access=Access("publish:ns", role="organisation's owner"), errors=("unauthenticated", "forbidden", "org_not_found", "user_not_found"),
           params=(("org", "path", "organisation name"), ("user", "path", "user name")))
 async def delete_member(request: Request) -> Response:
     return await _member(request, None)
 
 
-async def _member(request: Request, data: dict[str, Any] | None) -> Response:
+async def _member(request: Request, body: bodies.OrgMember | None) -> Response:
     who = await principal(request, required=True)
-    role = field_str(data, "role") if data is not None else None
+    role = body.role if body is not None else None
     hub = ctx(request)
 
     def work() -> dict[str, Any]:

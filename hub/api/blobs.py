@@ -22,11 +22,13 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from hub.api._http import Registry, ctx, field_str, json_response, principal, read_json, run_sync
+from hub.api import bodies
+from hub.api._http import Registry, ctx, json_response, principal, read_body, run_sync
+from hub.api.access import Access
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Upload
-from hub.services.blobs import check_digest, referable, user_holder
+from hub.services.blobs import referable, user_holder
 from hub.services.packages import reader
 
 endpoint = Registry()
@@ -45,9 +47,8 @@ def _publisher(who: Any) -> Any:
 
 
 @endpoint("POST", "/api/v1/blobs/check", "Which of these blobs does the hub lack? Upload only those", "blobs",
-          auth="required", errors=("unauthenticated", "insufficient_scope", "invalid_digest", "invalid_json"),
-          request={"type": "object", "required": ["digests"],
-                   "properties": {"digests": {"type": "array", "items": {"type": "string"}, "maxItems": 10000}}},
+          access=Access("publish:any"), errors=("unauthenticated", "insufficient_scope", "invalid_digest", "invalid_json"),
+          body=bodies.BlobCheck,
           response={"type": "object", "properties": {"missing": {"type": "array", "items": {"type": "string"}},
                                                      "present": {"type": "array", "items": {"type": "string"}}}})
 async def check_blobs(request: Request) -> Response:
@@ -55,11 +56,7 @@ async def check_blobs(request: Request) -> Response:
     # version they may read); any other is "missing", whether or not the hub has it.
     who = await principal(request, required=True)
     user = _publisher(who)
-    data = await read_json(request, limit=2 << 20)
-    digests = data.get("digests")
-    if not isinstance(digests, list) or len(digests) > 10_000:
-        raise HubError("invalid_field", "'digests' must be a list of at most 10000 sha256 digests")
-    digests = [check_digest(d) for d in digests]
+    digests = (await read_body(request, limit=2 << 20)).digests
     hub = ctx(request)
 
     def work() -> dict[str, list[str]]:
@@ -76,21 +73,21 @@ def _upload_json(upload: Upload, hub: Any) -> dict[str, Any]:
 
 
 @endpoint("POST", "/api/v1/uploads", "Open a resumable upload session for a blob of a declared size", "blobs",
-          auth="required", status=201, response=_UPLOAD,
+          access=Access("publish:any"), status=201, response=_UPLOAD,
           errors=("unauthenticated", "insufficient_scope", "upload_too_large", "invalid_field", "storage_unavailable"),
-          request={"type": "object", "required": ["size"], "properties": {"size": {"type": "integer"}}})
+          body=bodies.NewUpload)
 async def create_upload(request: Request) -> Response:
     who = await principal(request, required=True)
     user = _publisher(who)
-    data = await read_json(request)
+    size = (await read_body(request)).size
     hub = ctx(request)
-    upload = await run_sync(hub.uploads.create, user, data.get("size"))
+    upload = await run_sync(hub.uploads.create, user, size)
     body = _upload_json(upload, hub)
     return json_response(body, status=201, headers={"location": body["location"], "upload-offset": "0"})
 
 
 @endpoint("GET", "/api/v1/uploads/{upload_id}", "An upload's committed offset: resume from here", "blobs",
-          auth="required", errors=("unauthenticated", "upload_not_found"), response=_UPLOAD,
+          access=Access("publish:any", role="upload's owner"), errors=("unauthenticated", "upload_not_found"), response=_UPLOAD,
           params=(("upload_id", "path", "upload session id"),), headers={"Upload-Offset": "the committed offset"})
 async def get_upload(request: Request) -> Response:
     who = await principal(request, required=True)
@@ -100,7 +97,7 @@ async def get_upload(request: Request) -> Response:
 
 
 @endpoint("PATCH", "/api/v1/uploads/{upload_id}", "Append a chunk at the offset given in the Upload-Offset header",
-          "blobs", auth="required", request_type="application/octet-stream", response=_UPLOAD,
+          "blobs", access=Access("publish:any", role="upload's owner"), request_type="application/octet-stream", response=_UPLOAD,
           params=(("upload_id", "path", "upload session id"), ("Upload-Offset", "header", "where this chunk starts")),
           errors=("unauthenticated", "upload_not_found", "upload_offset_mismatch", "upload_too_large", "body_too_large",
                   "incomplete_chunk", "chunk_too_small", "bad_request", "storage_unavailable"))
@@ -175,20 +172,20 @@ async def _stream_into(request: Request, work: Any) -> Any:
 
 
 @endpoint("POST", "/api/v1/uploads/{upload_id}/finish", "Verify the sha256 and make the blob visible", "blobs",
-          auth="required", status=201, params=(("upload_id", "path", "upload session id"),),
+          access=Access("publish:any", role="upload's owner"), status=201, params=(("upload_id", "path", "upload session id"),),
           errors=("unauthenticated", "upload_not_found", "invalid_digest", "digest_mismatch", "size_mismatch",
                   "storage_unavailable"),
-          request={"type": "object", "required": ["sha256"], "properties": {"sha256": {"type": "string"}}})
+          body=bodies.FinishUpload)
 async def finish_upload(request: Request) -> Response:
     who = await principal(request, required=True)
-    data = await read_json(request)
-    digest = check_digest(field_str(data, "sha256") or "")
+    digest = (await read_body(request)).sha256
     hub = ctx(request)
     blob = await run_sync(hub.uploads.finish, who.require_user(), request.path_params["upload_id"], digest)
     return json_response({"sha256": blob.sha256, "size": blob.size}, status=201)
 
 
-@endpoint("DELETE", "/api/v1/uploads/{upload_id}", "Abandon an upload session", "blobs", auth="required",
+@endpoint("DELETE", "/api/v1/uploads/{upload_id}", "Abandon an upload session", "blobs",
+          access=Access("publish:any", role="upload's owner"),
           status=204, errors=("unauthenticated", "upload_not_found"), params=(("upload_id", "path", "upload session id"),))
 async def delete_upload(request: Request) -> Response:
     who = await principal(request, required=True)

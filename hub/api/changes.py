@@ -7,9 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hub.api._http import Registry, ctx, json_response, principal, query_int, run_sync
+from hub.api import bodies
+from hub.api._http import Registry, ctx, json_response, principal, read_query, run_sync
+from hub.api.access import OPTIONAL
 from hub.db import session_scope
-from hub.errors import HubError
 from hub.mirror import feed
 
 endpoint = Registry()
@@ -23,9 +24,7 @@ _EVENT = {"type": "object", "required": ["serial", "action"], "properties": {
 
 
 @endpoint("GET", "/api/v1/changes", "Changes after a serial, oldest first: publishes, yanks, unyanks, visibility",
-          "mirrors", auth="optional", errors=("invalid_field",),
-          params=(("since", "query", "the last serial already seen (0: from the start)"),
-                  ("limit", "query", f"most events to return, 1 to {feed.MAX_PAGE} (default {feed.MAX_PAGE})")),
+          "mirrors", access=OPTIONAL, errors=("invalid_field",), query=bodies.Changes,
           headers={"X-CVFlow-Serial": "the hub's current serial (on every response of the hub)"},
           response={"type": "object", "properties": {
               "since": {"type": "integer"}, "serial": {"type": "integer", "description": "the current serial"},
@@ -34,10 +33,8 @@ _EVENT = {"type": "object", "required": ["serial", "action"], "properties": {
               "more": {"type": "boolean"}}})
 async def changes(request: Request) -> Response:
     who = await principal(request)
-    since = query_int(request, "since", 0)
-    limit = query_int(request, "limit", feed.MAX_PAGE)
-    if since < 0 or not 1 <= limit <= feed.MAX_PAGE:
-        raise HubError("invalid_field", f"since must be 0 or more and limit 1 to {feed.MAX_PAGE}")
+    q: bodies.Changes = read_query(request)
+    since, limit = q.since, q.limit
     hub = ctx(request)
 
     def work() -> dict[str, Any]:

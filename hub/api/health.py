@@ -7,18 +7,19 @@ from starlette.responses import Response
 
 from hub import db
 from hub.api._http import Registry, ctx, json_response, run_sync
+from hub.api.access import PUBLIC
 from hub.errors import HubError
 from hub.storage import StorageError
 
 endpoint = Registry()
 
 
-@endpoint("GET", "/healthz", "Liveness: the process answers", "health")
+@endpoint("GET", "/healthz", "Liveness: the process answers", "health", access=PUBLIC)
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-@endpoint("GET", "/readyz", "Readiness: the database and the blob store answer", "health",
+@endpoint("GET", "/readyz", "Readiness: the database and the blob store answer", "health", access=PUBLIC,
           errors=("database_unavailable", "storage_unavailable"))
 async def readyz(request: Request) -> Response:
     hub = ctx(request)

@@ -13,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cvflow.manifest import MANIFEST_FILENAME
-from hub.api._http import Registry, ctx, dumps, field_str, json_response, principal, query_int, read_json, run_sync
+from hub.api import bodies
+from hub.api._http import Registry, ctx, dumps, json_response, principal, read_body, read_query, run_sync
+from hub.api.access import OPTIONAL, Access
 from hub.api.downloads import blob_response
 from hub.db import session_scope
 from hub.errors import HubError
@@ -46,18 +48,13 @@ def _invalidate(request: Request, namespace: str, name: str) -> None:
     ctx(request).cache.invalidate(f"pkg:{namespace.lower()}/")
 
 
-@endpoint("GET", "/api/v1/packages", "Search and list packages", "packages", auth="optional",
-          errors=("invalid_field",),
-          params=(("q", "query", "text to find in names and descriptions"), ("task", "query", "task, e.g. detection"),
-                  ("tag", "query", "a tag"), ("namespace", "query", "only this namespace"),
-                  ("sort", "query", "downloads (default), recent or name"), ("page", "query", "page number, from 1"),
-                  ("per_page", "query", "results per page, 1 to 100 (default 20)")))
+@endpoint("GET", "/api/v1/packages", "Search and list packages", "packages", access=OPTIONAL,
+          errors=("invalid_field",), query=bodies.Search)
 async def list_packages(request: Request) -> Response:
     who = await principal(request)
-    q = request.query_params
-    args = dict(query=q.get("q", "").strip()[:200], task=q.get("task") or None, tag=q.get("tag") or None,
-                namespace=q.get("namespace") or None, sort=q.get("sort", "downloads"),
-                page=query_int(request, "page", 1), per_page=query_int(request, "per_page", 20))
+    q: bodies.Search = read_query(request)
+    args = dict(query=q.q.strip()[:200], task=q.task or None, tag=q.tag or None,
+                namespace=q.namespace or None, sort=q.sort, page=q.page, per_page=q.per_page)
     hub = ctx(request)
 
     def work() -> dict[str, Any]:
@@ -68,17 +65,13 @@ async def list_packages(request: Request) -> Response:
 
 
 @endpoint("POST", "/api/v1/index", "Versions and dependencies of many packages at once, for resolvers", "packages",
-          auth="optional", errors=("upstream_unavailable",),
-          request={"type": "object", "required": ["packages"],
-                   "properties": {"packages": {"type": "array", "items": {"type": "string"}, "maxItems": 500}}},
+          access=OPTIONAL, errors=("upstream_unavailable",),
+          body=bodies.Index,
           response={"type": "object", "properties": {"packages": {"type": "object"},
                                                      "missing": {"type": "array", "items": {"type": "string"}}}})
 async def index(request: Request) -> Response:
     who = await principal(request)
-    data = await read_json(request)
-    names = data.get("packages")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > 500:
-        raise HubError("invalid_field", "'packages' must be a list of at most 500 package names")
+    names = (await read_body(request)).packages
     hub = ctx(request)
 
     def work() -> dict[str, Any]:
@@ -97,7 +90,7 @@ async def index(request: Request) -> Response:
 
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}", "A package with all its versions", "packages",
-          auth="optional", errors=("package_not_found", "upstream_unavailable"), params=_PKG,
+          access=OPTIONAL, errors=("package_not_found", "upstream_unavailable"), params=_PKG,
           headers={"ETag": "a digest of the document; send it back in If-None-Match"})
 async def get_package(request: Request) -> Response:
     namespace, name = request.path_params["namespace"], request.path_params["name"]
@@ -194,20 +187,17 @@ def _document(request: Request, body: bytes, etag: str) -> Response:
 
 
 @endpoint("PATCH", "/api/v1/packages/{namespace}/{name}", "Change package settings (owners only)", "packages",
-          auth="required", errors=("unauthenticated", "forbidden", "package_not_found", "invalid_field"),
-          params=_PKG,
-          request={"type": "object", "properties": {"private": {"type": "boolean"}}})
+          access=Access("publish:pkg", role="package's owner"), errors=("unauthenticated", "forbidden", "package_not_found", "invalid_field"),
+          params=_PKG, body=bodies.PackageSettings)
 async def patch_package(request: Request) -> Response:
     who = await principal(request, required=True)
-    data = await read_json(request)
-    if not isinstance(data.get("private"), bool):
-        raise HubError("invalid_field", "'private' must be true or false")
+    private = (await read_body(request)).private
     namespace, name = request.path_params["namespace"], request.path_params["name"]
     hub = ctx(request)
 
     def work() -> dict[str, Any]:
         with session_scope(hub.engine, write=True) as session:
-            package = packages.update_package(session, who, namespace, name, private=data["private"])
+            package = packages.update_package(session, who, namespace, name, private=private)
             session.flush()
             return catalog.package_document(session, package)
 
@@ -218,28 +208,22 @@ async def patch_package(request: Request) -> Response:
 
 @endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions",
           "Publish a version: its cvflow.toml and its file list; every blob must be uploaded first", "packages",
-          auth="required", errors=_PUBLISH_ERRORS, status=201, params=_PKG,
-          request={"type": "object", "required": ["manifest", "files"], "properties": {
-              "manifest": {"type": "string", "description": "the cvflow.toml text"},
-              "files": {"type": "array", "items": {"type": "object", "required": ["path", "size", "sha256"],
-                        "properties": {"path": {"type": "string"}, "size": {"type": "integer"},
-                                       "sha256": {"type": "string"}}}},
-              "private": {"type": "boolean", "description": "for a new package: make it private"}}})
+          access=Access("publish:pkg", role="package's owner or maintainer (for a new package: a member of its namespace)"),
+          errors=_PUBLISH_ERRORS, status=201, params=_PKG,
+          body=bodies.Publish)
 async def publish(request: Request) -> Response:
     who = await principal(request, required=True)
     hub = ctx(request)
-    data = await read_json(request, limit=hub.settings.max_manifest_size + 4 * 1024 * 1024)
-    manifest = field_str(data, "manifest") or ""
-    private = data.get("private")
-    if private is not None and not isinstance(private, bool):
-        raise HubError("invalid_field", "'private' must be true or false")
+    body: bodies.Publish = await read_body(request, limit=hub.settings.max_manifest_size + 4 * 1024 * 1024)
+    manifest, private = body.manifest, body.private
+    files = [f.model_dump() for f in body.files]
     namespace, name = request.path_params["namespace"], request.path_params["name"]
     await _refuse_shadowing(request, f"{namespace}/{name}")
 
     def work() -> dict[str, Any]:
         with session_scope(hub.engine, write=True) as session:
             version = packages.publish(session, hub.settings, who, namespace, name,
-                                       manifest_toml=manifest, files=data.get("files"), private=private)  # type: ignore[arg-type]
+                                       manifest_toml=manifest, files=files, private=private)  # type: ignore[arg-type]
             package = packages.get_package(session, who, namespace, name)
             return catalog.version_document(session, package, version)
 
@@ -249,7 +233,7 @@ async def publish(request: Request) -> Response:
 
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/versions/{version}",
-          "A version: manifest, files with sizes and sha256, dependencies", "packages", auth="optional",
+          "A version: manifest, files with sizes and sha256, dependencies", "packages", access=OPTIONAL,
           errors=("package_not_found", "version_not_found", "upstream_unavailable", "upstream_invalid"), params=_VER)
 async def get_version(request: Request) -> Response:
     who = await principal(request)
@@ -283,7 +267,7 @@ async def _version_change(request: Request, change: Callable[..., dict[str, Any]
     """A change to one version that needs a reason (yank, unyank, delete): ``change(session, who,
     namespace, name, version, reason)`` makes it in one transaction and returns the answer."""
     who = await principal(request, required=True)
-    reason = field_str(await read_json(request), "reason") or ""
+    reason = (await read_body(request)).reason
     p = request.path_params
     hub = ctx(request)
 
@@ -304,10 +288,10 @@ async def _yank(request: Request, yanked: bool) -> Response:
     return await _version_change(request, change)
 
 
-_YANK = dict(auth="required", params=_VER,
+_YANK = dict(access=Access("publish:pkg", role="package's owner or maintainer"), params=_VER,
              errors=("unauthenticated", "insufficient_scope", "forbidden", "package_not_found", "version_not_found",
                      "invalid_field"),
-             request={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}})
+             body=bodies.VersionChange)
 
 
 @endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions/{version}/yank",
@@ -323,9 +307,9 @@ async def unyank(request: Request) -> Response:
 
 @endpoint("DELETE", "/api/v1/packages/{namespace}/{name}/versions/{version}",
           "Take a version down (administrators only): it disappears, mirrors drop it, its number is never reused",
-          "packages", auth="required", params=_VER, status=200,
+          "packages", access=Access("admin", role="hub administrator"), params=_VER, status=200,
           errors=("unauthenticated", "forbidden", "package_not_found", "version_not_found", "invalid_field"),
-          request={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}},
+          body=bodies.VersionChange,
           response={"type": "object", "properties": {"package": {"type": "string"}, "version": {"type": "string"},
                                                      "deleted": {"type": "boolean"}, "reason": {"type": "string"}}})
 async def delete_version(request: Request) -> Response:
@@ -339,7 +323,7 @@ async def delete_version(request: Request) -> Response:
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/versions/{version}/files/{path:path}",
           "Download a file of a version (Range, ETag = sha256, If-None-Match); cvflow.toml counts a download",
           "packages",
-          auth="optional", params=(*_VER, ("path", "path", "the file's path in the package")), request_type="",
+          access=OPTIONAL, params=(*_VER, ("path", "path", "the file's path in the package")), request_type="",
           errors=("package_not_found", "version_not_found", "file_not_found", "invalid_range", "blob_not_found",
                   "upstream_unavailable", "upstream_invalid", "storage_unavailable"),
           headers={"ETag": "the quoted sha256 of the file", "Digest": "sha-256 of the whole file"})
@@ -387,7 +371,7 @@ async def download_file(request: Request) -> Response:
 
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/downloads", "Downloads per day over the last 90 days",
-          "packages", auth="optional", errors=("package_not_found",), params=_PKG)
+          "packages", access=OPTIONAL, errors=("package_not_found",), params=_PKG)
 async def downloads(request: Request) -> Response:
     who = await principal(request)
     p = request.path_params
@@ -404,23 +388,23 @@ async def downloads(request: Request) -> Response:
 
 
 @endpoint("PUT", "/api/v1/packages/{namespace}/{name}/roles/{user}", "Make a user owner or maintainer (owners only)",
-          "packages", auth="required", params=(*_PKG, ("user", "path", "user name")),
+          "packages", access=Access("publish:pkg", role="package's owner"), params=(*_PKG, ("user", "path", "user name")),
           errors=("unauthenticated", "forbidden", "package_not_found", "user_not_found", "invalid_field"),
-          request={"type": "object", "required": ["role"], "properties": {"role": {"enum": list(packages.PACKAGE_ROLES)}}})
+          status=204, body=bodies.PackageRole)
 async def put_role(request: Request) -> Response:
-    return await _role(request, await read_json(request))
+    return await _role(request, await read_body(request))
 
 
 @endpoint("DELETE", "/api/v1/packages/{namespace}/{name}/roles/{user}", "Remove a user's role (owners only)",
-          "packages", auth="required", params=(*_PKG, ("user", "path", "user name")),
-          errors=("unauthenticated", "forbidden", "package_not_found", "user_not_found"))
+          "packages", access=Access("publish:pkg", role="package's owner"), params=(*_PKG, ("user", "path", "user name")),
+          errors=("unauthenticated", "forbidden", "package_not_found", "user_not_found"), status=204)
 async def delete_role(request: Request) -> Response:
     return await _role(request, None)
 
 
-async def _role(request: Request, data: dict[str, Any] | None) -> Response:
+async def _role(request: Request, body: bodies.PackageRole | None) -> Response:
     who = await principal(request, required=True)
-    role = field_str(data, "role") if data is not None else None
+    role = body.role if body is not None else None
     p = request.path_params
     hub = ctx(request)
 

@@ -7,7 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hub.api._http import Registry, ctx, json_response, principal, read_json, run_sync
+from hub.api import bodies
+from hub.api._http import Registry, ctx, json_response, principal, read_body, run_sync
+from hub.api.access import OPTIONAL, PUBLIC, Access
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Repository
@@ -29,40 +31,23 @@ _DOC = {"type": "object", "properties": {
     "webhook_secret": {"type": "string", "description": "only for those who manage the repository"}}}
 
 
-def _optional_str(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise HubError("invalid_field", f"'{key}' must be a string")
-    return value
-
-
 @endpoint("POST", "/api/v1/repositories", "Register a git repository; its SemVer tags become versions",
-          "repositories", auth="required", status=201, response=_DOC,
+          "repositories", access=Access("publish:any", target="body:namespace",
+                                       role="member of the namespace (owner, for an organisation)"),
+          status=201, response=_DOC,
           errors=("insufficient_scope", "forbidden", "namespace_not_found", "invalid_repository_url",
                   "repository_exists"),
-          request={"type": "object", "required": ["url"], "properties": {
-              "url": {"type": "string", "description": "https://, http:// or git:// URL of the repository"},
-              "namespace": {"type": "string", "description": "where its package goes [default: your own]"},
-              "subdir": {"type": "string", "description": "the package's directory in the repository"},
-              "branch_pattern": {"type": "string", "description": "only tags on a branch matching this glob"},
-              "tag_pattern": {"type": "string", "description": "only tags matching this glob, e.g. v*"},
-              "private": {"type": "boolean", "description": "make the package it creates private"}}})
+          body=bodies.NewRepository)
 async def register(request: Request) -> Response:
     who = await principal(request, required=True)
-    data = await read_json(request)
-    private = data.get("private", False)
-    if not isinstance(private, bool):
-        raise HubError("invalid_field", "'private' must be true or false")
-    if not isinstance(data.get("url"), str):
-        raise HubError("invalid_field", "'url' must be a string")
-    namespace = _optional_str(data, "namespace")
+    body: bodies.NewRepository = await read_body(request)
     hub = ctx(request)
 
     def work() -> dict[str, Any]:
         with session_scope(hub.engine, write=True) as session:
-            repo = registry.register(session, hub.settings, who, url=data["url"], namespace=namespace,
-                                     subdir=data.get("subdir"), branch_pattern=data.get("branch_pattern"),
-                                     tag_pattern=data.get("tag_pattern"), private=private)
+            repo = registry.register(session, hub.settings, who, url=body.url, namespace=body.namespace,
+                                     subdir=body.subdir, branch_pattern=body.branch_pattern,
+                                     tag_pattern=body.tag_pattern, private=body.private)
             session.flush()
             return registry.document(session, who, repo)
 
@@ -70,7 +55,7 @@ async def register(request: Request) -> Response:
     return json_response(doc, status=201, headers={"location": f"/api/v1/repositories/{doc['id']}"})
 
 
-@endpoint("GET", "/api/v1/repositories", "The repositories you manage", "repositories", auth="required",
+@endpoint("GET", "/api/v1/repositories", "The repositories you manage", "repositories", access=Access("read"),
           response={"type": "object", "properties": {"repositories": {"type": "array", "items": _DOC}}})
 async def list_repositories(request: Request) -> Response:
     who = await principal(request, required=True)
@@ -83,9 +68,9 @@ async def list_repositories(request: Request) -> Response:
     return json_response(await run_sync(work))
 
 
-@endpoint("GET", "/api/v1/repositories/{repository_id:int}",
+@endpoint("GET", "/api/v1/repositories/{repository_id:id}",
           "A repository and its last result: indexed versions, skipped tags with reasons, moved tags, errors",
-          "repositories", auth="optional", errors=("repository_not_found",), params=_ID, response=_DOC)
+          "repositories", access=OPTIONAL, errors=("repository_not_found",), params=_ID, response=_DOC)
 async def get_repository(request: Request) -> Response:
     who = await principal(request)
     hub = ctx(request)
@@ -98,8 +83,10 @@ async def get_repository(request: Request) -> Response:
     return json_response(await run_sync(work))
 
 
-@endpoint("DELETE", "/api/v1/repositories/{repository_id:int}",
-          "Unregister a repository; the versions it published stay", "repositories", auth="required",
+@endpoint("DELETE", "/api/v1/repositories/{repository_id:id}",
+          "Unregister a repository; the versions it published stay", "repositories",
+          access=Access("publish:any", target="repository",
+                        role="repository's manager (its registrant, or an owner of its namespace or package)"),
           errors=("repository_not_found", "forbidden"), params=_ID, status=204)
 async def delete_repository(request: Request) -> Response:
     who = await principal(request, required=True)
@@ -114,8 +101,9 @@ async def delete_repository(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@endpoint("POST", "/api/v1/repositories/{repository_id:int}/reindex", "Queue a re-index now", "repositories",
-          auth="required", errors=("repository_not_found", "forbidden"), params=_ID, status=202,
+@endpoint("POST", "/api/v1/repositories/{repository_id:id}/reindex", "Queue a re-index now", "repositories",
+          access=Access("publish:any", target="repository",
+                        role="repository's manager (its registrant, or an owner of its namespace or package)"), errors=("repository_not_found", "forbidden"), params=_ID, status=202,
           response={"type": "object", "properties": {"queued": {"type": "boolean"}, "job": {"type": "integer"}}})
 async def reindex(request: Request) -> Response:
     who = await principal(request, required=True)
@@ -129,9 +117,9 @@ async def reindex(request: Request) -> Response:
     return json_response({"queued": True, "job": await run_sync(work)}, status=202)
 
 
-@endpoint("POST", "/api/v1/repositories/{repository_id:int}/webhook",
+@endpoint("POST", "/api/v1/repositories/{repository_id:id}/webhook",
           "Webhook for push and tag events from GitHub (X-Hub-Signature-256), GitLab (X-Gitlab-Token) or Gitea "
-          "(X-Gitea-Signature), signed with the repository's secret", "repositories",
+          "(X-Gitea-Signature), signed with the repository's secret", "repositories", access=PUBLIC,
           errors=("bad_request", "invalid_signature", "repository_not_found", "body_too_large"), params=_ID,
           status=202, request_type="",
           response={"type": "object", "properties": {"queued": {"type": "boolean"}, "event": {"type": "string"},
@@ -163,7 +151,7 @@ async def webhook(request: Request) -> Response:
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/repository",
           "The git repository a package is indexed from, with its last result (moved tags included)",
-          "repositories", auth="optional", errors=("package_not_found", "repository_not_found"),
+          "repositories", access=OPTIONAL, errors=("package_not_found", "repository_not_found"),
           params=(("namespace", "path", "namespace (user or organisation)"), ("name", "path", "package name")),
           response=_DOC)
 async def package_repository(request: Request) -> Response:

@@ -212,7 +212,6 @@ def publish(
     ns = session.exec(select(Namespace).where(Namespace.name == namespace)).first()
     if ns is None:
         raise HubError("namespace_not_found", f"no user or organisation is named {namespace!r}")
-    check_blobs(session, entries, holder=user_holder(user.id), readable=reader(session, principal))
 
     package = find_package(session, pkg_name.namespace, pkg_name.name)
     visibility_changed = False
@@ -224,6 +223,8 @@ def publish(
             _require_owner(session, principal, package)
             package.private = private
             visibility_changed = True
+    # After the role checks: a digest is input, never a reason to answer differently to a stranger.
+    check_blobs(session, entries, holder=user_holder(user.id), readable=reader(session, principal))
 
     if not settings.allow_shadowing and session.get(PackageOrigin, package.id) is not None:
         raise HubError("name_shadows_upstream", f"{pkg_name} is a copy of an upstream package; publish there",
