@@ -6,7 +6,6 @@ from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-
 #: The largest row id: ids are SQL ``INTEGER`` columns (32 bits on PostgreSQL).
 MAX_ROW_ID = 2**31 - 1
 
