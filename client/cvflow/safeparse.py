@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Iterator
 from typing import Any
 
 #: Deep enough for any manifest, request body or solver input we know of; shallow enough
@@ -44,21 +45,30 @@ class TooDeepError(ValueError):
 
 
 # JSON: brackets outside strings are exactly the containers the parser builds.
-_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_JSON_NEXT = re.compile(r'["\[\]{}]')
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 def check_json_depth(text: str, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`TooDeepError` if the JSON ``text`` nests deeper than ``max_depth``."""
-    if "[" not in text and "{" not in text:
-        return
     depth = 0
-    for match in _JSON_TOKEN.finditer(text):
-        token = match.group()
-        if token in "[{":
+    pos = 0
+    while (found := _JSON_NEXT.search(text, pos)) is not None:
+        char = found.group()
+        if char == '"':
+            string = _JSON_STRING.match(text, found.start())
+            if string is None:
+                # Unterminated: the parser fails here too, having read no structure past this
+                # point. Stopping (rather than retrying at each later quote) keeps the scan linear.
+                return
+            pos = string.end()
+            continue
+        pos = found.end()
+        if char in "[{":
             depth += 1
             if depth > max_depth:
                 raise TooDeepError("JSON", max_depth)
-        elif token in "]}":
+        else:
             depth -= 1  # unbalanced input goes negative harmlessly: the parser refuses it
 
 
@@ -78,15 +88,41 @@ def loads_json(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> 
 
 
 # TOML: strings and comments are skipped whole; what remains of interest is structure.
-_TOML_TOKEN = re.compile(
-    r'"""(?:[^\\]|\\.)*?"""(?:""?)?'  # multi-line basic string (up to two quotes before the end)
-    r"|'''.*?'''(?:''?)?"  # multi-line literal string
-    r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"'  # basic string
-    r"|'[^'\n]*'"  # literal string
-    r"|#[^\n]*"  # comment
-    r"|\[\[|\]\]|[\[\]{}=,.\n]",
+_TOML_NEXT = re.compile(r"[\"'#\[\]{}=,.\n]")
+_TOML_STRING = re.compile(
+    r'"""(?:[^\\]|\\.)*?"""(?:""?)?'  # multi-line basic (one or two quotes may end its content)
+    r"|'''.*?'''(?:''?)?"  # multi-line literal
+    r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"'  # basic
+    r"|'[^'\n]*'",  # literal
     re.DOTALL,
 )
+
+
+def _toml_tokens(text: str) -> Iterator[str]:
+    """The structural tokens of ``text``: ``[[``, ``]]``, brackets, ``=``, ``,``, ``.``, newline,
+    and ``"`` for each string. Comments are skipped. It stops at an unterminated string, where
+    the parser fails too, having read nothing past it; never retrying at a later quote keeps
+    the scan linear."""
+    pos = 0
+    while (found := _TOML_NEXT.search(text, pos)) is not None:
+        char, start = found.group(), found.start()
+        if char in "\"'":
+            string = _TOML_STRING.match(text, start)
+            if string is None:
+                return
+            pos = string.end()
+            yield '"'
+        elif char == "#":
+            end = text.find("\n", start)
+            if end < 0:
+                return
+            pos = end
+        elif char in "[]" and text.startswith(char * 2, start):
+            pos = start + 2
+            yield char * 2
+        else:
+            pos = start + 1
+            yield char
 
 
 def toml_depth(text: str, max_depth: int = MAX_DEPTH) -> int:
@@ -114,11 +150,8 @@ def toml_depth(text: str, max_depth: int = MAX_DEPTH) -> int:
     in_key = True  # at a key: line start, after "{", after "," in an inline table
     parts = 1  # parts of the key (or header) being read
 
-    for match in _TOML_TOKEN.finditer(text):
-        token = match.group()
-        if token[0] == "#":
-            continue
-        if token[0] in "\"'":
+    for token in _toml_tokens(text):
+        if token == '"':
             line_start = False
             continue
         if header is not None:

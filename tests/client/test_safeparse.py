@@ -236,3 +236,19 @@ def test_the_default_bound_admits_what_it_promises() -> None:
     assert depth(loads_toml(deep_toml)) == MAX_DEPTH
     with pytest.raises(TooDeepError):
         loads_toml("z." + deep_toml)
+
+
+@pytest.mark.parametrize(("kind", "text"), [
+    ("json", '["' + '\\"' * 500_000),
+    ("json", "[" * 60 + '"' + '\\"' * 500_000),
+    ("toml", 'a = "' + '\\"' * 120_000),
+    ("toml", 'a = """' + '\\"""' * 60_000),
+    ("toml", "a = '''" + "x''" * 80_000),
+    ("toml", "a = [" + '"x",' * 60_000 + '"'),
+])
+def test_unterminated_strings_cost_one_pass(kind: str, text: str) -> None:
+    """A scan that retried at every later quote would be quadratic: minutes for these."""
+    started = time.monotonic()
+    with pytest.raises(ValueError):  # the parser's own error: the scan let it through
+        loads_json(text) if kind == "json" else loads_toml(text)
+    assert time.monotonic() - started < 2
