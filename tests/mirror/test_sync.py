@@ -148,9 +148,9 @@ def test_a_blob_cut_mid_way_resumes_from_its_partial_bytes(spawn_hub):
 
 @pytest.mark.parametrize("text", ["30s", "10m", "1h", "90"])
 def test_every_takes_durations(text):
-    from hub.cli import _duration
+    from hub.cli._common import parse_duration
 
-    assert _duration(text) == {"30s": 30, "10m": 600, "1h": 3600, "90": 90}[text]
+    assert parse_duration(text) == {"30s": 30, "10m": 600, "1h": 3600, "90": 90}[text]
 
 
 def test_every_runs_the_sync_on_a_schedule_until_stopped(spawn_hub):

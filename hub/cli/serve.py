@@ -1,0 +1,47 @@
+"""``cvflow-hub serve``: the hub's web server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hub import __version__
+from hub.cli._common import redact_url, settings_from
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 for all.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Same as the global option.")
+@click.option("--database-url", help="Same as the global option.")
+@click.option("--storage-url", help="Same as the global option.")
+@click.option("--demo", is_flag=True, help="Publish the example packages from examples/ (once; skips existing).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, demo: bool, log_level: str, **explicit: Any) -> None:
+    """Serve the hub: its web API and its website.
+
+    On the embedded SQLite default, migrations are applied at start; on PostgreSQL run
+    `cvflow-hub migrate` first (or set CVFLOW_HUB_AUTO_MIGRATE=1).
+    """
+    import uvicorn
+
+    from hub.app import build_context, create_app
+
+    settings = settings_from(ctx, **explicit)
+    context = build_context(settings)
+    if demo:
+        from hub.demo import load_examples
+
+        for line in load_examples(context):
+            click.echo(line)
+    app = create_app(settings, context=context)
+    click.echo(f"cvflow-hub {__version__}: database {redact_url(settings.database_url)}, storage {context.store.url}")
+    from hub.redact import uvicorn_log_config
+
+    # Tokens and Authorization values never reach the logs (the access log prints query strings).
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, timeout_graceful_shutdown=5,
+                log_config=uvicorn_log_config())
+
