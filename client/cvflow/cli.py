@@ -2,7 +2,7 @@
 
 Commands print problems for people and exit 1 on any error, so scripts and CI can rely on
 the exit status; ``--json`` output is for scripts. Each group of commands lives in
-``cvflow/commands/``.
+``cvflow/commands/``, and is imported only when it runs (``cvflow.commands.COMMANDS``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import errno
 import click
 
 from cvflow import __version__
-from cvflow.commands import register
+from cvflow.commands import COMMANDS
+from cvflow.commands.lazy import LazyGroup
 
 
-class _Commands(click.Group):
+class _Commands(LazyGroup):
     """The ``cvflow`` group: what no command turned into a clear error is turned here."""
 
     def invoke(self, ctx: click.Context) -> object:
@@ -33,7 +34,8 @@ class _Commands(click.Group):
         return None
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Commands, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cvflow")
 @click.option("--hub", metavar="URL", help="Hub to talk to [env CVFLOW_HUB, else the one `cvflow login` saved].")
 @click.option("--token", metavar="TOKEN", help="API token [env CVFLOW_TOKEN, else the saved one].")
@@ -48,5 +50,3 @@ def main(ctx: click.Context, hub: str | None, token: str | None) -> None:
 
     ctx.obj = Options(hub=hub, token=token)
 
-
-register(main)

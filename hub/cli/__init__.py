@@ -32,7 +32,8 @@ COMMANDS = (
 )
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cvflow-hub")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="CVFLOW_HUB_DATA_DIR",
               help="Where the embedded database and blobs live [default: ~/.local/share/cvflow-hub].")

@@ -9,13 +9,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from cvflow.api import HubClient
 from cvflow.config import Config, home_dir, load_config
 from cvflow.errors import CVFlowError, ValidationError
+
+if TYPE_CHECKING:
+    from cvflow.api import HubClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,11 +35,13 @@ def config(ctx: click.Context | None = None) -> Config:
 
 
 def hub_client(ctx: click.Context | None = None, *, cfg: Config | None = None) -> HubClient:
+    from cvflow.api import HubClient  # httpx: only for commands that talk to a hub
+
     cfg = cfg or config(ctx)
     return HubClient(cfg.hub, cfg.token)
 
 
-def fail(message: str, *, code: int = 1) -> None:
+def fail(message: str, *, code: int = 1) -> NoReturn:
     click.secho(f"error: {message}", fg="red", err=True)
     raise SystemExit(code)
 

@@ -12,7 +12,6 @@ from cvflow.install import InstallReport
 from cvflow.install import install as run_install
 from cvflow.install import list_installed as installed_packages
 from cvflow.install import uninstall as run_uninstall
-from cvflow.progress import transfer_bar
 
 
 @click.command()
@@ -52,6 +51,8 @@ def install(ctx: click.Context, spec: str | None, offline: bool, locked: bool, l
     """
     if spec is None and not locked and bundle is None:
         raise click.UsageError("name a package to install (NS/NAME[@RANGE]), or use --locked or --from")
+    from cvflow.progress import transfer_bar  # rich: only when something is downloaded, not for `cvflow list`
+
     cfg = config(ctx)
 
     cache = cfg.cache()

@@ -1,0 +1,58 @@
+"""Install packages: resolve, lock, pull, and give each package version its own venv.
+
+``install`` resolves a package and its package dependencies (or reads ``cvflow.lock``
+with ``locked=True``), writes the lock, pulls every version into the shared cache, then
+builds one virtual environment per package version at
+``CVFLOW_HOME/venvs/<namespace>/<name>/<version>``:
+
+* ``uv venv`` + ``uv pip install`` when ``uv`` is on PATH, else ``python -m venv`` + pip;
+* the Python ``requirements`` of the package *and* of its package dependencies (their
+  code is importable in it too, so it must be able to run);
+* a ``.pth`` file that puts the package's cached snapshot, then its dependencies'
+  snapshots, on ``sys.path``; the files are not copied;
+* a link that makes this client's ``cvflow`` package (only it, not the client's own
+  dependencies) importable, since solvers are written against ``cvflow.solver``. A
+  ``cvflow`` the package's requirements install wins over the link.
+
+A venv is built in a temporary sibling directory and renamed into place, so a failed
+install leaves what was installed before untouched. Installs are recorded in
+``CVFLOW_HOME/state/installed.json`` (replaced atomically); concurrent installs on one
+machine take turns on ``state/install.lock``.
+
+One module per step:
+
+=============  ================================================================
+``plan``       ``install``: resolve or read the lock, pull, build in dependency order
+``lock``       installing against ``cvflow.lock``: roots, wholeness, file digests
+``venv``       building one venv aside and swapping it into place
+``hook``       the import hook that makes ``cvflow`` importable in a package venv
+``state``      ``installed.json``: list, record, uninstall
+``records``    ``InstalledPackage``, ``InstallReport``, ``parse_spec``
+``errors``     ``InstallError``, ``NotInstalledError``
+=============  ================================================================
+
+Importing this package does not import the resolver or the HTTP client: ``cvflow ps``
+lists installed packages without them.
+"""
+
+from __future__ import annotations
+
+from cvflow.install.errors import InstallError, NotInstalledError
+from cvflow.install.plan import install
+from cvflow.install.records import InstalledPackage, InstallReport, parse_spec
+from cvflow.install.state import installed_versions, list_installed, uninstall
+from cvflow.install.venv import build_venv, venv_python
+
+__all__ = [
+    "InstallError",
+    "InstallReport",
+    "InstalledPackage",
+    "NotInstalledError",
+    "build_venv",
+    "install",
+    "installed_versions",
+    "list_installed",
+    "parse_spec",
+    "uninstall",
+    "venv_python",
+]

@@ -1,0 +1,144 @@
+"""One virtual environment per package version: built aside, requirements installed by uv or pip,
+the package's snapshots put on its ``sys.path``, then swapped into place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from cvflow.install.errors import InstallError
+from cvflow.install.hook import write_link
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def site_packages(venv: Path) -> Path:
+    if os.name == "nt":
+        return venv / "Lib" / "site-packages"
+    found = sorted(venv.glob("lib/python*/site-packages"))
+    if not found:
+        raise InstallError(f"the new virtual environment at {venv} has no site-packages")
+    return found[0]
+
+
+PTH_NAME = "_cvflow_package.pth"
+
+
+def read_pth(venv: Path) -> list[str] | None:
+    try:
+        return (site_packages(venv) / PTH_NAME).read_text().splitlines()
+    except (OSError, InstallError):
+        return None
+
+
+def build_venv(target: Path, paths: list[str], requirements: list[str], *, offline: bool, label: str) -> None:
+    """Build a venv with ``requirements`` and ``paths`` on its ``sys.path``, then put it at ``target``.
+
+    Raises:
+        InstallError: creating the venv or installing a requirement failed; ``target`` is untouched.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        uv = shutil.which("uv")
+        if uv:
+            _run([uv, "venv", "--quiet", "--python", sys.executable, str(tmp)], f"{label}: uv venv")
+        else:
+            _run([sys.executable, "-m", "venv", "--without-pip", str(tmp)], f"{label}: python -m venv")
+        if requirements:
+            _pip_install(uv, tmp, requirements, offline=offline, label=label)
+        (site_packages(tmp) / PTH_NAME).write_text("".join(p + "\n" for p in paths))
+        write_link(site_packages(tmp))
+        _retarget(tmp, target)
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _pip_install(uv: str | None, venv: Path, requirements: list[str], *, offline: bool, label: str) -> None:
+    python = str(venv_python(venv))
+    if uv:
+        cmd = [uv, "pip", "install", "--quiet", "--python", python]
+        cmd += ["--offline", "--no-index"] if offline else []
+    else:
+        if _has_pip():  # drive the venv from our own pip: no copy of pip in every venv
+            cmd = [sys.executable, "-m", "pip", "--python", python]
+        else:
+            _run([python, "-m", "ensurepip", "--default-pip"], f"{label}: ensurepip")
+            cmd = [python, "-m", "pip"]
+        cmd += ["install", "--no-input", "--disable-pip-version-check", "--quiet"]
+        cmd += ["--no-index"] if offline else []
+    try:
+        _run([*cmd, "--", *requirements], f"{label}: installing {', '.join(requirements)}")
+    except InstallError as exc:
+        if offline:
+            raise InstallError(f"{exc.message}. Offline, Python requirements come only from a local wheel folder"
+                               " (set PIP_FIND_LINKS, or UV_FIND_LINKS for uv); install once while online"
+                               " or provide them there") from None
+        raise
+
+
+def _has_pip() -> bool:
+    """Whether our own interpreter has a pip that can drive another environment (``--python``: pip 22.3+)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(x) for x in version("pip").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (22, 3)
+
+
+_ERROR_STARTS = ("error", "cause", "\u00d7", "\u2570\u2500\u25b6", "because")  # pip's and uv's error lines
+
+
+def _run(cmd: list[str], what: str) -> None:
+    env = {**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("VIRTUAL_ENV", None)  # else uv and pip may pick the caller's venv instead of ours
+    env.pop("PYTHONPATH", None)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False)
+    except OSError as exc:
+        raise InstallError(f"{what}: cannot run {cmd[0]}: {exc.strerror or exc}") from exc
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in (done.stderr + "\n" + done.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.lower().startswith(_ERROR_STARTS)] or lines[-3:]
+        raise InstallError(f"{what} failed: {' '.join(errors)[:600] or f'exit status {done.returncode}'}")
+
+
+def _retarget(tmp: Path, target: Path) -> None:
+    """Rewrite the temporary prefix to the final one in scripts and activation files.
+
+    Venvs are not relocatable: activate scripts and the shebangs of installed commands
+    hold the absolute path they were built at.
+    """
+    old, new = str(tmp).encode(), str(target).encode()
+    scripts = tmp / ("Scripts" if os.name == "nt" else "bin")
+    for path in [*scripts.iterdir(), tmp / "pyvenv.cfg"]:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
+            continue
+        data = path.read_bytes()
+        if old in data:
+            path.write_bytes(data.replace(old, new))
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(backup, ignore_errors=True)
+    os.rename(target, backup)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        os.rename(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
