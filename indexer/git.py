@@ -13,14 +13,13 @@ Every git command goes through :func:`run_git` (or :class:`CatFile` for reading 
 * each command is killed with its whole process group when it runs past its time limit, and a
   fetch is killed as soon as the repository on disk grows past the size limit.
 
-Messages and URLs leave this module with credentials removed (:func:`redact`).
+Messages and URLs leave this module with credentials removed (:func:`hub.services.urls.redact`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -30,15 +29,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+from hub.services.urls import redact
 
 #: Allowed transports. ``ext::`` runs a command and is never allowed; ``file`` only for tests.
 TRANSPORTS = ("https", "http", "git")
-
-
-def redact(text: str) -> str:
-    """``text`` with the ``user:password@`` part of every URL in it replaced by ``***@``."""
-    return _CREDENTIALS_RE.sub(r"\1***@", text)
 
 
 class GitError(Exception):

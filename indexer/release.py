@@ -36,11 +36,11 @@ from hub.security import Scopes
 from hub.services import packages
 from hub.services.accounts import Principal
 from hub.services.blobs import user_holder
+from hub.services.urls import UrlRefused, check_repository_url
 from indexer import fetch as fetching
 from indexer import scan
 from indexer.git import CatFile, GitError, run_git
 from indexer.scan import LFS_SIGNATURE, MAX_LINK_SIZE, PackageTree, Tag, TagProblem
-from indexer.urls import UrlRefused, check_repository_url
 from indexer.weights import fetch_weight
 
 if TYPE_CHECKING:

@@ -18,10 +18,9 @@ from cvflow.manifest import Weight
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.services.blobs import UploadService, referable
+from hub.services.urls import UrlRefused, check_weight_url, redact
 from hub.settings import Settings
-from indexer.git import redact
 from indexer.scan import TagProblem
-from indexer.urls import UrlRefused, check_weight_url
 
 MAX_REDIRECTS = 5
 

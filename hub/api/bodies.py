@@ -25,7 +25,7 @@ from hub.security import DEFAULT_SCOPES, Scopes
 from hub.services.accounts import MAX_TOKEN_LIFETIME, ORG_ROLES
 from hub.services.catalog import MAX_PER_PAGE, SORTS
 from hub.services.packages import PACKAGE_ROLES
-from indexer.registry import MAX_PATTERN
+from hub.services.repositories import MAX_PATTERN
 
 #: The largest id a database row has (a signed 64-bit integer).
 MAX_ID = 2**63 - 1

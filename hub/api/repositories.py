@@ -13,8 +13,8 @@ from hub.api.access import OPTIONAL, PUBLIC, Access
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Repository
-from hub.services import packages
-from indexer import registry, webhooks
+from hub.services import packages, webhooks
+from hub.services import repositories as registry
 
 endpoint = Registry()
 

@@ -68,7 +68,7 @@ def event_json(event: ChangeEvent) -> dict[str, Any]:
 
 def changes(session: Session, principal: Principal, since: int, limit: int) -> dict[str, Any]:
     """Events after ``since``, oldest first, at most ``limit``; with the current serial."""
-    from hub.services.catalog import visible_filter
+    from hub.services.access import visible_filter
 
     serial = current_serial(session)
     rows = session.exec(

@@ -20,15 +20,13 @@ from hub.models import (
     DownloadCount,
     File,
     Namespace,
-    Organisation,
-    OrgMember,
     Package,
-    PackageRole,
     PackageTag,
     Version,
     utcnow,
 )
 from hub.services import packages
+from hub.services.access import visible_filter
 from hub.services.accounts import Principal
 
 SORTS = ("downloads", "recent", "name")
@@ -101,37 +99,6 @@ def version_document(session: Session, package: Package, version: Version) -> di
         }
     )
     return doc
-
-
-def visible_filter(session: Session, principal: Principal) -> Any:
-    """A WHERE clause selecting the packages the caller may see."""
-    if principal.is_admin:
-        return sa.true()
-    public = Package.private.is_(False)  # type: ignore[attr-defined]
-    user = principal.user
-    if user is None or principal.scopes is None:
-        return public
-    own_ns = Package.namespace_id == user.namespace_id
-    org_ns = Package.namespace_id.in_(  # type: ignore[attr-defined]
-        select(Organisation.namespace_id).join(OrgMember, OrgMember.org_id == Organisation.id).where(OrgMember.user_id == user.id)  # type: ignore[arg-type]
-    )
-    roles = Package.id.in_(select(PackageRole.package_id).where(PackageRole.user_id == user.id))  # type: ignore[union-attr]
-    scoped_private = sa.and_(sa.or_(own_ns, org_ns, roles), _scope_filter(principal))
-    return sa.or_(public, scoped_private)
-
-
-def _scope_filter(principal: Principal) -> Any:
-    items = principal.scopes.items if principal.scopes else frozenset()
-    if "read" in items or "publish" in items:
-        return sa.true()
-    clauses = []
-    for scope in items:
-        target = scope.partition(":")[2]
-        if "/" in target:
-            clauses.append(Package.full_name == target)
-        elif target:
-            clauses.append(Package.full_name.startswith(target + "/"))  # type: ignore[attr-defined]
-    return sa.or_(*clauses) if clauses else sa.false()
 
 
 def search(

@@ -1,4 +1,4 @@
-"""Packages and versions: who may do what, publishing, yanking and roles.
+"""Packages and versions: publishing, yanking and roles (who may do what: :mod:`hub.services.access`).
 
 Publishing is one transaction: the package row (created on first publish), the version, its
 files and dependencies, and its change-feed event (``hub.mirror.feed``). The unique index on
@@ -30,8 +30,6 @@ from hub.models import (
     DownloadCount,
     File,
     Namespace,
-    Organisation,
-    OrgMember,
     Package,
     PackageOrigin,
     PackageRole,
@@ -41,6 +39,7 @@ from hub.models import (
     YankEvent,
     utcnow,
 )
+from hub.services.access import can_read, may_create_in, reader, require_maintainer, require_owner
 from hub.services.accounts import Principal
 from hub.services.blobs import referable, user_holder
 from hub.settings import Settings
@@ -53,40 +52,6 @@ def parse_name(namespace: str, name: str) -> PackageName:
         return PackageName.parse(f"{namespace}/{name}")
     except ValidationError as exc:
         raise from_validation(exc, "invalid_package_name") from exc
-
-
-# --- access rules ---------------------------------------------------------------------------
-
-
-def package_role(session: Session, package: Package, user: User | None) -> str | None:
-    """``owner``, ``maintainer``, ``member`` (of the owning organisation) or None."""
-    if user is None:
-        return None
-    ns = session.get(Namespace, package.namespace_id)
-    if ns is not None and ns.kind == "user" and ns.id == user.namespace_id:
-        return "owner"
-    role = session.get(PackageRole, (package.id, user.id))
-    if ns is not None and ns.kind == "org":
-        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
-        member = session.get(OrgMember, (org.id, user.id))
-        if member is not None and member.role == "owner":
-            return "owner"
-        if role is None and member is not None:
-            return "member"
-    return role.role if role else None
-
-
-def can_read(session: Session, principal: Principal, package: Package) -> bool:
-    if not package.private:
-        return True
-    if principal.user is None or principal.scopes is None:
-        return False
-    if principal.is_admin:
-        return True
-    ns, name = package.full_name.split("/", 1)
-    if not principal.scopes.can_read(ns, name):
-        return False
-    return package_role(session, package, principal.user) is not None
 
 
 def find_package(session: Session, namespace: str, name: str) -> Package | None:
@@ -155,26 +120,6 @@ def get_version(session: Session, package: Package, version: str) -> Version:
     return row
 
 
-def _require_maintainer(session: Session, principal: Principal, package: Package) -> User:
-    user = principal.require_user()
-    ns, name = package.full_name.split("/", 1)
-    assert principal.scopes is not None
-    if not principal.scopes.can_publish(ns, name):
-        raise HubError("insufficient_scope", f"the token may not publish to {package.full_name}")
-    if principal.is_admin:
-        return user
-    if package_role(session, package, user) not in {"owner", "maintainer"}:
-        raise HubError("forbidden", f"only owners and maintainers publish to {package.full_name}")
-    return user
-
-
-def _require_owner(session: Session, principal: Principal, package: Package) -> User:
-    user = _require_maintainer(session, principal, package)
-    if not principal.is_admin and package_role(session, package, user) != "owner":
-        raise HubError("forbidden", f"only owners of {package.full_name} may do this")
-    return user
-
-
 # --- publishing -----------------------------------------------------------------------------
 
 
@@ -218,9 +163,9 @@ def publish(
     if package is None or package.full_name != str(pkg_name):  # new, or a look-alike (refused there)
         package = _create_package(session, principal, ns, pkg_name, bool(private))
     else:
-        _require_maintainer(session, principal, package)
+        require_maintainer(session, principal, package)
         if private is not None and private != package.private:
-            _require_owner(session, principal, package)
+            require_owner(session, principal, package)
             package.private = private
             visibility_changed = True
     # After the role checks: a digest is input, never a reason to answer differently to a stranger.
@@ -359,15 +304,6 @@ def check_shipped_manifest(manifest_toml: str, entries: Sequence[FileEntry]) -> 
                                 "file_sha256": shipped.sha256 if shipped else None})
 
 
-def reader(session: Session, principal: Principal) -> Callable[[int], bool]:
-    """``readable(package_id)`` for :func:`hub.services.blobs.referable`: whether ``principal`` may read it."""
-    def readable(package_id: int) -> bool:
-        package = session.get(Package, package_id)
-        return package is not None and can_read(session, principal, package)
-
-    return readable
-
-
 def check_blobs(session: Session, entries: Sequence[FileEntry], *, holder: str,
                 readable: Callable[[int], bool] | None) -> None:
     """Every file's blob is stored, ``holder`` may reference it (see
@@ -395,17 +331,14 @@ def _create_package(
     session: Session, principal: Principal, ns: Namespace, pkg_name: PackageName, private: bool
 ) -> Package:
     user = principal.require_user()
-    if not principal.is_admin:
-        if ns.kind == "user" and ns.id != user.namespace_id:
+    if not principal.is_admin and not may_create_in(session, user, ns):
+        if ns.kind == "user":
             raise HubError("forbidden", f"you may not create packages in {ns.name!r}")
-        if ns.kind == "org":
-            org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
-            if session.get(OrgMember, (org.id, user.id)) is None:
-                raise HubError("forbidden", f"only members of {ns.name!r} create packages in it")
+        raise HubError("forbidden", f"only members of {ns.name!r} create packages in it")
     package, created = create_package(session, ns, pkg_name, private=private)
     if not created:
         # Another publisher created it a moment ago; carry on as a publish to it.
-        _require_maintainer(session, principal, package)
+        require_maintainer(session, principal, package)
         return package
     if ns.kind == "org":
         session.add(PackageRole(package_id=package.id, user_id=user.id, role="maintainer"))  # type: ignore[arg-type]
@@ -492,7 +425,7 @@ def set_yanked(
     """Yank or unyank a version; both need a reason and are recorded as events."""
     reason = _reason(reason)
     package = get_package(session, principal, namespace, name)
-    user = _require_maintainer(session, principal, package)
+    user = require_maintainer(session, principal, package)
     row = get_version(session, package, version)
     if row.yanked != yanked or (yanked and row.yank_reason != reason):
         row.yanked = yanked
@@ -537,7 +470,7 @@ def drop_version(session: Session, package: Package, row: Version) -> None:
 
 def update_package(session: Session, principal: Principal, namespace: str, name: str, *, private: bool) -> Package:
     package = get_package(session, principal, namespace, name)
-    _require_owner(session, principal, package)
+    require_owner(session, principal, package)
     changed = package.private != private
     package.private = private
     package.updated_at = utcnow()
@@ -551,7 +484,7 @@ def set_role(
     session: Session, principal: Principal, namespace: str, name: str, user: User, role: str | None
 ) -> None:
     package = get_package(session, principal, namespace, name)
-    _require_owner(session, principal, package)
+    require_owner(session, principal, package)
     if role is not None and role not in PACKAGE_ROLES:
         raise HubError("invalid_field", f"role must be one of {', '.join(PACKAGE_ROLES)}")
     current = session.get(PackageRole, (package.id, user.id))

@@ -10,8 +10,8 @@ from sqlmodel import select
 
 from hub.db import session_scope
 from hub.models import IndexJob, Package, Version
-from indexer.jobs import Worker
 from indexer.service import Indexer
+from indexer.worker import Worker
 from tests.helpers import LiveHub
 
 SOLVER = b"class Detector:\n    def infer(self, image):\n        return {'boxes': []}\n"

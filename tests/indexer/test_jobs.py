@@ -13,9 +13,10 @@ from sqlmodel import select
 from hub.db import session_scope
 from hub.models import IndexJob, Repository, RepositoryTag, User, utcnow
 from hub.security import Scopes
+from hub.services import repositories as registry
 from hub.services.accounts import Principal
-from indexer import registry
-from indexer.jobs import Worker, enqueue, enqueue_due_polls, requeue_lost
+from hub.services.jobs import enqueue, enqueue_due_polls, requeue_lost
+from indexer.worker import Worker
 from tests.conftest import BACKENDS
 from tests.indexer._helpers import SOLVER, jobs, make_worker, manifest, published, register
 

@@ -15,10 +15,10 @@ from sqlmodel import select
 from hub.db import session_scope
 from hub.models import Repository, User
 from hub.security import Scopes
+from hub.services import repositories as registry
 from hub.services.accounts import Principal
-from indexer import registry
-from indexer.git import GitError, GitOptions, redact, run_git
-from indexer.urls import UrlRefused, check_repository_url, check_weight_url
+from hub.services.urls import UrlRefused, check_repository_url, check_weight_url, redact
+from indexer.git import GitError, GitOptions, run_git
 from tests.helpers import error_code, sha256
 from tests.indexer._helpers import SOLVER, manifest, published, register, repository, run_jobs, url_weight
 from tests.indexer._servers import git_env

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from indexer.webhooks import gitea_signature, github_signature
+from hub.services.webhooks import gitea_signature, github_signature
 from tests.helpers import error_code
 from tests.indexer._helpers import SOLVER, jobs, manifest, published, register, repository, run_jobs
 

@@ -5,7 +5,8 @@ and the namespace being the user's own or one of their organisations'. The regis
 becomes the owner of the package the repository creates. A repository is managed (re-index,
 unregister, see the webhook secret) by its registrant, the namespace's owners, the package's
 owners and admins; its document is visible to them, to the package's maintainers and, once
-it feeds a package, to everyone who may read that package.
+it feeds a package, to everyone who may read that package. The rules themselves are in
+:mod:`hub.services.access`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from cvflow.errors import ValidationError
 from cvflow.paths import validate_path
 from hub.errors import HubError
 from hub.models import IndexJob, Namespace, Organisation, OrgMember, Package, Repository, User, utcnow
+from hub.services.access import may_create_in, may_manage_repository, may_view_repository, repository_scope_covers
 from hub.services.accounts import Principal
 from hub.services.catalog import iso
-from hub.services.packages import can_read, package_role
+from hub.services.jobs import enqueue
+from hub.services.urls import UrlRefused, check_repository_url
 from hub.settings import Settings
-from indexer.jobs import enqueue
-from indexer.urls import UrlRefused, check_repository_url
 
 MAX_PATTERN = 200
 
@@ -54,13 +55,6 @@ def _subdir(value: object) -> str:
         raise HubError("invalid_field", f"'subdir': {exc.message}") from exc
 
 
-def _may_create_in(session: Session, user: User, ns: Namespace) -> bool:
-    if ns.kind == "user":
-        return ns.id == user.namespace_id
-    org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
-    return session.get(OrgMember, (org.id, user.id)) is not None
-
-
 def register(session: Session, settings: Settings, principal: Principal, *, url: object, namespace: str | None = None,
              subdir: object = None, branch_pattern: object = None, tag_pattern: object = None,
              private: bool = False, queue: bool = True) -> Repository:
@@ -80,7 +74,7 @@ def register(session: Session, settings: Settings, principal: Principal, *, url:
     ns = session.exec(select(Namespace).where(Namespace.name == namespace)).first()
     if ns is None:
         raise HubError("namespace_not_found", f"no user or organisation is named {namespace!r}")
-    if not principal.is_admin and not _may_create_in(session, user, ns):
+    if not principal.is_admin and not may_create_in(session, user, ns):
         raise HubError("forbidden", f"you may not create packages in {namespace!r}")
     try:
         checked = check_repository_url(url, allow_file=settings.indexer_allow_file_urls,
@@ -118,47 +112,7 @@ def _exists(repo: Repository) -> HubError:
                     details={"id": repo.id})
 
 
-# --- access
-
-
-def scope_covers(session: Session, principal: Principal, repo: Repository) -> bool:
-    """Whether the token's scopes reach the repository: its namespace, or the package it publishes."""
-    if principal.scopes is None:
-        return False
-    ns = session.get(Namespace, repo.namespace_id)
-    assert ns is not None
-    if principal.scopes.can_publish(ns.name, ""):
-        return True
-    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
-    return package is not None and principal.scopes.can_publish(*package.full_name.split("/", 1))
-
-
-def can_manage(session: Session, principal: Principal, repo: Repository) -> bool:
-    user = principal.user
-    if user is None or not scope_covers(session, principal, repo):
-        return False
-    ns = session.get(Namespace, repo.namespace_id)
-    assert ns is not None
-    if principal.is_admin or repo.registered_by == user.id:
-        return True
-    if ns.kind == "user" and ns.id == user.namespace_id:
-        return True
-    if ns.kind == "org":
-        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
-        member = session.get(OrgMember, (org.id, user.id))
-        if member is not None and member.role == "owner":
-            return True
-    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
-    return package is not None and package_role(session, package, user) == "owner"
-
-
-def can_view(session: Session, principal: Principal, repo: Repository) -> bool:
-    if can_manage(session, principal, repo):
-        return True
-    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
-    if package is None:
-        return principal.user is not None and principal.user.id == repo.registered_by
-    return can_read(session, principal, package)
+# --- access (the rules: hub.services.access)
 
 
 def get_repository(session: Session, principal: Principal, repository_id: int, *, manage: bool = False) -> Repository:
@@ -168,11 +122,11 @@ def get_repository(session: Session, principal: Principal, repository_id: int, *
     seen but not managed.
     """
     repo = session.get(Repository, repository_id)
-    if repo is None or not can_view(session, principal, repo):
+    if repo is None or not may_view_repository(session, principal, repo):
         raise HubError("repository_not_found", f"no repository {repository_id}")
-    if manage and not scope_covers(session, principal, repo):
+    if manage and not repository_scope_covers(session, principal, repo):
         raise HubError("insufficient_scope", "this token's publish scopes do not cover the repository's namespace or package")
-    if manage and not can_manage(session, principal, repo):
+    if manage and not may_manage_repository(session, principal, repo):
         raise HubError("forbidden", "only the repository's registrant and the package's owners may do this")
     return repo
 
@@ -196,7 +150,7 @@ def list_managed(session: Session, principal: Principal) -> list[Repository]:
             OrgMember, OrgMember.org_id == Organisation.id).where(OrgMember.user_id == user.id)  # type: ignore[arg-type]
         query = query.where(sa.or_(Repository.registered_by == user.id, Repository.namespace_id == user.namespace_id,
                                    Repository.namespace_id.in_(org_namespaces)))  # type: ignore[attr-defined]
-    return [r for r in session.exec(query) if can_manage(session, principal, r)]
+    return [r for r in session.exec(query) if may_manage_repository(session, principal, r)]
 
 
 def reindex(session: Session, repo: Repository) -> int:
@@ -238,6 +192,6 @@ def document(session: Session, principal: Principal, repo: Repository) -> dict[s
         "last_result": json.loads(repo.last_result) if repo.last_result else None,
         "webhook_url": f"/api/v1/repositories/{repo.id}/webhook",
     }
-    if can_manage(session, principal, repo):
+    if may_manage_repository(session, principal, repo):
         doc["webhook_secret"] = repo.webhook_secret
     return doc

@@ -1,4 +1,4 @@
-"""Which URLs the indexer may fetch: repositories and weight files.
+"""Which URLs the indexer may fetch (repositories and weight files), and keeping credentials out of them.
 
 Repositories: ``https://``, ``http://`` or ``git://`` only (``file://`` when a setting allows it,
 for tests). ``ssh://``, scp-like ``user@host:path``, and git's ``<transport>::<address>`` form
@@ -15,11 +15,15 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from indexer.git import redact
-
 MAX_URL_LENGTH = 1000
 _SCP_LIKE_RE = re.compile(r"\A[^/:]+@[^/:]+:")
 _DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418}
+_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` part of every URL in it replaced by ``***@``."""
+    return _CREDENTIALS_RE.sub(r"\1***@", text)
 
 
 class UrlRefused(ValueError):

@@ -1,0 +1,211 @@
+"""Who may read, publish to and own packages and repositories: the hub's access rules, in one place.
+
+Every caller (the REST API, the website, the indexer, mirrors) asks these functions; none
+repeats a rule. Not to be confused with :mod:`hub.api.access`, which declares the token scope
+each REST endpoint needs before its handler runs; the rules here decide, once the resource is
+loaded, whether the caller holds the role on it.
+
+Packages
+    A public package is readable by everyone. A private one is readable by an admin, and by a
+    caller whose token may read it and who holds a role on it (:func:`package_role`: the
+    namespace's user, an owner or member of the owning organisation, or an owner or
+    maintainer named on the package). :func:`visible_filter` is the same rule as a WHERE
+    clause, for listings. Publishing needs a token that may publish to the package and the
+    owner or maintainer role (:func:`require_maintainer`); changing visibility and roles needs
+    the owner role (:func:`require_owner`). A new package may be created in the caller's own
+    namespace or in an organisation they belong to (:func:`may_create_in`).
+
+Repositories
+    A registered repository is managed (re-index, unregister, see the webhook secret) by its
+    registrant, the owners of its namespace, the owners of the package it feeds and admins,
+    with a token whose publish scopes cover its namespace or package
+    (:func:`may_manage_repository`); it is seen by them, by its registrant, and by everyone who
+    may read the package it feeds (:func:`may_view_repository`).
+
+Admins are users with the admin flag *and* a token with the ``admin`` scope
+(:attr:`hub.services.accounts.Principal.is_admin`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from hub.errors import HubError
+from hub.models import Namespace, Organisation, OrgMember, Package, PackageRole, Repository, User
+from hub.services.accounts import Principal
+
+#: The package roles that may publish versions.
+PUBLISHERS = frozenset({"owner", "maintainer"})
+
+
+# --- packages -------------------------------------------------------------------------------
+
+
+def package_role(session: Session, package: Package, user: User | None) -> str | None:
+    """``owner``, ``maintainer``, ``member`` (of the owning organisation) or None."""
+    if user is None:
+        return None
+    ns = session.get(Namespace, package.namespace_id)
+    if ns is not None and ns.kind == "user" and ns.id == user.namespace_id:
+        return "owner"
+    role = session.get(PackageRole, (package.id, user.id))
+    if ns is not None and ns.kind == "org":
+        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+        member = session.get(OrgMember, (org.id, user.id))
+        if member is not None and member.role == "owner":
+            return "owner"
+        if role is None and member is not None:
+            return "member"
+    return role.role if role else None
+
+
+def can_read(session: Session, principal: Principal, package: Package) -> bool:
+    """Whether the caller may see the package (its documents, versions and files)."""
+    if not package.private:
+        return True
+    if principal.user is None or principal.scopes is None:
+        return False
+    if principal.is_admin:
+        return True
+    ns, name = package.full_name.split("/", 1)
+    if not principal.scopes.can_read(ns, name):
+        return False
+    return package_role(session, package, principal.user) is not None
+
+
+def reader(session: Session, principal: Principal) -> Callable[[int], bool]:
+    """``readable(package_id)`` for :func:`hub.services.blobs.referable`: whether ``principal`` may read it."""
+    def readable(package_id: int) -> bool:
+        package = session.get(Package, package_id)
+        return package is not None and can_read(session, principal, package)
+
+    return readable
+
+
+def visible_filter(session: Session, principal: Principal) -> Any:
+    """:func:`can_read` as a WHERE clause selecting the packages the caller may see."""
+    if principal.is_admin:
+        return sa.true()
+    public = Package.private.is_(False)  # type: ignore[attr-defined]
+    user = principal.user
+    if user is None or principal.scopes is None:
+        return public
+    own_ns = Package.namespace_id == user.namespace_id
+    org_ns = Package.namespace_id.in_(  # type: ignore[attr-defined]
+        select(Organisation.namespace_id).join(OrgMember, OrgMember.org_id == Organisation.id).where(OrgMember.user_id == user.id)  # type: ignore[arg-type]
+    )
+    roles = Package.id.in_(select(PackageRole.package_id).where(PackageRole.user_id == user.id))  # type: ignore[union-attr]
+    scoped_private = sa.and_(sa.or_(own_ns, org_ns, roles), _scope_filter(principal))
+    return sa.or_(public, scoped_private)
+
+
+def _scope_filter(principal: Principal) -> Any:
+    items = principal.scopes.items if principal.scopes else frozenset()
+    if "read" in items or "publish" in items:
+        return sa.true()
+    clauses = []
+    for scope in items:
+        target = scope.partition(":")[2]
+        if "/" in target:
+            clauses.append(Package.full_name == target)
+        elif target:
+            clauses.append(Package.full_name.startswith(target + "/"))  # type: ignore[attr-defined]
+    return sa.or_(*clauses) if clauses else sa.false()
+
+
+def may_publish(session: Session, principal: Principal, package: Package) -> bool:
+    """Whether the caller may publish to the package: :func:`require_maintainer` without the error."""
+    if principal.user is None or principal.scopes is None:
+        return False
+    if not principal.scopes.can_publish(*package.full_name.split("/", 1)):
+        return False
+    return principal.is_admin or package_role(session, package, principal.user) in PUBLISHERS
+
+
+def require_maintainer(session: Session, principal: Principal, package: Package) -> User:
+    """The caller, if they may publish to the package (an owner, a maintainer or an admin).
+
+    Raises ``unauthenticated``, ``insufficient_scope`` and ``forbidden``.
+    """
+    user = principal.require_user()
+    ns, name = package.full_name.split("/", 1)
+    assert principal.scopes is not None
+    if not principal.scopes.can_publish(ns, name):
+        raise HubError("insufficient_scope", f"the token may not publish to {package.full_name}")
+    if principal.is_admin:
+        return user
+    if package_role(session, package, user) not in PUBLISHERS:
+        raise HubError("forbidden", f"only owners and maintainers publish to {package.full_name}")
+    return user
+
+
+def require_owner(session: Session, principal: Principal, package: Package) -> User:
+    """The caller, if they own the package (or are an admin). Raises as :func:`require_maintainer`."""
+    user = require_maintainer(session, principal, package)
+    if not principal.is_admin and package_role(session, package, user) != "owner":
+        raise HubError("forbidden", f"only owners of {package.full_name} may do this")
+    return user
+
+
+def may_create_in(session: Session, user: User, ns: Namespace) -> bool:
+    """Whether ``user`` may create packages in ``ns``: their own namespace, or an organisation they belong to.
+
+    Admins may create anywhere; callers check :attr:`Principal.is_admin` first. A ``mirror``
+    namespace (made by mirror sync for upstream copies; nobody here owns it) is not refused:
+    that is what publishing has always done; see docs/architecture.md.
+    """
+    if ns.kind == "user":
+        return ns.id == user.namespace_id
+    if ns.kind == "org":
+        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+        return session.get(OrgMember, (org.id, user.id)) is not None
+    return True
+
+
+# --- repositories ---------------------------------------------------------------------------
+
+
+def repository_scope_covers(session: Session, principal: Principal, repo: Repository) -> bool:
+    """Whether the token's scopes reach the repository: its namespace, or the package it publishes."""
+    if principal.scopes is None:
+        return False
+    ns = session.get(Namespace, repo.namespace_id)
+    assert ns is not None
+    if principal.scopes.can_publish(ns.name, ""):
+        return True
+    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+    return package is not None and principal.scopes.can_publish(*package.full_name.split("/", 1))
+
+
+def may_manage_repository(session: Session, principal: Principal, repo: Repository) -> bool:
+    """Whether the caller may re-index, unregister and see the secret of the repository."""
+    user = principal.user
+    if user is None or not repository_scope_covers(session, principal, repo):
+        return False
+    ns = session.get(Namespace, repo.namespace_id)
+    assert ns is not None
+    if principal.is_admin or repo.registered_by == user.id:
+        return True
+    if ns.kind == "user" and ns.id == user.namespace_id:
+        return True
+    if ns.kind == "org":
+        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+        member = session.get(OrgMember, (org.id, user.id))
+        if member is not None and member.role == "owner":
+            return True
+    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+    return package is not None and package_role(session, package, user) == "owner"
+
+
+def may_view_repository(session: Session, principal: Principal, repo: Repository) -> bool:
+    """Whether the caller may see the repository's document."""
+    if may_manage_repository(session, principal, repo):
+        return True
+    package = session.get(Package, repo.package_id) if repo.package_id is not None else None
+    if package is None:
+        return principal.user is not None and principal.user.id == repo.registered_by
+    return can_read(session, principal, package)
