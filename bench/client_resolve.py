@@ -92,7 +92,7 @@ def seed_hub(setup: HubSetup, graph: Graph, yanked: list[str]) -> float:
     """Publish every version in-process, as the hub's own service does; returns the seconds it took."""
     from sqlmodel import select
 
-    from hub.app import build_context
+    from hub.context import build_context
     from hub.db import session_scope
     from hub.models import User
     from hub.security import Scopes

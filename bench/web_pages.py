@@ -33,7 +33,8 @@ from _common import Quiet, report, verdict, workdir  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
 from cvflow.manifest import TASKS  # noqa: E402
-from hub.app import build_context, create_app  # noqa: E402
+from hub.app import create_app  # noqa: E402
+from hub.context import build_context  # noqa: E402
 from hub.db import session_scope  # noqa: E402
 from hub.models import DownloadCount, Package, Version, utcnow  # noqa: E402
 from hub.security import Scopes  # noqa: E402

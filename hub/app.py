@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,45 +21,31 @@ from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import web
-from hub import api, db, security
+from hub import api
 from hub.api import openapi
-from hub.api._http import HubContext, MetadataCache, dumps, json_response
+from hub.api._http import dumps, json_response
+from hub.context import HubContext, build_context
 from hub.errors import HubError
 from hub.mirror.feed import SerialTracker
 from hub.mirror.middleware import ReadOnlyMiddleware, SerialHeaderMiddleware
 from hub.mirror.upstream import upstream_pool
 from hub.services import throttle
-from hub.services.blobs import UploadService
 from hub.settings import Settings
-from hub.storage import BlobStore, open_store
 from web import security as web_security
 
 log = logging.getLogger("cvflow.hub")
 
 
-def open_storage(settings: Settings) -> BlobStore:
-    return open_store(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url,
-                      s3_region=settings.s3_region, s3_presign=settings.s3_presign)
-
-
-def build_context(settings: Settings, *, store: BlobStore | None = None) -> HubContext:
-    """The collaborators every request uses; migrates first when the settings say so."""
-    if settings.auto_migrate:
-        db.migrate(settings.database_url)
-    engine = db.create_engine(settings.database_url)
-    store = store or open_storage(settings)
-    return HubContext(
-        settings=settings,
-        engine=engine,
-        store=store,
-        hasher=security.password_hasher(settings.argon2_time_cost, settings.argon2_memory_cost),
-        uploads=UploadService(engine, store, settings),
-        cache=MetadataCache(settings.metadata_cache_ttl),
-        schema_head=db.head_revision(),
-    )
+__all__ = ["build_context", "create_app"]  # build_context lives in hub.context; kept importable here
 
 
 def create_app(settings: Settings, *, context: HubContext | None = None) -> Starlette:
+    """The hub's app. A ``context`` passed in stays the caller's: the app never closes it.
+
+    The app's own resources (the upstream pool's HTTP clients, the login limiter and its Redis
+    client, and the context when the app built it) are opened and closed by its lifespan, so a
+    server must run it with lifespan events (uvicorn's default).
+    """
     hub = context or build_context(settings)
     spec = dumps(openapi.build())
 
@@ -85,13 +74,31 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
             sa.exc.OperationalError: _db_error,
             Exception: _unexpected,
         },
+        lifespan=partial(_lifespan, owns_context=context is None),
     )
     app.state.hub = hub
     app.state.serial = serial
-    app.state.upstreams = upstream_pool(hub)
-    app.state.login_throttle = throttle.open_throttle(settings, hub.engine)
-    app.state.oauth = _oauth(settings)
+    app.state.oauth = _oauth(settings)  # configuration only: Authlib opens a client per call
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette, *, owns_context: bool) -> AsyncIterator[None]:
+    """Opens what the app holds for its lifetime and closes it at shutdown, in reverse order."""
+    hub: HubContext = app.state.hub
+    async with contextlib.AsyncExitStack() as stack:
+        if owns_context:
+            stack.callback(hub.close)
+        app.state.login_throttle = limiter = throttle.open_throttle(hub.settings, hub.engine)
+        stack.callback(getattr(limiter, "close", _nothing))  # the Redis limiter holds a client
+        app.state.upstreams = pool = upstream_pool(hub)
+        if pool is not None:
+            stack.callback(pool.close)
+        yield
+
+
+def _nothing() -> None:
+    pass
 
 
 #: Paths the API and the probes own. The website's catch-all pages (``/{namespace}/{name}``)

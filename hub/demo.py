@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from cvflow.manifest import MANIFEST_FILENAME, parse_manifest
 from cvflow.package import scan_package_files
-from hub.api._http import HubContext
+from hub.context import HubContext
 from hub.db import ROOT, session_scope
 from hub.errors import HubError
 from hub.models import User

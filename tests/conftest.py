@@ -28,7 +28,8 @@ import uvicorn
 from moto.server import ThreadedMotoServer
 from sqlmodel import SQLModel
 
-from hub.app import build_context, create_app
+from hub.app import create_app
+from hub.context import build_context
 from hub.settings import Settings
 from hub.storage import FileBlobStore
 from tests.helpers import LiveHub
@@ -122,7 +123,7 @@ class ServerThread:
 
     def __init__(self, app: object) -> None:
         self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from hub.api._http import HubContext
+from hub.context import HubContext
 from hub.db import session_scope
 from hub.security import Scopes
 from hub.services import accounts

@@ -18,7 +18,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from hub import __version__, db
-from hub.app import build_context
+from hub.context import build_context
 from hub.db import session_scope
 from hub.services import accounts
 from hub.settings import Settings

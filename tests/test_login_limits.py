@@ -21,7 +21,8 @@ import sqlalchemy as sa
 import uvicorn
 from sqlmodel import select
 
-from hub.app import build_context, create_app
+from hub.app import create_app
+from hub.context import build_context
 from hub.db import session_scope
 from hub.models import LoginThrottle, Token, User
 from hub.services import throttle
@@ -38,7 +39,7 @@ class ProxiedServer(ServerThread):
 
     def __init__(self, app: object) -> None:
         super().__init__(app)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
                                 proxy_headers=True, forwarded_allow_ips="127.0.0.1")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

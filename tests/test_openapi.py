@@ -17,7 +17,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from hub.api import endpoints
-from hub.app import ApiRoutes, build_context, create_app
+from hub.app import ApiRoutes, create_app
+from hub.context import build_context
 from hub.db import session_scope
 from hub.errors import CODES
 from hub.security import Scopes

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from hub.api._http import ctx, run_sync
-from hub.db import session_scope
+from hub.context import in_session
 from hub.models import User
 from hub.security import Scopes
 from hub.services.accounts import ANONYMOUS, Principal
@@ -25,13 +24,9 @@ async def web_principal(request: Request) -> Principal:
     who = ANONYMOUS
     uid = request.session.get("uid")
     if isinstance(uid, int):
-        hub = ctx(request)
-
-        def load() -> User | None:
-            with session_scope(hub.engine) as session:
-                return session.get(User, uid)
-
-        user = await run_sync(load)
+        # A short session of its own, before the view's unit of work (like the API's token
+        # lookup): the principal is known before the view runs, and templates read it after.
+        user = await in_session(request, lambda session: session.get(User, uid))
         if user is not None and user.is_active and request.session.get("pw") == _fingerprint(user):
             who = principal_for(user)
         else:

@@ -1,17 +1,16 @@
-"""Plumbing shared by the API modules: the hub context, endpoint registry, auth and JSON."""
+"""Plumbing shared by the API modules: endpoint registry, auth and JSON.
+
+The hub context and the request's unit of work are public, in :mod:`hub.context`.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial, wraps
+from functools import wraps
 from typing import Any, TypeVar
 
-from argon2 import PasswordHasher
-from sqlalchemy.engine import Engine
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,55 +18,12 @@ from starlette.routing import Route
 from cvflow.safeparse import TooDeepError, loads_json
 from hub.api.access import Access
 from hub.api.bodies import Body, Query, parse
+from hub.context import ctx, run_sync
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.services.accounts import ANONYMOUS, Principal, resolve_token, touch_token
-from hub.services.blobs import UploadService
-from hub.settings import Settings
-from hub.storage import BlobStore
 
 T = TypeVar("T")
-
-
-class MetadataCache:
-    """Rendered public documents for a short time, so hot reads skip the database.
-
-    Writes on this replica invalidate at once; other replicas expire entries after ``ttl``.
-    """
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._items: dict[str, tuple[float, bytes, str]] = {}
-
-    def get(self, key: str) -> tuple[bytes, str] | None:
-        item = self._items.get(key)
-        if item is None or item[0] < time.monotonic():
-            return None
-        return item[1], item[2]
-
-    def put(self, key: str, body: bytes, etag: str) -> None:
-        if self.ttl > 0:
-            if len(self._items) > 10_000:
-                self._items.clear()
-            self._items[key] = (time.monotonic() + self.ttl, body, etag)
-
-    def invalidate(self, prefix: str) -> None:
-        for key in [k for k in self._items if k.startswith(prefix)]:
-            self._items.pop(key, None)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-
-@dataclass
-class HubContext:
-    settings: Settings
-    engine: Engine
-    store: BlobStore
-    hasher: PasswordHasher
-    uploads: UploadService
-    cache: MetadataCache
-    schema_head: str
 
 
 @dataclass
@@ -163,14 +119,6 @@ class Registry:
         return register
 
 
-def ctx(request: Request) -> HubContext:
-    return request.app.state.hub  # type: ignore[no-any-return]
-
-
-async def run_sync(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(partial(func, *args, **kwargs))
-
-
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
@@ -201,6 +149,9 @@ async def _resolve_principal(request: Request) -> Principal:
         return ANONYMOUS
     hub = ctx(request)
 
+    # Its own short session, not the handler's unit of work: the principal is resolved before
+    # the handler runs (the access check needs it), once per request, and a stale last_used is
+    # touched in a separate write so a read-only request never takes SQLite's write lock.
     def resolve() -> Principal:
         with session_scope(hub.engine) as session:
             who = resolve_token(session, token)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.api import bodies
-from hub.api._http import Registry, ctx, json_response, principal, read_body, run_sync
+from hub.api._http import Registry, json_response, principal, read_body
 from hub.api.access import PUBLIC, Access
-from hub.db import session_scope
+from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import Organisation, Token, User
 from hub.security import Scopes
@@ -68,25 +69,24 @@ async def login(request: Request) -> Response:
     # One budget with the website's sign-in form, shared by every replica (hub/services/throttle.py).
     limiter: throttle.Throttle = request.app.state.login_throttle
     keys = throttle.login_keys(username or "", request.client.host if request.client else None)
+    password_right = False
 
-    def work() -> dict[str, Any]:
-        throttle.charge(limiter, keys)
-        password_right = False
-        try:
-            with session_scope(hub.engine, write=True) as session:
-                user = accounts.authenticate(session, hub.hasher, username or "", password or "")
-                password_right = True
-                token, secret = accounts.create_token(
-                    session, user, scopes, name=body.name or "login", expires_in=expires)
-                return token_json(token, secret)
-        finally:
-            if password_right:  # after the session ended: SQLite has one writer at a time
-                limiter.refund(keys)
+    def work(session: Session) -> dict[str, Any]:
+        nonlocal password_right
+        user = accounts.authenticate(session, hub.hasher, username or "", password or "")
+        password_right = True
+        token, secret = accounts.create_token(session, user, scopes, name=body.name or "login", expires_in=expires)
+        return token_json(token, secret)
 
     try:
-        return json_response(await run_sync(work), status=201)
+        await run_sync(throttle.charge, limiter, keys)  # outside the unit of work: the limiter commits on its own
     except throttle.TooManyAttempts as exc:
         return json_response(exc.body(), status=exc.status, headers=exc.headers)
+    try:
+        return json_response(await in_session(request, work, write=True), status=201)
+    finally:
+        if password_right:  # after the session ended: SQLite has one writer at a time
+            await run_sync(limiter.refund, keys)
 
 
 @endpoint("GET", "/api/v1/whoami", "The user the token belongs to, and the token's scopes", "accounts",
@@ -101,13 +101,8 @@ async def whoami(request: Request) -> Response:
           access=Access("token"), errors=("unauthenticated",))
 async def list_tokens(request: Request) -> Response:
     who = await principal(request, required=True)
-    hub = ctx(request)
-
-    def work() -> list[dict[str, Any]]:
-        with session_scope(hub.engine) as session:
-            return [token_json(t) for t in accounts.list_tokens(session, who.require_user())]
-
-    return json_response({"tokens": await run_sync(work)})
+    tokens = await in_session(request, accounts.list_tokens, who.require_user())
+    return json_response({"tokens": [token_json(t) for t in tokens]})
 
 
 @endpoint("POST", "/api/v1/tokens", "Create a token; its scopes may not exceed the calling token's", "accounts",
@@ -120,15 +115,9 @@ async def create_token(request: Request) -> Response:
     assert who.scopes is not None
     if not who.scopes.covers(scopes):
         raise HubError("insufficient_scope", "a token cannot create a token with wider scopes than its own")
-    hub = ctx(request)
-
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            token, secret = accounts.create_token(
-                session, who.require_user(), scopes, name=body.name or "token", expires_in=expires)
-            return token_json(token, secret)
-
-    return json_response(await run_sync(work), status=201)
+    token, secret = await in_session(request, accounts.create_token, who.require_user(), scopes,
+                                     name=body.name or "token", expires_in=expires, write=True)
+    return json_response(token_json(token, secret), status=201)
 
 
 @endpoint("DELETE", "/api/v1/tokens/{token_id:id}", "Revoke one of your tokens", "accounts",
@@ -136,13 +125,7 @@ async def create_token(request: Request) -> Response:
           params=(("token_id", "path", "the token's id"),))
 async def revoke_token(request: Request) -> Response:
     who = await principal(request, required=True)
-    hub = ctx(request)
-
-    def work() -> None:
-        with session_scope(hub.engine, write=True) as session:
-            accounts.revoke_token(session, who.require_user(), request.path_params["token_id"])
-
-    await run_sync(work)
+    await in_session(request, accounts.revoke_token, who.require_user(), request.path_params["token_id"], write=True)
     return Response(status_code=204)
 
 
@@ -157,25 +140,20 @@ def org_json(session: Any, org: Organisation) -> dict[str, Any]:
 async def create_org(request: Request) -> Response:
     who = await principal(request, required=True)
     name = (await read_body(request)).name
-    hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            return org_json(session, accounts.create_org(session, who.require_user(), name))
+    def work(session: Session) -> dict[str, Any]:
+        return org_json(session, accounts.create_org(session, who.require_user(), name))
 
-    return json_response(await run_sync(work), status=201)
+    return json_response(await in_session(request, work, write=True), status=201)
 
 
 @endpoint("GET", "/api/v1/orgs/{org}", "An organisation and its members", "accounts", access=PUBLIC,
           errors=("org_not_found",), params=(("org", "path", "organisation name"),))
 async def get_org(request: Request) -> Response:
-    hub = ctx(request)
+    def work(session: Session) -> dict[str, Any]:
+        return org_json(session, accounts.get_org(session, request.path_params["org"]))
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            return org_json(session, accounts.get_org(session, request.path_params["org"]))
-
-    return json_response(await run_sync(work))
+    return json_response(await in_session(request, work))
 
 
 @endpoint("PUT", "/api/v1/orgs/{org}/members/{user}", "Add a member or change their role (owners only)", "accounts",
@@ -195,14 +173,12 @@ async def delete_member(request: Request) -> Response:
 async def _member(request: Request, body: bodies.OrgMember | None) -> Response:
     who = await principal(request, required=True)
     role = body.role if body is not None else None
-    hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            org = accounts.get_org(session, request.path_params["org"])
-            user = accounts.get_user(session, request.path_params["user"])
-            accounts.set_org_member(session, who, org, user, role)
-            session.flush()
-            return org_json(session, org)
+    def work(session: Session) -> dict[str, Any]:
+        org = accounts.get_org(session, request.path_params["org"])
+        user = accounts.get_user(session, request.path_params["user"])
+        accounts.set_org_member(session, who, org, user, role)
+        session.flush()
+        return org_json(session, org)
 
-    return json_response(await run_sync(work))
+    return json_response(await in_session(request, work, write=True))

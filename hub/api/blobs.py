@@ -19,17 +19,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+from sqlmodel import Session
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from hub.api import bodies
-from hub.api._http import Registry, ctx, json_response, principal, read_body, run_sync
+from hub.api._http import Registry, json_response, principal, read_body
 from hub.api.access import Access
-from hub.db import session_scope
+from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import Upload
-from hub.services.access import reader
 from hub.services.blobs import referable, user_holder
+from hub.services.packages import reader
 
 endpoint = Registry()
 PIECE = 1 << 20  # bytes handed to the storage thread at a time
@@ -57,14 +58,12 @@ async def check_blobs(request: Request) -> Response:
     who = await principal(request, required=True)
     user = _publisher(who)
     digests = (await read_body(request, limit=2 << 20)).digests
-    hub = ctx(request)
 
-    def work() -> dict[str, list[str]]:
-        with session_scope(hub.engine, write=True) as session:
-            found = referable(session, user_holder(user.id), digests, readable=reader(session, who), touch=True)
-        return {"missing": sorted(set(digests) - found.keys()), "present": sorted(found)}
+    def work(session: Session) -> dict[str, Any]:
+        return referable(session, user_holder(user.id), digests, readable=reader(session, who), touch=True)
 
-    return json_response(await run_sync(work))
+    found = await in_session(request, work, write=True)
+    return json_response({"missing": sorted(set(digests) - found.keys()), "present": sorted(found)})
 
 
 def _upload_json(upload: Upload, hub: Any) -> dict[str, Any]:

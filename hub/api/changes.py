@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.api import bodies
-from hub.api._http import Registry, ctx, json_response, principal, read_query, run_sync
+from hub.api._http import Registry, json_response, principal, read_query
 from hub.api.access import OPTIONAL
-from hub.db import session_scope
+from hub.context import in_session
 from hub.mirror import feed
 
 endpoint = Registry()
@@ -34,12 +34,5 @@ _EVENT = {"type": "object", "required": ["serial", "action"], "properties": {
 async def changes(request: Request) -> Response:
     who = await principal(request)
     q: bodies.Changes = read_query(request)
-    since, limit = q.since, q.limit
-    hub = ctx(request)
-
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            return feed.changes(session, who, since, limit)
-
-    page = await run_sync(work)
+    page: dict[str, Any] = await in_session(request, feed.changes, who, q.since, q.limit)
     return json_response(page, headers={feed.SERIAL_HEADER: str(page["serial"])})

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from hub.api._http import HubContext, run_sync
+from hub.context import HubContext, run_sync
 from hub.errors import HubError
 from hub.storage import BlobNotFound, StorageError
 

@@ -6,8 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import db
-from hub.api._http import Registry, ctx, json_response, run_sync
+from hub.api._http import Registry, json_response
 from hub.api.access import PUBLIC
+from hub.context import ctx, run_sync
 from hub.errors import HubError
 from hub.storage import StorageError
 

@@ -14,9 +14,10 @@ from starlette.responses import Response
 
 from cvflow.manifest import MANIFEST_FILENAME
 from hub.api import bodies
-from hub.api._http import Registry, ctx, dumps, json_response, principal, read_body, read_query, run_sync
+from hub.api._http import Registry, dumps, json_response, principal, read_body, read_query
 from hub.api.access import OPTIONAL, Access
 from hub.api.downloads import blob_response
+from hub.context import ctx, in_session, run_sync
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.mirror.copies import origin_json
@@ -55,13 +56,7 @@ async def list_packages(request: Request) -> Response:
     q: bodies.Search = read_query(request)
     args = dict(query=q.q.strip()[:200], task=q.task or None, tag=q.tag or None,
                 namespace=q.namespace or None, sort=q.sort, page=q.page, per_page=q.per_page)
-    hub = ctx(request)
-
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            return catalog.search(session, who, **args)  # type: ignore[arg-type]
-
-    return json_response(await run_sync(work))
+    return json_response(await in_session(request, catalog.search, who, **args))
 
 
 @endpoint("POST", "/api/v1/index", "Versions and dependencies of many packages at once, for resolvers", "packages",
@@ -72,13 +67,7 @@ async def list_packages(request: Request) -> Response:
 async def index(request: Request) -> Response:
     who = await principal(request)
     names = (await read_body(request)).packages
-    hub = ctx(request)
-
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            return catalog.index(session, who, sorted(set(names)))
-
-    result = await run_sync(work)
+    result = await in_session(request, catalog.index, who, sorted(set(names)))
     pool = _pool(request)
     if pool is not None:
         remote = await run_sync(pool.remote_names, names)
@@ -104,22 +93,23 @@ async def get_package(request: Request) -> Response:
 
     pool = _pool(request)
 
-    def work() -> tuple[bytes, bool] | str | None:
-        with session_scope(hub.engine) as session:
-            kind = pool.local_kind(session, f"{namespace}/{name}") if pool is not None else "local"
-            if kind == "local":
-                package = packages.get_package(session, who, namespace, name)
-                doc = _with_origin(session, package, catalog.package_document(session, package))
-                # Only a document asked for by its canonical name is cached: writes invalidate that name.
-                return dumps(doc), package.private or package.full_name != f"{namespace}/{name}"
+    def work(session: Session) -> tuple[bytes, bool] | str | None:
+        kind = pool.local_kind(session, f"{namespace}/{name}") if pool is not None else "local"
+        if kind == "local":
+            package = packages.get_package(session, who, namespace, name)
+            doc = _with_origin(session, package, catalog.package_document(session, package))
+            # Only a document asked for by its canonical name is cached: writes invalidate that name.
+            return dumps(doc), package.private or package.full_name != f"{namespace}/{name}"
         return kind
 
     def local() -> dict[str, Any]:  # the versions copied here, for when no upstream answers
+        # A session of its own: the pool calls this after the upstreams failed, long after the
+        # request's unit of work closed (no session is held across calls to other hubs).
         with session_scope(hub.engine) as session:
             package = packages.get_package(session, who, namespace, name)
             return _with_origin(session, package, catalog.package_document(session, package))
 
-    found = await run_sync(work)
+    found = await in_session(request, work)
     if not isinstance(found, tuple):
         assert pool is not None
         doc = await run_sync(pool.package_document, f"{namespace}/{name}", local=local if found else None)
@@ -149,11 +139,9 @@ async def _refuse_shadowing(request: Request, full_name: str) -> None:
     if pool is None or hub.settings.allow_shadowing:
         return
 
-    def exists() -> bool:
-        with session_scope(hub.engine) as session:
-            return pool.local_kind(session, full_name) is not None
-
-    if not await run_sync(exists) and await run_sync(pool.shadowed, full_name):
+    # Before the publish's own unit of work: asking the upstreams is a network call, and no
+    # session (nor SQLite's write lock) is held across one.
+    if await in_session(request, pool.local_kind, full_name) is None and await run_sync(pool.shadowed, full_name):
         raise HubError("name_shadows_upstream", f"an upstream hub has a package {full_name}; a package of that name "
                        "here would shadow it (set CVFLOW_HUB_ALLOW_SHADOWING=1 to allow)",
                        details={"package": full_name})
@@ -193,15 +181,13 @@ async def patch_package(request: Request) -> Response:
     who = await principal(request, required=True)
     private = (await read_body(request)).private
     namespace, name = request.path_params["namespace"], request.path_params["name"]
-    hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            package = packages.update_package(session, who, namespace, name, private=private)
-            session.flush()
-            return catalog.package_document(session, package)
+    def work(session: Session) -> dict[str, Any]:
+        package = packages.update_package(session, who, namespace, name, private=private)
+        session.flush()
+        return catalog.package_document(session, package)
 
-    doc = await run_sync(work)
+    doc = await in_session(request, work, write=True)
     _invalidate(request, namespace, name)
     return json_response(doc)
 
@@ -220,14 +206,13 @@ async def publish(request: Request) -> Response:
     namespace, name = request.path_params["namespace"], request.path_params["name"]
     await _refuse_shadowing(request, f"{namespace}/{name}")
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            version = packages.publish(session, hub.settings, who, namespace, name,
-                                       manifest_toml=manifest, files=files, private=private)  # type: ignore[arg-type]
-            package = packages.get_package(session, who, namespace, name)
-            return catalog.version_document(session, package, version)
+    def work(session: Session) -> dict[str, Any]:
+        version = packages.publish(session, hub.settings, who, namespace, name,
+                                   manifest_toml=manifest, files=files, private=private)  # type: ignore[arg-type]
+        package = packages.get_package(session, who, namespace, name)
+        return catalog.version_document(session, package, version)
 
-    doc = await run_sync(work)
+    doc = await in_session(request, work, write=True)
     _invalidate(request, namespace, name)
     return json_response(doc, status=201, headers={"location": f"/api/v1/packages/{namespace}/{name}/versions/{doc['version']}"})
 
@@ -238,24 +223,21 @@ async def publish(request: Request) -> Response:
 async def get_version(request: Request) -> Response:
     who = await principal(request)
     p = request.path_params
-    hub = ctx(request)
-
     pool = _pool(request)
 
-    def work() -> dict[str, Any] | None:
-        with session_scope(hub.engine) as session:
-            try:
-                package = packages.get_package(session, who, p["namespace"], p["name"])
-                version = packages.get_version(session, package, p["version"])
-            except HubError as exc:
-                if not _from_upstream(session, pool, exc, p):
-                    raise
-                return None
-            doc = catalog.version_document(session, package, version)
-            doc["manifest_toml"] = version.manifest_toml  # mirrors copy the manifest byte for byte
-            return _with_origin(session, package, doc)
+    def work(session: Session) -> dict[str, Any] | None:
+        try:
+            package = packages.get_package(session, who, p["namespace"], p["name"])
+            version = packages.get_version(session, package, p["version"])
+        except HubError as exc:
+            if not _from_upstream(session, pool, exc, p):
+                raise
+            return None
+        doc = catalog.version_document(session, package, version)
+        doc["manifest_toml"] = version.manifest_toml  # mirrors copy the manifest byte for byte
+        return _with_origin(session, package, doc)
 
-    doc = await run_sync(work)
+    doc = await in_session(request, work)
     if doc is None:
         assert pool is not None
         url, doc = await run_sync(pool.version_document, f"{p['namespace']}/{p['name']}", p["version"])
@@ -269,13 +251,7 @@ async def _version_change(request: Request, change: Callable[..., dict[str, Any]
     who = await principal(request, required=True)
     reason = (await read_body(request)).reason
     p = request.path_params
-    hub = ctx(request)
-
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            return change(session, who, p["namespace"], p["name"], p["version"], reason)
-
-    doc = await run_sync(work)
+    doc = await in_session(request, change, who, p["namespace"], p["name"], p["version"], reason, write=True)
     _invalidate(request, p["namespace"], p["name"])
     return json_response(doc)
 
@@ -331,42 +307,40 @@ async def download_file(request: Request) -> Response:
     who = await principal(request)
     p = request.path_params
     hub = ctx(request)
-
     pool = _pool(request)
-
-    def lookup() -> tuple[Any, Any] | None:
-        with session_scope(hub.engine) as session:
-            try:
-                package = packages.get_package(session, who, p["namespace"], p["name"])
-                version = packages.get_version(session, package, p["version"])
-            except HubError as exc:
-                if not _from_upstream(session, pool, exc, p):
-                    raise
-                return None
-            file = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
-            if file is None:
-                raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}")
-            return version, file
-
-    found = await run_sync(lookup)
-    if found is None:  # fetched from an upstream, verified and stored, then sent from here
-        assert pool is not None
-        entry = await run_sync(pool.fetch_file, f"{p['namespace']}/{p['name']}", p["version"], p["path"])
-        return await blob_response(request, hub, entry["sha256"], entry["size"], filename=p["path"].rsplit("/", 1)[-1])
-    version, file = found
-    etag = f'"{file.sha256}"'
-    if request.headers.get("if-none-match") in (etag, "*"):
-        return Response(status_code=304, headers={"etag": etag})
     rng = request.headers.get("range", "")
     # A version is downloaded once per fetch of its manifest, which every pull needs and a
     # client that already has the version does not fetch again (the way Hugging Face counts
     # a model's config file). Resumed ranges and 304s are not new downloads.
-    if file.path == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-")):
-        def count() -> None:
-            with session_scope(hub.engine, write=True) as session:
-                catalog.record_download(session, version)
+    counts = p["path"] == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-"))
 
-        await run_sync(count)
+    def lookup(session: Session) -> tuple[str, Any] | None:
+        try:
+            package = packages.get_package(session, who, p["namespace"], p["name"])
+            version = packages.get_version(session, package, p["version"])
+        except HubError as exc:
+            if not _from_upstream(session, pool, exc, p):
+                raise
+            return None
+        file = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
+        if file is None:
+            raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}")
+        etag = f'"{file.sha256}"'
+        if request.headers.get("if-none-match") in (etag, "*"):
+            return etag, None
+        if counts:
+            catalog.record_download(session, version)
+        return etag, file
+
+    # One unit of work finds the file and counts the download; the bytes are sent after it closed.
+    found = await in_session(request, lookup, write=counts)
+    if found is None:  # fetched from an upstream, verified and stored, then sent from here
+        assert pool is not None
+        entry = await run_sync(pool.fetch_file, f"{p['namespace']}/{p['name']}", p["version"], p["path"])
+        return await blob_response(request, hub, entry["sha256"], entry["size"], filename=p["path"].rsplit("/", 1)[-1])
+    etag, file = found
+    if file is None:
+        return Response(status_code=304, headers={"etag": etag})
     return await blob_response(request, hub, file.sha256, file.size, filename=file.path.rsplit("/", 1)[-1])
 
 
@@ -375,16 +349,14 @@ async def download_file(request: Request) -> Response:
 async def downloads(request: Request) -> Response:
     who = await principal(request)
     p = request.path_params
-    hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            package = packages.get_package(session, who, p["namespace"], p["name"])
-            since = (utcnow() - timedelta(days=90)).date()
-            return {"package": package.full_name, "total": package.downloads,
-                    "days": catalog.download_history(session, package, since)}
+    def work(session: Session) -> dict[str, Any]:
+        package = packages.get_package(session, who, p["namespace"], p["name"])
+        since = (utcnow() - timedelta(days=90)).date()
+        return {"package": package.full_name, "total": package.downloads,
+                "days": catalog.download_history(session, package, since)}
 
-    return json_response(await run_sync(work))
+    return json_response(await in_session(request, work))
 
 
 @endpoint("PUT", "/api/v1/packages/{namespace}/{name}/roles/{user}", "Make a user owner or maintainer (owners only)",
@@ -406,12 +378,10 @@ async def _role(request: Request, body: bodies.PackageRole | None) -> Response:
     who = await principal(request, required=True)
     role = body.role if body is not None else None
     p = request.path_params
-    hub = ctx(request)
 
-    def work() -> None:
-        with session_scope(hub.engine, write=True) as session:
-            packages.set_role(session, who, p["namespace"], p["name"], get_user(session, p["user"]), role)
+    def work(session: Session) -> None:
+        packages.set_role(session, who, p["namespace"], p["name"], get_user(session, p["user"]), role)
 
-    await run_sync(work)
+    await in_session(request, work, write=True)
     _invalidate(request, p["namespace"], p["name"])
     return Response(status_code=204)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.api import bodies
-from hub.api._http import Registry, ctx, json_response, principal, read_body, run_sync
+from hub.api._http import Registry, json_response, principal, read_body
 from hub.api.access import OPTIONAL, PUBLIC, Access
-from hub.db import session_scope
+from hub.context import ctx, in_session
 from hub.errors import HubError
 from hub.models import Repository
-from hub.services import packages, webhooks
-from hub.services import repositories as registry
+from hub.services import packages
+from indexer import registry, webhooks
 
 endpoint = Registry()
 
@@ -43,15 +44,14 @@ async def register(request: Request) -> Response:
     body: bodies.NewRepository = await read_body(request)
     hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            repo = registry.register(session, hub.settings, who, url=body.url, namespace=body.namespace,
-                                     subdir=body.subdir, branch_pattern=body.branch_pattern,
-                                     tag_pattern=body.tag_pattern, private=body.private)
-            session.flush()
-            return registry.document(session, who, repo)
+    def work(session: Session) -> dict[str, Any]:
+        repo = registry.register(session, hub.settings, who, url=body.url, namespace=body.namespace,
+                                 subdir=body.subdir, branch_pattern=body.branch_pattern,
+                                 tag_pattern=body.tag_pattern, private=body.private)
+        session.flush()
+        return registry.document(session, who, repo)
 
-    doc = await run_sync(work)
+    doc = await in_session(request, work, write=True)
     return json_response(doc, status=201, headers={"location": f"/api/v1/repositories/{doc['id']}"})
 
 
@@ -59,13 +59,11 @@ async def register(request: Request) -> Response:
           response={"type": "object", "properties": {"repositories": {"type": "array", "items": _DOC}}})
 async def list_repositories(request: Request) -> Response:
     who = await principal(request, required=True)
-    hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            return {"repositories": [registry.document(session, who, r) for r in registry.list_managed(session, who)]}
+    def work(session: Session) -> dict[str, Any]:
+        return {"repositories": [registry.document(session, who, r) for r in registry.list_managed(session, who)]}
 
-    return json_response(await run_sync(work))
+    return json_response(await in_session(request, work))
 
 
 @endpoint("GET", "/api/v1/repositories/{repository_id:id}",
@@ -73,14 +71,12 @@ async def list_repositories(request: Request) -> Response:
           "repositories", access=OPTIONAL, errors=("repository_not_found",), params=_ID, response=_DOC)
 async def get_repository(request: Request) -> Response:
     who = await principal(request)
-    hub = ctx(request)
     repository_id = request.path_params["repository_id"]
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            return registry.document(session, who, registry.get_repository(session, who, repository_id))
+    def work(session: Session) -> dict[str, Any]:
+        return registry.document(session, who, registry.get_repository(session, who, repository_id))
 
-    return json_response(await run_sync(work))
+    return json_response(await in_session(request, work))
 
 
 @endpoint("DELETE", "/api/v1/repositories/{repository_id:id}",
@@ -90,14 +86,12 @@ async def get_repository(request: Request) -> Response:
           errors=("repository_not_found", "forbidden"), params=_ID, status=204)
 async def delete_repository(request: Request) -> Response:
     who = await principal(request, required=True)
-    hub = ctx(request)
     repository_id = request.path_params["repository_id"]
 
-    def work() -> None:
-        with session_scope(hub.engine, write=True) as session:
-            registry.unregister(session, registry.get_repository(session, who, repository_id, manage=True))
+    def work(session: Session) -> None:
+        registry.unregister(session, registry.get_repository(session, who, repository_id, manage=True))
 
-    await run_sync(work)
+    await in_session(request, work, write=True)
     return Response(status_code=204)
 
 
@@ -107,14 +101,12 @@ async def delete_repository(request: Request) -> Response:
           response={"type": "object", "properties": {"queued": {"type": "boolean"}, "job": {"type": "integer"}}})
 async def reindex(request: Request) -> Response:
     who = await principal(request, required=True)
-    hub = ctx(request)
     repository_id = request.path_params["repository_id"]
 
-    def work() -> int:
-        with session_scope(hub.engine, write=True) as session:
-            return registry.reindex(session, registry.get_repository(session, who, repository_id, manage=True))
+    def work(session: Session) -> int:
+        return registry.reindex(session, registry.get_repository(session, who, repository_id, manage=True))
 
-    return json_response({"queued": True, "job": await run_sync(work)}, status=202)
+    return json_response({"queued": True, "job": await in_session(request, work, write=True)}, status=202)
 
 
 @endpoint("POST", "/api/v1/repositories/{repository_id:id}/webhook",
@@ -133,20 +125,18 @@ async def webhook(request: Request) -> Response:
         body += chunk
         if len(body) > _WEBHOOK_BODY_LIMIT:
             raise HubError("body_too_large", f"webhook bodies may be at most {_WEBHOOK_BODY_LIMIT} bytes")
-    hub = ctx(request)
     repository_id = request.path_params["repository_id"]
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine, write=True) as session:
-            repo = session.get(Repository, repository_id)
-            if repo is None:
-                raise HubError("repository_not_found", f"no repository {repository_id}")
-            event = webhooks.verify(request.headers, bytes(body), repo.webhook_secret)
-            if not event.relevant:
-                return {"queued": False, "event": event.event}
-            return {"queued": True, "event": event.event, "job": registry.reindex(session, repo)}
+    def work(session: Session) -> dict[str, Any]:
+        repo = session.get(Repository, repository_id)
+        if repo is None:
+            raise HubError("repository_not_found", f"no repository {repository_id}")
+        event = webhooks.verify(request.headers, bytes(body), repo.webhook_secret)
+        if not event.relevant:
+            return {"queued": False, "event": event.event}
+        return {"queued": True, "event": event.event, "job": registry.reindex(session, repo)}
 
-    return json_response(await run_sync(work), status=202)
+    return json_response(await in_session(request, work, write=True), status=202)
 
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/repository",
@@ -156,15 +146,13 @@ async def webhook(request: Request) -> Response:
           response=_DOC)
 async def package_repository(request: Request) -> Response:
     who = await principal(request)
-    hub = ctx(request)
     namespace, name = request.path_params["namespace"], request.path_params["name"]
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            package = packages.get_package(session, who, namespace, name)
-            repo = registry.for_package(session, package)
-            if repo is None:
-                raise HubError("repository_not_found", f"{package.full_name} is not indexed from a git repository")
-            return registry.document(session, who, repo)
+    def work(session: Session) -> dict[str, Any]:
+        package = packages.get_package(session, who, namespace, name)
+        repo = registry.for_package(session, package)
+        if repo is None:
+            raise HubError("repository_not_found", f"{package.full_name} is not indexed from a git repository")
+        return registry.document(session, who, repo)
 
-    return json_response(await run_sync(work))
+    return json_response(await in_session(request, work))

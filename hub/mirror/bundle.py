@@ -23,7 +23,7 @@ from sqlmodel import select
 from cvflow.bundle import BundleError, BundleManifest, BundleReader, write_bundle
 from cvflow.errors import CVFlowError
 from cvflow.names import PackageName
-from hub.api._http import HubContext
+from hub.context import HubContext
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.mirror import copies

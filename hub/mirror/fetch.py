@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cvflow import errors as client_errors
 from cvflow.api import HubClient
-from hub.api._http import HubContext
+from hub.context import HubContext
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Blob

@@ -244,6 +244,10 @@ class RedisThrottle:
 
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), **kwargs)
 
+    def close(self) -> None:
+        """Close the client's connections (the app's lifespan calls this at shutdown)."""
+        self.client.close()
+
     def _keys(self, keys: Iterable[str]) -> list[str]:
         return [self.prefix + "index", *(self.prefix + k for k in sorted(set(keys)))]
 

@@ -84,7 +84,7 @@ def test_forwarded_proto_from_an_untrusted_address_is_ignored(hub: LiveHub) -> N
     # The same hub behind a server that trusts only a proxy at 10.1.2.3: a client on loopback
     # cannot claim https for itself.
     config = uvicorn.Config(create_app(hub.context.settings, context=hub.context), host="127.0.0.1", port=free_port(),
-                            log_level="warning", lifespan="off", proxy_headers=True, forwarded_allow_ips="10.1.2.3")
+                            log_level="warning", lifespan="on", proxy_headers=True, forwarded_allow_ips="10.1.2.3")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

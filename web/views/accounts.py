@@ -7,14 +7,13 @@ import re
 import secrets
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from cvflow.errors import InvalidNameError
 from cvflow.names import validate_namespace
-from hub.api._http import ctx, run_sync
-from hub.db import session_scope
+from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import User, UserIdentity
 from hub.security import Scopes
@@ -58,15 +57,11 @@ async def login(request: Request) -> Response:
     hub = ctx(request)
     limits = limiter(request)
 
-    def work() -> User:
-        throttle.charge(limits, keys)
-        with session_scope(hub.engine, write=True) as session:  # write: authenticate may rehash
-            user = accounts.authenticate(session, hub.hasher, username, password)
-        limits.refund(keys)  # only failures add up
-        return user
-
     try:
-        user = await run_sync(work)
+        await run_sync(throttle.charge, limits, keys)  # outside the unit of work: the limiter commits on its own
+        # write: authenticate may rehash
+        user = await in_session(request, accounts.authenticate, hub.hasher, username, password, write=True)
+        await run_sync(limits.refund, keys)  # only failures add up; after the session ended
     except throttle.TooManyAttempts as exc:
         page = render(request, "login.html", status=429, providers=providers(request), next=nxt,
                       error="Too many sign-in attempts. Wait a few minutes and try again.")
@@ -90,39 +85,36 @@ async def tokens_page(request: Request) -> Response:
     who = await web_principal(request)
     if who.user is None:
         return RedirectResponse("/login?next=/settings/tokens", status_code=303)
-    hub = ctx(request)
-    created: dict[str, Any] | None = None
-    error = None
-    if request.method == "POST":
-        form = await request.form()
-        action = form.get("action")
+    form = await request.form() if request.method == "POST" else None
 
-        def change() -> dict[str, Any] | None:
-            with session_scope(hub.engine, write=True) as session:
-                user = session.get(User, who.user.id)  # type: ignore[union-attr]
-                assert user is not None
-                if action == "revoke":
-                    token_id = str(form.get("token_id") or "")
-                    accounts.revoke_token(session, user, int(token_id) if token_id.isdigit() else 0)
-                    return None
-                scopes = [s for s in form.getlist("scopes") if s in TOKEN_SCOPE_CHOICES]
-                target = str(form.get("publish_to") or "").strip()
-                if target:
-                    scopes = [s for s in scopes if s != "publish"] + [f"publish:{target}"]
-                token, secret = accounts.create_token(session, user, Scopes.parse(scopes or ["read"]),
-                                                      name=str(form.get("name") or "web")[:100])
-                return {"name": token.name, "secret": secret, "scopes": token.scopes}
+    def change(session: Session, user: User) -> dict[str, Any] | None:
+        assert form is not None
+        if form.get("action") == "revoke":
+            token_id = str(form.get("token_id") or "")
+            accounts.revoke_token(session, user, int(token_id) if token_id.isdigit() else 0)
+            return None
+        scopes = [s for s in form.getlist("scopes") if s in TOKEN_SCOPE_CHOICES]
+        target = str(form.get("publish_to") or "").strip()
+        if target:
+            scopes = [s for s in scopes if s != "publish"] + [f"publish:{target}"]
+        token, secret = accounts.create_token(session, user, Scopes.parse(scopes or ["read"]),
+                                              name=str(form.get("name") or "web")[:100])
+        return {"name": token.name, "secret": secret, "scopes": token.scopes}
 
-        try:
-            created = await run_sync(change)
-        except (HubError, ValueError) as exc:
-            error = exc.message if isinstance(exc, HubError) else str(exc)
+    def work(session: Session) -> tuple[dict[str, Any] | None, str | None, list[Any]]:
+        user = session.get(User, who.user.id)  # type: ignore[union-attr]
+        assert user is not None
+        created, error = None, None
+        if form is not None:
+            try:
+                with session.begin_nested():  # a refused change is undone; the page still lists the tokens
+                    created = change(session, user)
+            except (HubError, ValueError) as exc:
+                error = exc.message if isinstance(exc, HubError) else str(exc)
+        return created, error, accounts.list_tokens(session, user)
 
-    def listing() -> list[Any]:
-        with session_scope(hub.engine) as session:
-            return accounts.list_tokens(session, who.user)  # type: ignore[arg-type]
-
-    return render(request, "tokens.html", tokens=await run_sync(listing), created=created, error=error,
+    created, error, tokens = await in_session(request, work, write=form is not None)
+    return render(request, "tokens.html", tokens=tokens, created=created, error=error,
                   status=400 if error else 200)
 
 
@@ -175,19 +167,18 @@ async def oidc_callback(request: Request) -> Response:
         return _sign_in_failed(request, name, "the provider sent no subject")
     hub = ctx(request)
 
-    def link() -> User:
-        with session_scope(hub.engine, write=True) as session:
-            identity = session.get(UserIdentity, (name, subject))
-            if identity is not None:
-                user = session.get(User, identity.user_id)
-                assert user is not None
-                return user
-            user = accounts.create_user(session, hub.hasher, _free_name(session, claims), None,
-                                        email=claims.get("email"))
-            session.add(UserIdentity(provider=name, subject=subject, user_id=user.id))  # type: ignore[arg-type]
+    def link(session: Session) -> User:
+        identity = session.get(UserIdentity, (name, subject))
+        if identity is not None:
+            user = session.get(User, identity.user_id)
+            assert user is not None
             return user
+        user = accounts.create_user(session, hub.hasher, _free_name(session, claims), None,
+                                    email=claims.get("email"))
+        session.add(UserIdentity(provider=name, subject=subject, user_id=user.id))  # type: ignore[arg-type]
+        return user
 
-    user = await run_sync(link)
+    user = await in_session(request, link, write=True)
     nxt = request.session.pop("oidc_next", "/")
     sign_in(request, user)
     return RedirectResponse(_safe_next(nxt), status_code=303)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import Session, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from hub.api._http import ctx, run_sync
-from hub.db import session_scope
+from hub.context import ctx, in_session
 from hub.models import Blob, Package, Upload, User, Version, YankEvent
 from web.session import web_principal
 from web.templating import render
@@ -24,19 +23,18 @@ async def admin_page(request: Request) -> Response:
         return render(request, "error.html", status=403, title="Forbidden", message="Administrators only.")
     hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            users = session.exec(select(User).order_by(User.name).limit(500)).all()
-            yanks = session.exec(
-                select(YankEvent, Version.version, Package.full_name)
-                .join(Version, Version.id == YankEvent.version_id)  # type: ignore[arg-type]
-                .join(Package, Package.id == Version.package_id)  # type: ignore[arg-type]
-                .order_by(YankEvent.created_at.desc()).limit(50)  # type: ignore[attr-defined]
-            ).all()
-            blobs, stored = session.exec(select(sa.func.count(), sa.func.coalesce(sa.func.sum(Blob.size), 0))).one()
-            uploads = session.exec(select(sa.func.count()).select_from(Upload)).one()
-            package_count = session.exec(select(sa.func.count()).select_from(Package)).one()
-            return {"users": users, "yanks": yanks, "blob_count": blobs, "stored_bytes": int(stored),
-                    "open_uploads": uploads, "package_count": package_count, "storage_url": hub.store.url}
+    def work(session: Session) -> dict[str, Any]:
+        users = session.exec(select(User).order_by(User.name).limit(500)).all()
+        yanks = session.exec(
+            select(YankEvent, Version.version, Package.full_name)
+            .join(Version, Version.id == YankEvent.version_id)  # type: ignore[arg-type]
+            .join(Package, Package.id == Version.package_id)  # type: ignore[arg-type]
+            .order_by(YankEvent.created_at.desc()).limit(50)  # type: ignore[attr-defined]
+        ).all()
+        blobs, stored = session.exec(select(sa.func.count(), sa.func.coalesce(sa.func.sum(Blob.size), 0))).one()
+        uploads = session.exec(select(sa.func.count()).select_from(Upload)).one()
+        package_count = session.exec(select(sa.func.count()).select_from(Package)).one()
+        return {"users": users, "yanks": yanks, "blob_count": blobs, "stored_bytes": int(stored),
+                "open_uploads": uploads, "package_count": package_count, "storage_url": hub.store.url}
 
-    return render(request, "admin.html", **await run_sync(work))
+    return render(request, "admin.html", **await in_session(request, work))

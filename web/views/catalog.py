@@ -13,11 +13,10 @@ from starlette.responses import RedirectResponse, Response
 
 from cvflow.manifest import TASKS
 from cvflow.names import package_key
-from hub.api._http import ctx, run_sync
-from hub.db import session_scope
+from hub.context import ctx, in_session
 from hub.errors import HubError
 from hub.models import Dependency, File, Namespace, Organisation, Package, Version, utcnow
-from hub.services import access, accounts, catalog, packages
+from hub.services import accounts, catalog, packages
 from hub.services.accounts import Principal
 from web.charts import ZooPoint, downloads_svg, zoo_svg
 from web.markdown import render_markdown
@@ -33,15 +32,13 @@ _readme_cache: dict[str, str] = {}
 
 async def home(request: Request) -> Response:
     who = await web_principal(request)
-    hub = ctx(request)
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            recent = catalog.search(session, who, sort="recent", per_page=8)["results"]
-            popular = catalog.search(session, who, sort="downloads", per_page=8)["results"]
+    def work(session: Session) -> dict[str, Any]:
+        recent = catalog.search(session, who, sort="recent", per_page=8)["results"]
+        popular = catalog.search(session, who, sort="downloads", per_page=8)["results"]
         return {"recent": recent, "popular": popular, "tasks": sorted(TASKS)}
 
-    return render(request, "home.html", **await run_sync(work))
+    return render(request, "home.html", **await in_session(request, work))
 
 
 def page_number(request: Request) -> int:
@@ -57,14 +54,9 @@ async def search(request: Request) -> Response:
     args = {"query": q.get("q", "").strip()[:200], "task": q.get("task") or None, "tag": q.get("tag") or None,
             "framework": q.get("framework") or None, "sort": q.get("sort") or "downloads"}
     page = page_number(request)
-    hub = ctx(request)
-
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            return catalog.search(session, who, page=page, per_page=SEARCH_PER_PAGE, **args)  # type: ignore[arg-type]
 
     try:
-        found = await run_sync(work)
+        found = await in_session(request, catalog.search, who, page=page, per_page=SEARCH_PER_PAGE, **args)
     except HubError as exc:
         return render(request, "search.html", status=400, error=exc.message, args=args, found=None, tasks=sorted(TASKS))
     return render(request, "search.html", args=args, found=found, pages=page_count(found), tasks=sorted(TASKS),
@@ -99,7 +91,7 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
     files = list(session.exec(select(File).where(File.version_id == row.id).order_by(File.path)))
     manifest = json.loads(row.manifest)
     deps = list(session.exec(select(Dependency).where(Dependency.version_id == row.id).order_by(Dependency.package)))
-    visible = access.visible_filter(session, who)
+    visible = catalog.visible_filter(session, who)
     reverse = sorted(set(session.exec(
         select(Package.full_name).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
         .join(Dependency, Dependency.version_id == Version.id)  # type: ignore[arg-type]
@@ -117,7 +109,7 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
         "install_line": f"cvflow install {package.full_name}@{row.version}",
         "run_line": f"cvflow run {package.full_name}" + (f":{solver}" if solver else ""),
         "source": {"repository": row.source_repository, "commit": row.source_commit} if row.source_repository else None,
-        "can_publish": access.may_publish(session, who, package),
+        "can_publish": packages.package_role(session, package, who.user) in {"owner", "maintainer"} or who.is_admin,
     }
 
 
@@ -126,15 +118,14 @@ async def package_page(request: Request) -> Response:
     p = request.path_params
     hub = ctx(request)
 
-    def work() -> dict[str, Any] | str:
-        with session_scope(hub.engine) as session:
-            package = packages.get_package(session, who, p["namespace"], p["name"])
-            if package.full_name != f"{p['namespace']}/{p['name']}":
-                return package.full_name  # a look-alike spelling: sent on to the canonical page
-            return package_context(session, hub, who, p["namespace"], p["name"], p.get("version"))
+    def work(session: Session) -> dict[str, Any] | str:
+        package = packages.get_package(session, who, p["namespace"], p["name"])
+        if package.full_name != f"{p['namespace']}/{p['name']}":
+            return package.full_name  # a look-alike spelling: sent on to the canonical page
+        return package_context(session, hub, who, p["namespace"], p["name"], p.get("version"))
 
     try:
-        context = await run_sync(work)
+        context = await in_session(request, work)
     except HubError as exc:
         if exc.status == 404:
             return render(request, "error.html", status=404, title="Not found", message=exc.message)
@@ -158,7 +149,7 @@ def _canonical_url(request: Request, full_name: str) -> str:
 def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
     rows = session.exec(
         select(Package.full_name, Version.manifest).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
-        .where(Package.task == task, Version.version == Package.latest_version, access.visible_filter(session, who))
+        .where(Package.task == task, Version.version == Package.latest_version, catalog.visible_filter(session, who))
         .order_by(Package.full_name)
     )
     points = []
@@ -175,7 +166,7 @@ def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, An
 def task_counts(session: Session, who: Principal) -> dict[str, int]:
     """How many packages the caller can see per task, in one query."""
     rows = session.exec(
-        select(Package.task, sa.func.count()).where(Package.task.is_not(None), access.visible_filter(session, who))  # type: ignore[union-attr]
+        select(Package.task, sa.func.count()).where(Package.task.is_not(None), catalog.visible_filter(session, who))  # type: ignore[union-attr]
         .group_by(Package.task)
     )
     found = dict(rows.all())
@@ -185,40 +176,36 @@ def task_counts(session: Session, who: Principal) -> dict[str, int]:
 async def zoo(request: Request) -> Response:
     who = await web_principal(request)
     task = request.path_params.get("task")
-    hub = ctx(request)
     if task is not None and task not in TASKS:
         return render(request, "error.html", status=404, title="Not found", message=f"no task {task!r}")
 
-    def work() -> dict[str, Any]:
-        with session_scope(hub.engine) as session:
-            if task is None:
-                return {"task": None, "counts": task_counts(session, who)}
-            points = zoo_points(session, who, task)
+    def work(session: Session) -> dict[str, Any]:
+        if task is None:
+            return {"task": None, "counts": task_counts(session, who)}
+        points = zoo_points(session, who, task)
         chart = zoo_svg([ZooPoint(p["name"], p["accuracy"], p["latency_ms"], p["memory_mb"]) for p in points])
         return {"task": task, "points": points, "chart": chart}
 
-    return render(request, "zoo.html", **await run_sync(work))
+    return render(request, "zoo.html", **await in_session(request, work))
 
 
 async def namespace_page(request: Request) -> Response:
     who = await web_principal(request)
     name = request.path_params["namespace"]
     page = page_number(request)
-    hub = ctx(request)
 
-    def work() -> dict[str, Any] | None:
-        with session_scope(hub.engine) as session:
-            ns = session.exec(select(Namespace).where(Namespace.name == name)).first()
-            if ns is None:
-                return None
-            members = []
-            if ns.kind == "org":
-                org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
-                members = [{"name": u.name, "role": r} for u, r in accounts.org_members(session, org)]
-            found = catalog.search(session, who, namespace=name, sort="name", page=page, per_page=NAMESPACE_PER_PAGE)
-            return {"namespace": name, "kind": ns.kind, "members": members, "found": found, "pages": page_count(found)}
+    def work(session: Session) -> dict[str, Any] | None:
+        ns = session.exec(select(Namespace).where(Namespace.name == name)).first()
+        if ns is None:
+            return None
+        members = []
+        if ns.kind == "org":
+            org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+            members = [{"name": u.name, "role": r} for u, r in accounts.org_members(session, org)]
+        found = catalog.search(session, who, namespace=name, sort="name", page=page, per_page=NAMESPACE_PER_PAGE)
+        return {"namespace": name, "kind": ns.kind, "members": members, "found": found, "pages": page_count(found)}
 
-    context = await run_sync(work)
+    context = await in_session(request, work)
     if context is None:
         return render(request, "error.html", status=404, title="Not found", message=f"no user or organisation {name!r}")
     return render(request, "namespace.html", **context)

@@ -1,7 +1,7 @@
 """Publish from git: register a repository with the indexer, list the ones you manage, re-index.
 
 The rules (who may register where, which URLs and patterns are accepted, who manages a
-repository) are the hub's, in :mod:`hub.services.repositories`; this module only turns the form into
+repository) are the indexer's, in :mod:`indexer.registry`; this module only turns the form into
 its arguments and its errors into the page.
 """
 
@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from hub.api._http import ctx, run_sync
-from hub.db import session_scope
+from hub.context import ctx, in_session
 from hub.errors import HubError
-from hub.services import repositories as registry
 from hub.services.accounts import Principal
+from indexer import registry
 from web.session import web_principal
 from web.templating import render
 
@@ -46,7 +46,8 @@ async def publish_git_page(request: Request) -> Response:
         if value.isascii() and value.isdigit():
             notice = (kind, int(value))
             break
-    return await _render(request, who, values={"namespace": who.user.name}, notice=notice)
+    repositories = await in_session(request, _listing, who)
+    return _render(request, repositories, values={"namespace": who.user.name}, notice=notice)
 
 
 async def _signed_in_form(request: Request) -> tuple[Principal, FormData] | Response:
@@ -68,24 +69,29 @@ async def register(request: Request) -> Response:
     values = _values(form)
     private = form.get("private") == "on"
     hub = ctx(request)
+    read_only = hub.settings.read_only
 
-    def work() -> int:
-        if hub.settings.read_only:
-            raise HubError("read_only", "this hub is read-only (a mirror); register the repository on its upstream")
-        with session_scope(hub.engine, write=True) as session:
-            repo = registry.register(session, hub.settings, who, url=values["url"],
-                                     namespace=values["namespace"] or None, subdir=values["subdir"],
-                                     tag_pattern=values["tag_pattern"], branch_pattern=values["branch_pattern"],
-                                     private=private)
-            assert repo.id is not None
-            return repo.id
+    def work(session: Session) -> int | tuple[HubError, list[dict[str, Any]]]:
+        # One unit of work: the registration, or, when it is refused, the listing the form is shown with.
+        try:
+            if read_only:
+                raise HubError("read_only", "this hub is read-only (a mirror); register the repository on its upstream")
+            with session.begin_nested():  # a refused registration leaves nothing behind
+                repo = registry.register(session, hub.settings, who, url=values["url"],
+                                         namespace=values["namespace"] or None, subdir=values["subdir"],
+                                         tag_pattern=values["tag_pattern"], branch_pattern=values["branch_pattern"],
+                                         private=private)
+        except HubError as exc:
+            return exc, _listing(session, who)
+        assert repo.id is not None
+        return repo.id
 
-    try:
-        repository_id = await run_sync(work)
-    except HubError as exc:
-        return await _render(request, who, values={**values, "private": private}, error=exc,
-                             status=_page_status(exc))
-    return RedirectResponse(f"{PAGE}?registered={repository_id}", status_code=303)
+    done = await in_session(request, work, write=not read_only)
+    if isinstance(done, tuple):
+        error, repositories = done
+        return _render(request, repositories, values={**values, "private": private}, error=error,
+                       status=_page_status(error))
+    return RedirectResponse(f"{PAGE}?registered={done}", status_code=303)
 
 
 async def reindex(request: Request) -> Response:
@@ -93,15 +99,13 @@ async def reindex(request: Request) -> Response:
     if isinstance(posted, Response):
         return posted
     who, _ = posted
-    hub = ctx(request)
     repository_id = request.path_params["repository_id"]
 
-    def work() -> None:
-        with session_scope(hub.engine, write=True) as session:
-            registry.reindex(session, registry.get_repository(session, who, repository_id, manage=True))
+    def work(session: Session) -> None:
+        registry.reindex(session, registry.get_repository(session, who, repository_id, manage=True))
 
     try:
-        await run_sync(work)
+        await in_session(request, work, write=True)
     except HubError as exc:
         title = "Not found" if exc.status == 404 else "Cannot do that"
         return render(request, "error.html", status=exc.status, title=title, message=exc.message)
@@ -114,15 +118,13 @@ def _values(form: FormData) -> dict[str, str]:
     return {key: str(form.get(key) or "").strip()[:_FIELD_LIMIT] for key in FIELDS}
 
 
-async def _render(request: Request, who: Principal, *, values: dict[str, Any], error: HubError | None = None,
-                  notice: tuple[str, int] | None = None, status: int = 200) -> Response:
-    hub = ctx(request)
+def _listing(session: Session, who: Principal) -> list[dict[str, Any]]:
+    """The repositories ``who`` manages, as the page shows them."""
+    return [registry.document(session, who, repo) for repo in registry.list_managed(session, who)]
 
-    def listing() -> list[dict[str, Any]]:
-        with session_scope(hub.engine) as session:
-            return [registry.document(session, who, repo) for repo in registry.list_managed(session, who)]
 
-    repositories = await run_sync(listing)
+def _render(request: Request, repositories: list[dict[str, Any]], *, values: dict[str, Any],
+            error: HubError | None = None, notice: tuple[str, int] | None = None, status: int = 200) -> Response:
     if notice is not None and notice[1] not in {doc["id"] for doc in repositories}:
         notice = None  # only news about a repository this visitor manages
     return render(request, "publish_git.html", status=status, values=values, error=error, notice=notice,
