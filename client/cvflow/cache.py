@@ -35,43 +35,27 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cvflow.errors import CVFlowError, HubError, HubUnavailableError, IntegrityError, InvalidVersionError
+from cvflow.errors import CVFlowError, IntegrityError, InvalidVersionError
 from cvflow.locks import file_lock
 from cvflow.names import PackageName, normalize_name, package_key
 from cvflow.paths import SHA256_RE, FileEntry, validate_file_list
-from cvflow.progress import format_size
+from cvflow.transfer import DEFAULT_POLICY, DiskFullError, RetryPolicy, download
+from cvflow.transfer import write_all as _write  # the one function downloads write with (a test seam)
 from cvflow.versions import Version
 
 if TYPE_CHECKING:
-    import httpx
-
     from cvflow.api import HubClient
 
 __all__ = ["STAMPS_FILE", "VERSION_FILE", "Cache", "CachedVersion", "DiskFullError"]
 
 VERSION_FILE = ".cvflow-version.json"
 STAMPS_FILE = ".cvflow-stamps.json"
-CHUNK = 1 << 20
-ATTEMPTS = 3  # a download cut mid-way is resumed this many times in all before giving up
-
-
-class DiskFullError(CVFlowError, OSError):
-    """The disk filled up while downloading; the partial file stays for a later resume."""
-
-    code = "disk_full"
 
 
 class CachedVersion(NamedTuple):
     name: str
     version: str
     size: int
-
-
-def _write(fd: int, data: bytes | memoryview) -> None:
-    """Write all of ``data`` (the one place downloads touch the disk)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _stable_mtime_ns() -> int:
@@ -104,9 +88,10 @@ def _version_key(version: str) -> tuple[Any, ...]:
 class Cache:
     """The cache under ``root``. Safe to share between threads and processes."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, retry: RetryPolicy = DEFAULT_POLICY) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.retry = retry
         self._verified: dict[str, tuple[int, int]] = {}  # digest -> (inode, mtime) hashed ok here
         self._memo_lock = threading.Lock()
 
@@ -202,8 +187,9 @@ class Cache:
     ) -> Path:
         """The blob ``digest``, downloaded from ``url_path`` unless the cache has it.
 
-        A partial download in ``tmp/`` is resumed with a Range request, and a download cut
-        mid-way is resumed up to ``ATTEMPTS`` times. ``progress`` receives byte counts.
+        A partial download in ``tmp/`` is resumed with a Range request; transient failures
+        (a cut, a timeout, 5xx, 429) are tried again with backoff as ``self.retry`` says (see
+        :mod:`cvflow.transfer`). ``progress`` receives byte counts.
 
         Raises:
             IntegrityError: the bytes do not hash to ``digest`` (nothing is kept).
@@ -223,105 +209,14 @@ class Cache:
 
     def _download(self, client: HubClient, url_path: str, digest: str, size: int,
                   progress: Callable[[int], None] | None, log: Callable[[str], None], what: str) -> None:
-        partial = self._tmp() / f"{digest}.incomplete"
-        attempt, fresh_retry = 0, False
-        while True:
-            attempt += 1
-            have = partial.stat().st_size if partial.exists() else 0
-            if have > size:
-                partial.unlink()
-                have = 0
-            if attempt == 1 and have:
-                log(f"resuming {what} at {format_size(have)} of {format_size(size)}")
-                if progress:
-                    progress(have)
-            received = [0]
-            try:
-                hasher = self._receive(client, url_path, digest, partial, have, size, progress, received, what)
-            except HubUnavailableError as exc:
-                done = partial.stat().st_size if partial.exists() else 0
-                if received[0] and attempt < ATTEMPTS:
-                    log(f"download of {what} was cut at {format_size(done)}; resuming")
-                    continue
-                if done:
-                    raise HubUnavailableError(
-                        f"download of {what} stopped at {done} of {size} bytes ({exc.message});"
-                        " run the same command again to resume"
-                    ) from exc
-                raise
-            except IntegrityError:  # a wrong ETag, or too many bytes: keep none of it
-                partial.unlink(missing_ok=True)
-                raise
-            actual = hasher.hexdigest()
-            if hmac.compare_digest(actual, digest):
-                break
-            partial.unlink(missing_ok=True)
-            if have and not fresh_retry:  # the earlier partial may be what was wrong: start afresh once
-                fresh_retry = True
-                log(f"{what} did not verify after resuming; downloading it again from the start")
-                continue
-            raise IntegrityError(
-                f"{what}: the downloaded bytes have sha256 {actual}, not {digest} as the hub promised;"
-                " nothing was stored"
-            )
-        partial.chmod(0o444)
-        stable = _stable_mtime_ns()
-        os.utime(partial, ns=(stable, stable))
-        final = self.blob_path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(partial, final)
+        def seal(partial: Path) -> None:
+            partial.chmod(0o444)
+            stable = _stable_mtime_ns()
+            os.utime(partial, ns=(stable, stable))
 
-    def _receive(self, client: HubClient, url_path: str, digest: str, partial: Path, have: int, size: int,
-                 progress: Callable[[int], None] | None, received: list[int], what: str) -> Any:
-        """Append the rest of the blob to ``partial``; return a sha256 of the whole file."""
-        hasher = hashlib.sha256()
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if have:
-                with open(fd, "rb", closefd=False) as f:  # the part already here counts too
-                    for block in iter(lambda: f.read(CHUNK), b""):
-                        hasher.update(block)
-            if have >= size:
-                return hasher
-            headers = {"range": f"bytes={have}-"} if have else None
-            with client.stream(url_path, headers=headers) as response:
-                etag = response.headers.get("etag", "").strip('"')
-                if SHA256_RE.match(etag) and etag != digest:  # S3's md5 ETags pass
-                    raise IntegrityError(f"{what}: the hub sent the file with sha256 {etag}, a different one")
-                if have and response.status_code == 200:  # no Range support there: start over
-                    os.ftruncate(fd, 0)
-                    hasher, have = hashlib.sha256(), 0
-                elif have and (response.status_code != 206 or not _range_starts_at(response, have)):
-                    raise HubError(f"{what}: unexpected answer {response.status_code} to a Range request")
-                os.lseek(fd, have, os.SEEK_SET)
-                written = have
-                for chunk in response.iter_bytes():  # no re-chunking: a cut keeps every byte received
-                    if written + len(chunk) > size:
-                        raise IntegrityError(f"{what}: the hub sent more than the {size} bytes promised")
-                    try:
-                        _write(fd, chunk)
-                    except OSError as exc:
-                        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                            raise
-                        done = os.fstat(fd).st_size
-                        raise DiskFullError(
-                            f"no space left on device while downloading {what} into {self.root}:"
-                            f" {format_size(size - done)} more needed,"
-                            f" {format_size(shutil.disk_usage(self.root).free)} free;"
-                            " free some space (`cvflow cache prune`) and run the same command to resume"
-                        ) from exc
-                    hasher.update(chunk)
-                    written += len(chunk)
-                    received[0] += len(chunk)
-                    if progress:
-                        progress(len(chunk))
-            if written < size:
-                raise HubUnavailableError(f"the hub closed the download of {what} early")
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        return hasher
+        download(client, url_path, self._tmp() / f"{digest}.incomplete", digest=digest, size=size,
+                 dest=self.blob_path(digest), seal=seal, fsync=self.fsync, policy=self.retry, progress=progress,
+                 log=log, what=what, write=_write, full_hint="free some space (`cvflow cache prune`)")
 
     # -- snapshots
 
@@ -489,10 +384,6 @@ def _entries(version_doc: dict[str, Any]) -> list[FileEntry]:
     # The hub's file list decides paths under the snapshot: never trust it without the path rules.
     files = [{k: f.get(k) for k in ("path", "size", "sha256")} for f in version_doc.get("files") or []]
     return validate_file_list(files, portable=False)  # a version from before the Windows rule stays readable
-
-
-def _range_starts_at(response: httpx.Response, offset: int) -> bool:
-    return str(response.headers.get("content-range", "")).startswith(f"bytes {offset}-")
 
 
 def _link_or_copy(blob: Path, dest: Path) -> bool:
