@@ -1,9 +1,12 @@
 """Copying blobs from an upstream hub: resumed after a cut, verified, stored only when whole.
 
-Bytes land in ``<data dir>/mirror/partial/<sha256>`` first; a cut download is resumed from
-there with a Range request (by this run or the next one). Only bytes of the promised size
-that hash to the promised digest go on to the blob store (which hashes them once more while
-they stream in); anything else is deleted and reported as ``upstream_invalid``.
+Bytes land in ``<data dir>/mirror/partial/<sha256>`` first, through the client's one download
+loop (:func:`cvflow.transfer.download`): a cut download is resumed from there with a Range
+request (by this run or the next one), and transient failures (a cut, a timeout, 5xx, 429)
+are tried again with backoff. Only bytes of the promised size that hash to the promised
+digest go on to the blob store (which hashes them once more while they stream in); anything
+else is deleted and reported as ``upstream_invalid``; an upstream still failing after the
+retries is ``upstream_unavailable``, and its partial bytes stay for the next run.
 
 A blob the hub has already is downloaded again unless the copying path (``mirror``,
 ``pull-through``, ``bundle``: each a grant holder of its own) may reference it: it fetched
@@ -13,8 +16,6 @@ digest of a private package's blob and have the hub publish that blob in a publi
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from cvflow import errors as client_errors
 from cvflow.api import HubClient
+from cvflow.transfer import DEFAULT_POLICY, MismatchError, RetryPolicy, download
 from hub.context import HubContext
 from hub.db import session_scope
 from hub.errors import HubError
@@ -29,7 +31,8 @@ from hub.models import Blob
 from hub.services.blobs import hub_holder, referable
 
 CHUNK = 1 << 20
-ATTEMPTS = 3
+# A pull-through download keeps a reader waiting: it waits less for a busy upstream.
+_POLICIES = {"pull-through": RetryPolicy(max_wait=10.0)}
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
@@ -43,9 +46,10 @@ def upstream_error(exc: client_errors.HubError, what: str) -> HubError:
 class BlobFetcher:
     """Copies blobs into one hub's store; safe to share between threads."""
 
-    def __init__(self, context: HubContext, *, via: str) -> None:
+    def __init__(self, context: HubContext, *, via: str, retry: RetryPolicy | None = None) -> None:
         self.context = context
         self.holder = hub_holder(via)
+        self.retry = retry or _POLICIES.get(via, DEFAULT_POLICY)
         self.partial_dir = Path(context.settings.data_dir) / "mirror" / "partial"
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -86,65 +90,18 @@ class BlobFetcher:
             return self._locks.setdefault(digest, threading.Lock())
 
     def _download(self, client: HubClient, url_path: str, digest: str, size: int, partial: Path, what: str) -> int:
-        received = 0
-        fresh_retry = False
-        for attempt in range(1, ATTEMPTS + 1):
-            have = partial.stat().st_size if partial.exists() else 0
-            if have > size:
-                partial.unlink()
-                have = 0
-            try:
-                received += self._receive(client, url_path, digest, size, partial, have, what)
-            except client_errors.HubUnavailableError as exc:
-                if attempt < ATTEMPTS:
-                    continue
-                raise upstream_error(exc, what) from exc
-            except client_errors.HubError as exc:
-                raise upstream_error(exc, what) from exc
-            except HubError:
-                partial.unlink(missing_ok=True)
-                raise
-            got = partial.stat().st_size
-            if got != size:
-                partial.unlink(missing_ok=True)
-                raise HubError("upstream_invalid", f"{what}: the upstream sent {got} bytes, not the {size} promised; "
-                               "nothing was stored", details={"expected": size, "actual": got})
-            actual = _sha256(partial)
-            if hmac.compare_digest(actual, digest):
-                return received
-            partial.unlink(missing_ok=True)
-            if have and not fresh_retry:  # the bytes kept from an earlier try may be what was wrong
-                fresh_retry = True
-                continue
-            raise HubError("upstream_invalid", f"{what}: the bytes have sha256 {actual}, not {digest} as promised; "
-                           "nothing was stored", details={"expected": digest, "actual": actual})
-        raise HubError("upstream_unavailable", f"{what}: the download kept failing")
-
-    @staticmethod
-    def _receive(client: HubClient, url_path: str, digest: str, size: int, partial: Path, have: int,
-                 what: str) -> int:
-        headers = {"range": f"bytes={have}-"} if have else None
-        received = 0
-        with client.stream(url_path, headers=headers) as response:
-            etag = response.headers.get("etag", "").strip('"')
-            if _SHA256.match(etag) and etag != digest:
-                raise HubError("upstream_invalid", f"{what}: the upstream sent a file with sha256 {etag} "
-                               f"instead of {digest}")
-            mode = "ab"
-            if have and response.status_code == 200:
-                mode = "wb"  # no Range support there: start over
-            elif have and not str(response.headers.get("content-range", "")).startswith(f"bytes {have}-"):
-                raise HubError("upstream_invalid", f"{what}: a wrong answer to a Range request")
-            written = have if mode == "ab" else 0
-            with partial.open(mode) as out:
-                for chunk in response.iter_bytes(CHUNK):
-                    written += len(chunk)
-                    if written > size:
-                        raise HubError("upstream_invalid", f"{what}: the upstream sent more than the {size} bytes "
-                                       "promised; nothing was stored")
-                    out.write(chunk)
-                    received += len(chunk)
-        return received
+        try:
+            return download(client, url_path, partial, digest=digest, size=size, fsync=False, policy=self.retry,
+                            what=what)
+        except MismatchError as exc:
+            raise HubError("upstream_invalid", exc.message,
+                           details={"expected": exc.expected, "actual": exc.actual}) from exc
+        except client_errors.IntegrityError as exc:
+            raise HubError("upstream_invalid", exc.message) from exc
+        except client_errors.HubUnavailableError as exc:  # the retries are spent: the message says how
+            raise HubError("upstream_unavailable", exc.message) from exc
+        except client_errors.HubError as exc:
+            raise upstream_error(exc, what) from exc
 
 
 def _read(path: Path) -> Iterator[bytes]:
@@ -153,6 +110,3 @@ def _read(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
