@@ -28,13 +28,13 @@ from hub.db import session_scope
 from hub.errors import HubError
 from hub.models import Namespace, Package, Repository, RepositoryTag, utcnow
 from hub.models import Version as VersionRow
+from hub.services.urls import UrlRefused, check_repository_url, redact
 from hub.settings import Settings
 from indexer import fetch as fetching
 from indexer import scan
-from indexer.git import GitError, GitOptions, redact
+from indexer.git import GitError, GitOptions
 from indexer.release import ReleaseReader, RepoFacts, git_problem
 from indexer.scan import Tag, TagProblem
-from indexer.urls import UrlRefused, check_repository_url
 from indexer.weights import http_client
 
 if TYPE_CHECKING:

@@ -29,8 +29,8 @@ from hub.api.access import Access
 from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import Upload
+from hub.services.access import reader
 from hub.services.blobs import referable, user_holder
-from hub.services.packages import reader
 
 endpoint = Registry()
 PIECE = 1 << 20  # bytes handed to the storage thread at a time

@@ -14,8 +14,8 @@ from hub.api.access import OPTIONAL, PUBLIC, Access
 from hub.context import ctx, in_session
 from hub.errors import HubError
 from hub.models import Repository
-from hub.services import packages
-from indexer import registry, webhooks
+from hub.services import packages, webhooks
+from hub.services import repositories as registry
 
 endpoint = Registry()
 

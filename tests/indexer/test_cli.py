@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from hub.cli import main as hub_main
 from hub.context import build_context
 from hub.db import session_scope
+from hub.services import repositories as registry
 from hub.services.accounts import ANONYMOUS
 from hub.settings import Settings
-from indexer import registry
 from tests.client_e2e._publish_helpers import cli_env, run_cli
 from tests.indexer._helpers import SOLVER, manifest, published, repository, run_jobs
 

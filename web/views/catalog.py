@@ -16,7 +16,7 @@ from cvflow.names import package_key
 from hub.context import ctx, in_session
 from hub.errors import HubError
 from hub.models import Dependency, File, Namespace, Organisation, Package, Version, utcnow
-from hub.services import accounts, catalog, packages
+from hub.services import access, accounts, catalog, packages
 from hub.services.accounts import Principal
 from web.charts import ZooPoint, downloads_svg, zoo_svg
 from web.markdown import render_markdown
@@ -91,7 +91,7 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
     files = list(session.exec(select(File).where(File.version_id == row.id).order_by(File.path)))
     manifest = json.loads(row.manifest)
     deps = list(session.exec(select(Dependency).where(Dependency.version_id == row.id).order_by(Dependency.package)))
-    visible = catalog.visible_filter(session, who)
+    visible = access.visible_filter(session, who)
     reverse = sorted(set(session.exec(
         select(Package.full_name).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
         .join(Dependency, Dependency.version_id == Version.id)  # type: ignore[arg-type]
@@ -109,7 +109,7 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
         "install_line": f"cvflow install {package.full_name}@{row.version}",
         "run_line": f"cvflow run {package.full_name}" + (f":{solver}" if solver else ""),
         "source": {"repository": row.source_repository, "commit": row.source_commit} if row.source_repository else None,
-        "can_publish": packages.package_role(session, package, who.user) in {"owner", "maintainer"} or who.is_admin,
+        "can_publish": access.may_publish(session, who, package),
     }
 
 
@@ -149,7 +149,7 @@ def _canonical_url(request: Request, full_name: str) -> str:
 def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
     rows = session.exec(
         select(Package.full_name, Version.manifest).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
-        .where(Package.task == task, Version.version == Package.latest_version, catalog.visible_filter(session, who))
+        .where(Package.task == task, Version.version == Package.latest_version, access.visible_filter(session, who))
         .order_by(Package.full_name)
     )
     points = []
@@ -166,7 +166,7 @@ def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, An
 def task_counts(session: Session, who: Principal) -> dict[str, int]:
     """How many packages the caller can see per task, in one query."""
     rows = session.exec(
-        select(Package.task, sa.func.count()).where(Package.task.is_not(None), catalog.visible_filter(session, who))  # type: ignore[union-attr]
+        select(Package.task, sa.func.count()).where(Package.task.is_not(None), access.visible_filter(session, who))  # type: ignore[union-attr]
         .group_by(Package.task)
     )
     found = dict(rows.all())

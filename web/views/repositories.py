@@ -1,7 +1,7 @@
 """Publish from git: register a repository with the indexer, list the ones you manage, re-index.
 
 The rules (who may register where, which URLs and patterns are accepted, who manages a
-repository) are the indexer's, in :mod:`indexer.registry`; this module only turns the form into
+repository) are the hub's, in :mod:`hub.services.repositories`; this module only turns the form into
 its arguments and its errors into the page.
 """
 
@@ -16,8 +16,8 @@ from starlette.responses import RedirectResponse, Response
 
 from hub.context import ctx, in_session
 from hub.errors import HubError
+from hub.services import repositories as registry
 from hub.services.accounts import Principal
-from indexer import registry
 from web.session import web_principal
 from web.templating import render
 
