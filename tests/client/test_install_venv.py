@@ -1,0 +1,47 @@
+"""A package venv, built for real (``python -m venv``, or uv where it is on PATH): its ``sys.path``
+holds the package's snapshots, and the import hook makes this client's ``cvflow`` importable there
+and nothing else of the client (not its dependencies)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import cvflow
+from cvflow.install import build_venv, venv_python
+from cvflow.install.hook import LINK_NAME
+from cvflow.install.venv import PTH_NAME, read_pth, site_packages
+
+PROBE = """
+import importlib.util, json, sys
+import cvflow, cvflow.solver
+print(json.dumps({"cvflow": cvflow.__file__, "path": sys.path,
+                  "missing": [m for m in ("httpx", "click", "rich", "resolvelib") if importlib.util.find_spec(m) is None]}))
+"""
+
+
+def test_a_package_venv_sees_its_snapshots_and_this_clients_cvflow_only(tmp_path: Path) -> None:
+    snapshots = [tmp_path / "cache" / "alice" / "detector", tmp_path / "cache" / "alice" / "utils"]
+    for s in snapshots:
+        s.mkdir(parents=True)
+    (snapshots[1] / "alice_utils.py").write_text("VALUE = 42\n")
+    target = tmp_path / "venvs" / "alice" / "detector" / "1.0.0"
+    build_venv(target, [str(s) for s in snapshots], [], offline=True, label="alice/detector@1.0.0")
+
+    sp = site_packages(target)
+    assert sorted(p.name for p in sp.glob("_cvflow*")) == sorted([PTH_NAME, f"{LINK_NAME}.pth", f"{LINK_NAME}.py"])
+    assert read_pth(target) == [str(s) for s in snapshots]
+    assert not list(target.parent.glob(".*.tmp"))  # built aside, then renamed into place
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}  # as a user runs it
+    done = subprocess.run([str(venv_python(target)), "-c", PROBE], capture_output=True, text=True, env=env,
+                          check=True)
+    seen = json.loads(done.stdout)
+    assert Path(seen["cvflow"]).resolve() == Path(cvflow.__file__).resolve()
+    assert [p for p in seen["path"] if p in map(str, snapshots)] == [str(s) for s in snapshots]
+    assert seen["missing"] == ["httpx", "click", "rich", "resolvelib"]
+    value = subprocess.run([str(venv_python(target)), "-c", "import alice_utils; print(alice_utils.VALUE)"],
+                           capture_output=True, text=True, env=env, check=True)
+    assert value.stdout.strip() == "42"
