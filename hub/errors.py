@@ -19,15 +19,32 @@ The hierarchy::
     └── Unavailable         503  the database, the blob store or every upstream cannot be reached
 
 Codes are listed in :data:`CODES` with their status and meaning; the OpenAPI document
-is generated from the same table, so the two cannot drift apart.
+is generated from the same table, so the two cannot drift apart. :data:`ErrorCode` is the same
+set as a type, so ``HubError("not_fuond")`` is a type error (mypy) as well as a ``ValueError``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
+
+#: Every code the hub answers with; :data:`CODES` has exactly these keys (checked below).
+ErrorCode = Literal[
+    "bad_request", "invalid_json", "too_deep", "invalid_digest", "digest_mismatch", "size_mismatch",
+    "incomplete_chunk", "chunk_too_small", "token_in_query", "invalid_range", "unauthenticated",
+    "invalid_credentials", "insufficient_scope", "forbidden", "invalid_signature", "read_only", "not_found",
+    "user_not_found", "org_not_found", "namespace_not_found", "package_not_found", "version_not_found",
+    "file_not_found", "blob_not_found", "upload_not_found", "token_not_found", "repository_not_found",
+    "method_not_allowed", "version_exists", "version_deleted", "name_taken", "similar_name_exists",
+    "upload_offset_mismatch", "upload_finished", "repository_exists", "name_shadows_upstream",
+    "upload_too_large", "body_too_large", "invalid_package_name", "invalid_version", "invalid_manifest",
+    "invalid_path", "invalid_files", "missing_blobs", "manifest_mismatch", "invalid_scope", "invalid_field",
+    "invalid_repository_url", "bundle_invalid", "upstream_invalid", "upstream_changed", "feed_gap",
+    "upstream_unavailable", "storage_unavailable", "database_unavailable", "too_many_attempts",
+    "limiter_unavailable", "internal_error",
+]
 
 #: code -> (HTTP status, meaning). The single source for responses and OpenAPI.
-CODES: dict[str, tuple[int, str]] = {
+CODES: dict[ErrorCode, tuple[int, str]] = {
     "bad_request": (400, "The request is malformed."),
     "invalid_json": (400, "The body is not the JSON object this endpoint expects."),
     "too_deep": (400, "The JSON body is nested deeper than the hub reads (64 levels); it was refused before parsing."),
@@ -96,13 +113,15 @@ CODES: dict[str, tuple[int, str]] = {
     "limiter_unavailable": (503, "The sign-in limiter's store cannot be reached; sign-in is refused until it is back."),
     "internal_error": (500, "An unexpected error; the hub logged it."),
 }
+if set(CODES) != set(get_args(ErrorCode)):  # pragma: no cover - a table edit without the type, or the reverse
+    raise AssertionError(f"hub.errors: CODES and ErrorCode differ: {set(CODES) ^ set(get_args(ErrorCode))}")
 
 
 class HubError(Exception):
     """An error with a stable code, shown to the caller as JSON."""
 
     def __init__(
-        self, code: str, message: str | None = None, *, details: dict[str, Any] | None = None
+        self, code: ErrorCode, message: str | None = None, *, details: dict[str, Any] | None = None
     ) -> None:
         if code not in CODES:
             raise ValueError(f"unknown error code {code!r}")
@@ -119,7 +138,7 @@ class HubError(Exception):
         return {"error": error}
 
 
-def from_validation(exc: Any, code: str) -> HubError:
+def from_validation(exc: Any, code: ErrorCode) -> HubError:
     """Translate a shared-rules ``ValidationError`` into a hub error listing its problems."""
     problems = [
         {"code": p.code, "field": p.field, "message": p.message}

@@ -6,6 +6,7 @@ Timestamps are timezone-aware UTC; SQLModel's ``UTCDateTime`` keeps them so on S
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -15,8 +16,31 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _bigint(**kw: object) -> object:
-    return Field(sa_type=sa.BigInteger, **kw)  # type: ignore[call-overload]
+#: Who owns a namespace: a user, an organisation, or (on a mirror) the upstream it copies.
+NamespaceKind = Literal["user", "org", "mirror"]
+#: A user's role in an organisation.
+OrgRole = Literal["owner", "member"]
+#: A user's role on one package, beside the namespace's owners.
+PackageRoleName = Literal["owner", "maintainer"]
+#: The ways the hub copies versions itself (``PackageOrigin.via``, and grant holders ``hub:<via>``).
+HubPath = Literal["mirror", "pull-through", "bundle"]
+
+
+class _HasId(Protocol):
+    id: int | None
+
+
+def row_id(row: _HasId) -> int:
+    """The primary key of a row that was loaded or flushed (SQLModel types ``id`` as ``int | None``
+    because a new row has none until the database gives it one)."""
+    if row.id is None:
+        raise RuntimeError(f"{type(row).__name__} has no id yet: flush it first")
+    return row.id
+
+
+def _bigint(**kw: Any) -> Any:
+    # Any: SQLModel's ``Field`` overloads cannot be forwarded **kw, and the column reads as an int.
+    return Field(sa_type=sa.BigInteger, **kw)
 
 
 class Namespace(SQLModel, table=True):
@@ -25,7 +49,7 @@ class Namespace(SQLModel, table=True):
     __tablename__ = "namespaces"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=39, unique=True, index=True)
-    kind: str = Field(max_length=8)  # "user" | "org"
+    kind: NamespaceKind = Field(sa_type=sa.String(8))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -53,7 +77,7 @@ class OrgMember(SQLModel, table=True):
     __tablename__ = "org_members"
     org_id: int = Field(foreign_key="organisations.id", primary_key=True, ondelete="CASCADE")
     user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
-    role: str = Field(max_length=16)  # "owner" | "member"
+    role: OrgRole = Field(sa_type=sa.String(16))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -90,7 +114,7 @@ class Package(SQLModel, table=True):
     license: str | None = Field(default=None, max_length=100)
     framework: str | None = Field(default=None, max_length=32, index=True)
     latest_version: str | None = Field(default=None, max_length=128)
-    downloads: int = _bigint(default=0, index=True)  # type: ignore[assignment]
+    downloads: int = _bigint(default=0, index=True)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
@@ -117,7 +141,7 @@ class PackageRole(SQLModel, table=True):
     __tablename__ = "package_roles"
     package_id: int = Field(foreign_key="packages.id", primary_key=True, ondelete="CASCADE")
     user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
-    role: str = Field(max_length=16)  # "owner" | "maintainer"
+    role: PackageRoleName = Field(sa_type=sa.String(16))
 
 
 class Version(SQLModel, table=True):
@@ -135,12 +159,12 @@ class Version(SQLModel, table=True):
     manifest_toml: str  # the manifest as published
     published_by: int | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = Field(default_factory=utcnow)
-    total_size: int = _bigint(default=0)  # type: ignore[assignment]
+    total_size: int = _bigint(default=0)
     file_count: int = 0
     yanked: bool = False
     yank_reason: str | None = Field(default=None, max_length=500)
     yanked_at: datetime | None = None
-    downloads: int = _bigint(default=0)  # type: ignore[assignment]
+    downloads: int = _bigint(default=0)
     source_repository: str | None = Field(default=None, max_length=500)
     source_commit: str | None = Field(default=None, max_length=64)
 
@@ -150,7 +174,7 @@ class Blob(SQLModel, table=True):
 
     __tablename__ = "blobs"
     sha256: str = Field(max_length=64, primary_key=True)
-    size: int = _bigint()  # type: ignore[assignment]
+    size: int = _bigint()
     created_at: datetime = Field(default_factory=utcnow)
     #: Last time a client was told the hub has this blob; ``gc`` spares recent ones.
     touched_at: datetime = Field(default_factory=utcnow)
@@ -178,7 +202,7 @@ class File(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     version_id: int = Field(foreign_key="versions.id", index=True, ondelete="CASCADE")
     path: str = Field(max_length=1024)
-    size: int = _bigint()  # type: ignore[assignment]
+    size: int = _bigint()
     sha256: str = Field(max_length=64, foreign_key="blobs.sha256", index=True)
 
 
@@ -205,7 +229,7 @@ class DownloadCount(SQLModel, table=True):
     __tablename__ = "download_counts"
     version_id: int = Field(foreign_key="versions.id", primary_key=True, ondelete="CASCADE")
     day: date = Field(primary_key=True)
-    count: int = _bigint(default=0)  # type: ignore[assignment]
+    count: int = _bigint(default=0)
 
 
 class Upload(SQLModel, table=True):
@@ -214,10 +238,10 @@ class Upload(SQLModel, table=True):
     __tablename__ = "uploads"
     id: str = Field(max_length=64, primary_key=True)
     user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
-    offset: int = _bigint(default=0)  # type: ignore[assignment]
+    offset: int = _bigint(default=0)
     chunk_count: int = 0
     storage_token: str = Field(default="", max_length=1024)
-    declared_size: int | None = Field(default=None, sa_type=sa.BigInteger)  # type: ignore[call-overload]
+    declared_size: int | None = _bigint(default=None)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
@@ -298,8 +322,7 @@ class ChangeEvent(SQLModel, table=True):
     """
 
     __tablename__ = "change_events"
-    serial: int = Field(sa_type=sa.BigInteger, primary_key=True,  # type: ignore[call-overload]
-                        sa_column_kwargs={"autoincrement": False})
+    serial: int = _bigint(primary_key=True, sa_column_kwargs={"autoincrement": False})
     action: str = Field(max_length=16)  # "publish" | "yank" | "unyank" | "delete" | "public" | "private"
     package: str = Field(max_length=104, index=True)
     version: str | None = Field(default=None, max_length=128)
@@ -313,7 +336,7 @@ class FeedCounter(SQLModel, table=True):
 
     __tablename__ = "feed_counters"
     name: str = Field(max_length=32, primary_key=True)
-    value: int = _bigint(default=0)  # type: ignore[assignment]
+    value: int = _bigint(default=0)
 
 
 class MirrorState(SQLModel, table=True):
@@ -321,7 +344,7 @@ class MirrorState(SQLModel, table=True):
 
     __tablename__ = "mirror_states"
     upstream: str = Field(max_length=500, primary_key=True)
-    serial: int = _bigint(default=0)  # type: ignore[assignment]
+    serial: int = _bigint(default=0)
     #: JSON: the filters of the run that reached ``serial``; other filters start over.
     filters: str = Field(default="", max_length=4000)
     #: JSON list of packages whose last sync failed; each run tries them again first.
@@ -336,7 +359,7 @@ class PackageOrigin(SQLModel, table=True):
     __tablename__ = "package_origins"
     package_id: int = Field(foreign_key="packages.id", primary_key=True, ondelete="CASCADE")
     upstream: str = Field(max_length=500)
-    via: str = Field(max_length=16)  # "mirror" | "pull-through" | "bundle"
+    via: HubPath = Field(sa_type=sa.String(16))
     synced_at: datetime = Field(default_factory=utcnow)
 
 

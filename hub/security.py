@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -31,7 +32,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cvflow.names import NAME_RE, NAMESPACE_RE
 
 TOKEN_PREFIX = "cvf_"
-DEFAULT_SCOPES = ("read", "publish")
+#: The scopes without a target; ``publish`` also comes as ``publish:NS`` and ``publish:NS/NAME``.
+ScopeName = Literal["read", "publish", "admin"]
+SCOPE_NAMES: frozenset[str] = frozenset(get_args(ScopeName))
+DEFAULT_SCOPES: tuple[ScopeName, ...] = ("read", "publish")
 
 
 def password_hasher(time_cost: int = 3, memory_cost: int = 64 * 1024) -> PasswordHasher:
@@ -142,7 +146,7 @@ class Scopes:
 
 
 def _valid_scope(scope: str) -> bool:
-    if scope in {"read", "publish", "admin"}:
+    if scope in SCOPE_NAMES:
         return True
     if scope.startswith("publish:"):
         target = scope[len("publish:") :]

@@ -107,10 +107,12 @@ class HubClient:
             raise _error_for(response)
         return response
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
+    def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         response = self.request(method, path, **kw)
         try:
-            return loads_json(response.content, max_depth=MAX_DOCUMENT_DEPTH)
+            # Every hub answer is a JSON object (an error's too).
+            document: dict[str, Any] = loads_json(response.content, max_depth=MAX_DOCUMENT_DEPTH)
+            return document
         except (ValueError, UnicodeDecodeError) as exc:  # not JSON, or nested past any hub document
             raise HubUnavailableError(f"{self.base_url} did not answer like a CVFlow hub") from exc
 
@@ -135,10 +137,10 @@ class HubClient:
         body: dict[str, Any] = {"username": username, "password": password, "name": name}
         if scopes:
             body["scopes"] = scopes
-        return self._json("POST", "/api/v1/auth/login", json=body)  # type: ignore[no-any-return]
+        return self._json("POST", "/api/v1/auth/login", json=body)
 
     def whoami(self) -> dict[str, Any]:
-        return self._json("GET", "/api/v1/whoami")  # type: ignore[no-any-return]
+        return self._json("GET", "/api/v1/whoami")
 
     # -- reading
 
@@ -146,19 +148,19 @@ class HubClient:
                sort: str = "downloads", page: int = 1, per_page: int = 20) -> dict[str, Any]:
         params = {"q": query, "sort": sort, "page": page, "per_page": per_page}
         params.update({k: v for k, v in {"task": task, "tag": tag}.items() if v})
-        return self._json("GET", "/api/v1/packages", params=params)  # type: ignore[no-any-return]
+        return self._json("GET", "/api/v1/packages", params=params)
 
     def package(self, name: str) -> dict[str, Any]:
         """The package with all its versions. Raises HubNotFoundError."""
-        return self._json("GET", f"/api/v1/packages/{name}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/api/v1/packages/{name}")
 
     def version(self, name: str, version: str) -> dict[str, Any]:
         """One version: manifest, files (path, size, sha256, url), dependencies."""
-        return self._json("GET", f"/api/v1/packages/{name}/versions/{quote(version)}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/api/v1/packages/{name}/versions/{quote(version)}")
 
     def index(self, names: Iterable[str]) -> dict[str, Any]:
         """Versions, yanks and dependencies of many packages in one request."""
-        return self._json("POST", "/api/v1/index", json={"packages": sorted(set(names))})  # type: ignore[no-any-return]
+        return self._json("POST", "/api/v1/index", json={"packages": sorted(set(names))})
 
     def file_path(self, name: str, version: str, path: str) -> str:
         return f"/api/v1/packages/{name}/versions/{quote(version)}/files/{quote(path)}"
@@ -174,7 +176,7 @@ class HubClient:
         return missing
 
     def start_upload(self, size: int) -> dict[str, Any]:
-        return self._json("POST", "/api/v1/uploads", json={"size": size})  # type: ignore[no-any-return]
+        return self._json("POST", "/api/v1/uploads", json={"size": size})
 
     def upload_offset(self, location: str) -> int:
         return int(self._json("GET", location)["offset"])
@@ -187,7 +189,7 @@ class HubClient:
         return int(body["offset"])
 
     def finish_upload(self, location: str, digest: str) -> dict[str, Any]:
-        return self._json("POST", location + "/finish", json={"sha256": digest})  # type: ignore[no-any-return]
+        return self._json("POST", location + "/finish", json={"sha256": digest})
 
     def upload_file(self, source: BinaryIO, size: int, digest: str, *, location: str | None = None,
                     chunk_size: int = DEFAULT_CHUNK, progress: Progress | None = None,
@@ -225,7 +227,7 @@ class HubClient:
         body: dict[str, Any] = {"manifest": manifest_text, "files": files}
         if private is not None:
             body["private"] = private
-        return self._json("POST", f"/api/v1/packages/{name}/versions", json=body)  # type: ignore[no-any-return]
+        return self._json("POST", f"/api/v1/packages/{name}/versions", json=body)
 
     def register_repository(self, url: str, *, namespace: str | None = None, subdir: str | None = None,
                             branch_pattern: str | None = None, tag_pattern: str | None = None,
@@ -239,11 +241,11 @@ class HubClient:
         optional = {"namespace": namespace, "subdir": subdir, "branch_pattern": branch_pattern,
                     "tag_pattern": tag_pattern, "private": private}
         body.update({k: v for k, v in optional.items() if v is not None})
-        return self._json("POST", "/api/v1/repositories", json=body)  # type: ignore[no-any-return]
+        return self._json("POST", "/api/v1/repositories", json=body)
 
     def yank(self, name: str, version: str, reason: str, *, undo: bool = False) -> dict[str, Any]:
         action = "unyank" if undo else "yank"
-        return self._json("POST", f"/api/v1/packages/{name}/versions/{quote(version)}/{action}",  # type: ignore[no-any-return]
+        return self._json("POST", f"/api/v1/packages/{name}/versions/{quote(version)}/{action}",
                           json={"reason": reason})
 
 

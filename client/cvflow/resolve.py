@@ -220,7 +220,7 @@ class Requirement:
         return f"{self.name}@{self.range}"
 
 
-class _Provider(AbstractProvider):  # type: ignore[type-arg]
+class _Provider(AbstractProvider[Requirement, Candidate, str]):
     def __init__(self, source: MetadataSource, *, prereleases: bool) -> None:
         self.source = source
         self.prereleases = prereleases

@@ -143,7 +143,7 @@ class Image:
         except ImportError as exc:  # pragma: no cover - the runner checks Pillow at start-up
             raise RuntimeError("image inputs need Pillow in the package's requirements ('pillow>=10')") from exc
         try:
-            img = PILImage.open(io.BytesIO(data))
+            img: PILImage.Image = PILImage.open(io.BytesIO(data))
             if max_pixels is not None and img.width * img.height > max_pixels:
                 raise ImageTooLargeError(
                     f"the image is {img.width}x{img.height} = {img.width * img.height} pixels; the limit is"
@@ -305,6 +305,7 @@ def load_weights(path: str | os.PathLike[str], *, allow_pickle: bool, device: st
             raise WeightsError(f"loading {path.name} needs torch in the package's requirements") from exc
         if not path.exists():
             raise WeightsError(f"weight file {path} is missing")
-        return torch.load(path, map_location=device, weights_only=False)  # type: ignore[no-any-return]
+        state: dict[str, Any] = torch.load(path, map_location=device, weights_only=False)
+        return state
     raise WeightsError(f"{path.name}: cannot load {fmt!r} weights with load_weights; open the file yourself"
                        " with Context.weight(path)")

@@ -34,7 +34,7 @@ from hub.services.accounts import Principal
 
 Scope = Literal["public", "optional", "token", "read", "publish", "publish:any", "publish:ns", "publish:pkg", "admin"]
 
-_DESCRIBE: dict[str, str] = {
+_DESCRIBE: dict[Scope, str] = {
     "public": "no token needed",
     "optional": "no token needed; a token with `read` (or a publish scope covering the package) also shows private packages",
     "token": "any valid token",
@@ -59,7 +59,7 @@ class Access:
     target: str | None = None
 
     @property
-    def auth(self) -> str:
+    def auth(self) -> Literal["none", "optional", "required"]:
         """The OpenAPI security requirement: ``none``, ``optional`` or ``required``."""
         if self.scope == "public":
             return "none"

@@ -21,10 +21,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from cvflow.names import RESERVED_NAMESPACES
 from hub.errors import HubError
 from hub.mirror.feed import MAX_PAGE
+from hub.models import OrgRole, PackageRoleName
 from hub.security import DEFAULT_SCOPES, Scopes
-from hub.services.accounts import MAX_TOKEN_LIFETIME, ORG_ROLES
+from hub.services.accounts import MAX_TOKEN_LIFETIME
 from hub.services.catalog import MAX_PER_PAGE, SORTS
-from hub.services.packages import PACKAGE_ROLES
 from hub.services.repositories import MAX_PATTERN
 
 #: The largest id a database row has (a signed 64-bit integer).
@@ -128,7 +128,7 @@ class NewOrg(Body):
 
 
 class OrgMember(Body):
-    role: Literal[ORG_ROLES]  # type: ignore[valid-type]
+    role: OrgRole
 
 
 # --- packages ---------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class VersionChange(Body):
 
 
 class PackageRole(Body):
-    role: Literal[PACKAGE_ROLES]  # type: ignore[valid-type]
+    role: PackageRoleName
 
 
 class Search(Query):

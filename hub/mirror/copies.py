@@ -18,12 +18,12 @@ from sqlmodel import Session, select
 from cvflow.names import PackageName
 from hub.errors import HubError
 from hub.mirror import feed
-from hub.models import File, Namespace, Package, PackageOrigin, Version, YankEvent, utcnow
+from hub.models import File, HubPath, Namespace, Package, PackageOrigin, Version, YankEvent, row_id, utcnow
 from hub.services import packages
-from hub.services.blobs import hub_holder
+from hub.services.blobs import HUB_PATHS, hub_holder
 from hub.settings import Settings
 
-VIA = ("mirror", "pull-through", "bundle")
+VIA = HUB_PATHS
 
 
 def file_list(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -65,7 +65,7 @@ def find_version(session: Session, package: Package, version: str) -> Version | 
 
 
 def copy_version(session: Session, settings: Settings, doc: Mapping[str, Any], *, upstream: str,
-                 via: str) -> tuple[Version, bool]:
+                 via: HubPath) -> tuple[Version, bool]:
     """Store a copy of the version ``doc`` (a hub version document plus ``manifest_toml``),
     whose blobs are already stored; returns it and whether it is new.
 
@@ -130,7 +130,7 @@ def set_yank(session: Session, package: Package, version: Version, yanked: bool,
     version.yank_reason = reason if yanked else None
     version.yanked_at = utcnow() if yanked else None
     session.add(version)
-    session.add(YankEvent(version_id=version.id, action="yank" if yanked else "unyank", reason=reason))  # type: ignore[arg-type]
+    session.add(YankEvent(version_id=row_id(version), action="yank" if yanked else "unyank", reason=reason))
     session.flush()
     packages.apply_latest(session, package)
     feed.emit(session, "yank" if yanked else "unyank", package.full_name, version.version,
@@ -150,10 +150,10 @@ def _create_package(session: Session, pkg_name: PackageName, *, private: bool) -
     return package
 
 
-def _touch_origin(session: Session, package: Package, upstream: str, via: str) -> None:
+def _touch_origin(session: Session, package: Package, upstream: str, via: HubPath) -> None:
     origin = session.get(PackageOrigin, package.id)
     if origin is None:
-        origin = PackageOrigin(package_id=package.id, upstream=upstream, via=via)  # type: ignore[arg-type]
+        origin = PackageOrigin(package_id=row_id(package), upstream=upstream, via=via)
     else:
         origin.upstream, origin.via, origin.synced_at = upstream, via, utcnow()
     session.add(origin)

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from hub.models import ChangeEvent, FeedCounter, Package, utcnow
 from hub.services.accounts import Principal
@@ -42,7 +42,7 @@ def emit(session: Session, action: str, package: str, version: str | None = None
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(FeedCounter).values(name=COUNTER, value=1)
     stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": FeedCounter.value + 1})
-    serial = int(session.exec(stmt.returning(FeedCounter.value)).scalar_one())  # type: ignore[call-overload]
+    serial = int(session.exec(stmt.returning(col(FeedCounter.value))).scalar_one())
     session.add(ChangeEvent(serial=serial, action=action, package=package, version=version,
                             data=json.dumps(data, sort_keys=True) if data else None, created_at=utcnow()))
     session.flush()
@@ -72,13 +72,13 @@ def changes(session: Session, principal: Principal, since: int, limit: int) -> d
 
     serial = current_serial(session)
     rows = session.exec(
-        select(ChangeEvent).where(ChangeEvent.serial > since).order_by(ChangeEvent.serial).limit(limit)  # type: ignore[arg-type]
+        select(ChangeEvent).where(col(ChangeEvent.serial) > since).order_by(col(ChangeEvent.serial)).limit(limit)
     ).all()
     names = sorted({r.package for r in rows})
     visible: set[str] = set()
     for i in range(0, len(names), 500):
         visible.update(session.exec(select(Package.full_name).where(
-            Package.full_name.in_(names[i : i + 500]), visible_filter(session, principal))).all())  # type: ignore[attr-defined]
+            col(Package.full_name).in_(names[i : i + 500]), visible_filter(session, principal))).all())
     events = [event_json(r) if r.package in visible else {"serial": r.serial, "action": "hidden"} for r in rows]
     last = rows[-1].serial if rows else since
     return {"since": since, "serial": serial, "events": events, "next": last, "more": last < serial}

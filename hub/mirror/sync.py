@@ -145,7 +145,7 @@ class Syncer:
                     if event.get("version") and versions is not None:
                         versions.add(str(event["version"]))
                     if event.get("action") == "delete" and event.get("version"):
-                        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+                        data = event["data"] if isinstance(event.get("data"), dict) else {}
                         deleted.setdefault(name, {})[str(event["version"])] = str(data.get("reason") or "")
                 self._packages(touched, report, failed, deleted)
                 since = events[-1]["serial"] if events else since

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from cvflow import errors as client_errors
 from cvflow.api import HubClient
@@ -77,7 +77,7 @@ class UpstreamPool:
             found = packages.find_packages(session, names)  # look-alike spellings find the package
             ids = sorted({id_ for id_, _ in found.values()})
             via = dict(session.exec(select(PackageOrigin.package_id, PackageOrigin.via)
-                                    .where(PackageOrigin.package_id.in_(ids))).all()) if ids else {}  # type: ignore[attr-defined]
+                                    .where(col(PackageOrigin.package_id).in_(ids))).all()) if ids else {}
         return {n for n in names if n not in found or via.get(found[n][0]) == "pull-through"}
 
     # -- stored documents

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import get_args
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -15,10 +16,10 @@ from cvflow.names import validate_namespace
 from hub import security
 from hub.db import session_scope
 from hub.errors import HubError, from_validation
-from hub.models import Namespace, Organisation, OrgMember, Token, User, utcnow
+from hub.models import Namespace, NamespaceKind, Organisation, OrgMember, OrgRole, Token, User, utcnow
 from hub.security import Scopes
 
-ORG_ROLES = ("owner", "member")
+ORG_ROLES: tuple[OrgRole, ...] = get_args(OrgRole)
 MAX_TOKEN_LIFETIME = 10 * 365 * 24 * 3600
 #: How stale ``tokens.last_used_at`` may get; saves a write on every request.
 _LAST_USED_RESOLUTION = timedelta(minutes=5)
@@ -50,7 +51,7 @@ class Principal:
 ANONYMOUS = Principal()
 
 
-def _claim_namespace(session: Session, name: str, kind: str) -> Namespace:
+def _claim_namespace(session: Session, name: str, kind: NamespaceKind) -> Namespace:
     try:
         validate_namespace(name)
     except InvalidNameError as exc:
@@ -205,7 +206,7 @@ def get_org(session: Session, name: str) -> Organisation:
     return org
 
 
-def org_role(session: Session, org_id: int, user_id: int) -> str | None:
+def org_role(session: Session, org_id: int, user_id: int) -> OrgRole | None:
     member = session.get(OrgMember, (org_id, user_id))
     return member.role if member else None
 
@@ -221,7 +222,7 @@ def org_members(session: Session, org: Organisation) -> list[tuple[User, str]]:
 
 
 def set_org_member(
-    session: Session, principal: Principal, org: Organisation, user: User, role: str | None
+    session: Session, principal: Principal, org: Organisation, user: User, role: OrgRole | None
 ) -> None:
     """Add, change or (``role=None``) remove a member. Only owners (or admins) may."""
     actor = principal.require_user()

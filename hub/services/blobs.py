@@ -25,19 +25,21 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypeVar, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from cvflow.paths import SHA256_RE
 from hub.db import session_scope
 from hub.errors import HubError
-from hub.models import Blob, BlobGrant, File, Package, Upload, User, Version, utcnow
+from hub.models import Blob, BlobGrant, File, HubPath, Package, Upload, User, Version, row_id, utcnow
 from hub.settings import Settings
 from hub.storage import BlobStore, ChunkTooSmall, StorageError, UploadNotFound
+
+_T = TypeVar("_T")
 
 
 def check_digest(digest: str) -> str:
@@ -52,9 +54,9 @@ def find_blobs(session: Session, digests: Iterable[str], *, touch: bool = True) 
     found: dict[str, int] = {}
     for i in range(0, len(wanted), 500):
         part = wanted[i : i + 500]
-        found.update(session.exec(select(Blob.sha256, Blob.size).where(Blob.sha256.in_(part))).all())  # type: ignore[attr-defined,arg-type]
+        found.update(session.exec(select(Blob.sha256, Blob.size).where(col(Blob.sha256).in_(part))).all())
     if touch and found:
-        session.exec(sa.update(Blob).where(Blob.sha256.in_(list(found))).values(touched_at=utcnow()))  # type: ignore[call-overload,attr-defined]
+        session.exec(sa.update(Blob).where(col(Blob.sha256).in_(list(found))).values(touched_at=utcnow()))
     return found
 
 
@@ -65,10 +67,10 @@ def user_holder(user_id: int | None) -> str:
 
 
 #: The ways the hub copies versions itself: each is its own grant holder.
-HUB_PATHS = ("mirror", "pull-through", "bundle")
+HUB_PATHS: tuple[HubPath, ...] = get_args(HubPath)
 
 
-def hub_holder(via: str) -> str:
+def hub_holder(via: HubPath) -> str:
     """The grant holder for bytes the hub fetched itself (``mirror``, ``pull-through``, ``bundle``)."""
     assert via in HUB_PATHS, via
     return f"hub:{via}"
@@ -80,7 +82,7 @@ def grant(session: Session, holder: str, digests: Iterable[str]) -> None:
     if not rows:
         return
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.exec(insert(BlobGrant).values(rows).on_conflict_do_nothing(index_elements=["sha256", "holder"]))  # type: ignore[call-overload]
+    session.exec(insert(BlobGrant).values(rows).on_conflict_do_nothing(index_elements=["sha256", "holder"]))
 
 
 def referable(session: Session, holder: str, digests: Iterable[str], *,
@@ -97,14 +99,14 @@ def referable(session: Session, holder: str, digests: Iterable[str], *,
     rest = sorted(found)
     for part in _chunks(rest):
         allowed.update(session.exec(select(BlobGrant.sha256).where(
-            BlobGrant.holder == holder, BlobGrant.sha256.in_(part))).all())  # type: ignore[attr-defined]
+            BlobGrant.holder == holder, col(BlobGrant.sha256).in_(part))).all())
     rest = [d for d in rest if d not in allowed]
-    refs = (select(File.sha256, Package.id, Package.private)
-            .join(Version, Version.id == File.version_id)  # type: ignore[arg-type]
-            .join(Package, Package.id == Version.package_id))  # type: ignore[arg-type]
+    refs = (select(File.sha256, Version.package_id, Package.private)
+            .join(Version, col(Version.id) == File.version_id)
+            .join(Package, col(Package.id) == Version.package_id))
     private: dict[int, set[str]] = {}
     for part in _chunks(rest):
-        for digest, package_id, is_private in session.exec(refs.where(File.sha256.in_(part)).distinct()):  # type: ignore[attr-defined]
+        for digest, package_id, is_private in session.exec(refs.where(col(File.sha256).in_(part)).distinct()):
             if not is_private:
                 allowed.add(digest)
             else:
@@ -115,7 +117,7 @@ def referable(session: Session, holder: str, digests: Iterable[str], *,
                 allowed |= held
     result = {d: found[d] for d in sorted(allowed)}
     if touch and result:
-        session.exec(sa.update(Blob).where(Blob.sha256.in_(list(result))).values(touched_at=utcnow()))  # type: ignore[call-overload,attr-defined]
+        session.exec(sa.update(Blob).where(col(Blob.sha256).in_(list(result))).values(touched_at=utcnow()))
     return result
 
 
@@ -127,13 +129,13 @@ def insert_blob(session: Session, digest: str, size: int) -> None:
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
     stmt = insert(Blob).values(sha256=digest, size=size, created_at=now, touched_at=now)
-    session.exec(stmt.on_conflict_do_update(index_elements=["sha256"], set_={"touched_at": now}))  # type: ignore[call-overload]
+    session.exec(stmt.on_conflict_do_update(index_elements=["sha256"], set_={"touched_at": now}))
 
 
 @dataclass
 class _HashState:
     offset: int
-    hasher: hashlib._Hash  # type: ignore[name-defined]
+    hasher: hashlib._Hash
 
 
 class UploadService:
@@ -159,7 +161,7 @@ class UploadService:
         upload_id = secrets.token_urlsafe(24)
         token = self._storage(lambda: self.store.begin_upload(upload_id))
         with session_scope(self.engine, write=True) as session:
-            upload = Upload(id=upload_id, user_id=user.id, storage_token=token, declared_size=size)  # type: ignore[arg-type]
+            upload = Upload(id=upload_id, user_id=row_id(user), storage_token=token, declared_size=size)
             session.add(upload)
         with self._guard:
             self._hashes[upload_id] = _HashState(0, hashlib.sha256())
@@ -227,8 +229,8 @@ class UploadService:
                 raise HubError("incomplete_chunk", f"received {received} of {length} bytes; resend from offset {offset}",
                                details={"offset": offset})
             with session_scope(self.engine, write=True) as session:
-                moved = session.exec(  # type: ignore[call-overload]
-                    sa.update(Upload).where(Upload.id == upload_id, Upload.offset == offset)
+                moved = session.exec(
+                    sa.update(Upload).where(col(Upload.id) == upload_id, col(Upload.offset) == offset)
                     .values(offset=offset + length, chunk_count=Upload.chunk_count + 1, updated_at=utcnow())
                 ).rowcount
             if moved != 1:
@@ -253,6 +255,7 @@ class UploadService:
                                details={"offset": upload.offset})
             with self._guard:
                 state = self._hashes.pop(upload_id, None)
+            actual: str | None
             if state is not None and state.offset == upload.offset:
                 actual = state.hasher.hexdigest()
             else:
@@ -270,7 +273,7 @@ class UploadService:
             with session_scope(self.engine, write=True) as session:
                 insert_blob(session, digest, upload.offset)
                 grant(session, user_holder(user.id), [digest])
-                session.exec(sa.delete(Upload).where(Upload.id == upload_id))  # type: ignore[call-overload]
+                session.exec(sa.delete(Upload).where(col(Upload.id) == upload_id))
                 return Blob(sha256=digest, size=upload.offset)
 
     def _rehash(self, upload: Upload) -> str | None:
@@ -291,7 +294,7 @@ class UploadService:
     def _drop(self, upload: Upload) -> None:
         self._storage(lambda: self.store.abort_upload(upload.id, upload.storage_token))
         with session_scope(self.engine, write=True) as session:
-            session.exec(sa.delete(Upload).where(Upload.id == upload.id))  # type: ignore[call-overload]
+            session.exec(sa.delete(Upload).where(col(Upload.id) == upload.id))
         with self._guard:
             self._hashes.pop(upload.id, None)
             self._locks.pop(upload.id, None)
@@ -384,7 +387,7 @@ class UploadService:
         return length
 
     @staticmethod
-    def _storage(fn):  # type: ignore[no-untyped-def]
+    def _storage(fn: Callable[[], _T]) -> _T:
         try:
             return fn()
         except ChunkTooSmall as exc:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from hub.errors import HubError
 from hub.models import (
@@ -23,6 +23,7 @@ from hub.models import (
     Package,
     PackageTag,
     Version,
+    row_id,
     utcnow,
 )
 from hub.services import packages
@@ -75,7 +76,7 @@ def package_document(session: Session, package: Package) -> dict[str, Any]:
     """The package with all its versions, newest first."""
     tags = list(session.exec(select(PackageTag.tag).where(PackageTag.package_id == package.id).order_by(PackageTag.tag)))
     versions = session.exec(
-        select(Version).where(Version.package_id == package.id).order_by(Version.sort_key.desc())  # type: ignore[attr-defined]
+        select(Version).where(Version.package_id == package.id).order_by(col(Version.sort_key).desc())
     ).all()
     doc = package_summary(package, tags)
     doc["versions"] = [version_summary(v) for v in versions]
@@ -119,36 +120,37 @@ def search(
         raise HubError("invalid_field", f"sort must be one of {', '.join(SORTS)}")
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise HubError("invalid_field", f"page starts at 1 and per_page is 1 to {MAX_PER_PAGE}")
-    where = [visible_filter(session, principal)]
+    where: list[sa.ColumnElement[bool]] = [visible_filter(session, principal)]
     if query:
         like = f"%{query.lower().replace('%', '').replace('_', '')}%"
         where.append(sa.or_(sa.func.lower(Package.full_name).like(like), sa.func.lower(Package.description).like(like)))
     if task:
-        where.append(Package.task == task)
+        where.append(col(Package.task) == task)
     if tag:
-        where.append(Package.id.in_(select(PackageTag.package_id).where(PackageTag.tag == tag)))  # type: ignore[union-attr]
+        where.append(col(Package.id).in_(select(PackageTag.package_id).where(PackageTag.tag == tag)))
     if framework:
-        where.append(Package.framework == framework)
+        where.append(col(Package.framework) == framework)
     if namespace:
-        where.append(Package.namespace_id.in_(select(Namespace.id).where(Namespace.name == namespace)))  # type: ignore[attr-defined]
-    order = {
-        "downloads": (Package.downloads.desc(), Package.full_name),  # type: ignore[attr-defined]
-        "recent": (Package.updated_at.desc(), Package.full_name),  # type: ignore[attr-defined]
-        "name": (Package.full_name,),
-    }[sort]
+        where.append(col(Package.namespace_id).in_(select(Namespace.id).where(Namespace.name == namespace)))
+    orders: dict[str, tuple[sa.UnaryExpression[Any], ...]] = {
+        "downloads": (col(Package.downloads).desc(), col(Package.full_name).asc()),
+        "recent": (col(Package.updated_at).desc(), col(Package.full_name).asc()),
+        "name": (col(Package.full_name).asc(),),
+    }
+    order = orders[sort]
     total = session.exec(select(sa.func.count()).select_from(Package).where(*where)).one()
     rows = session.exec(select(Package).where(*where).order_by(*order).offset((page - 1) * per_page).limit(per_page)).all()
     tags: dict[int, list[str]] = {}
     if rows:
         for pid, t in session.exec(
-            select(PackageTag.package_id, PackageTag.tag).where(PackageTag.package_id.in_([p.id for p in rows])).order_by(PackageTag.tag)  # type: ignore[attr-defined]
+            select(PackageTag.package_id, PackageTag.tag).where(col(PackageTag.package_id).in_([p.id for p in rows])).order_by(PackageTag.tag)
         ):
             tags.setdefault(pid, []).append(t)
     return {
         "total": total,
         "page": page,
         "per_page": per_page,
-        "results": [package_summary(p, tags.get(p.id, [])) for p in rows],  # type: ignore[arg-type]
+        "results": [package_summary(p, tags.get(row_id(p), [])) for p in rows],
     }
 
 
@@ -164,7 +166,7 @@ def index(session: Session, principal: Principal, names: list[str]) -> dict[str,
     asked = packages.find_packages(session, names)
     ids_seen = {id_ for id_, _ in asked.values()}
     visible = set(session.exec(
-        select(Package.id).where(Package.id.in_(ids_seen), visible_filter(session, principal))  # type: ignore[union-attr]
+        select(Package.id).where(col(Package.id).in_(ids_seen), visible_filter(session, principal))
     ).all()) if ids_seen else set()
     full_names = {id_: full for id_, full in asked.values() if id_ in visible}
     entries: dict[int, dict[str, Any]] = {id_: {"name": full, "versions": []} for id_, full in full_names.items()}
@@ -174,14 +176,14 @@ def index(session: Session, principal: Principal, names: list[str]) -> dict[str,
         deps: dict[int, dict[str, str]] = {}
         for version_id, package, range_ in session.exec(
             select(Dependency.version_id, Dependency.package, Dependency.range)
-            .join(Version, Version.id == Dependency.version_id)  # type: ignore[arg-type]
-            .where(Version.package_id.in_(ids))  # type: ignore[attr-defined]
+            .join(Version, col(Version.id) == Dependency.version_id)
+            .where(col(Version.package_id).in_(ids))
         ):
             deps.setdefault(version_id, {})[package] = range_
         for version_id, package_id, version, prerelease, yanked in session.exec(
-            select(Version.id, Version.package_id, Version.version, Version.is_prerelease, Version.yanked)
-            .where(Version.package_id.in_(ids))  # type: ignore[attr-defined]
-            .order_by(Version.sort_key.desc())  # type: ignore[attr-defined]
+            select(Version.id, Version.package_id, Version.version, Version.is_prerelease, Version.yanked)  # type: ignore[call-overload]  # sqlmodel types select() for at most 4 columns
+            .where(col(Version.package_id).in_(ids))
+            .order_by(col(Version.sort_key).desc())
         ):
             entries[package_id]["versions"].append({
                 "version": version, "prerelease": prerelease, "yanked": yanked,
@@ -192,23 +194,23 @@ def index(session: Session, principal: Principal, names: list[str]) -> dict[str,
 
 def record_download(session: Session, version: Version) -> None:
     """Count one download of ``version``: per version, per package and per day."""
-    session.exec(sa.update(Version).where(Version.id == version.id).values(downloads=Version.downloads + 1))  # type: ignore[call-overload]
-    session.exec(sa.update(Package).where(Package.id == version.package_id).values(downloads=Package.downloads + 1))  # type: ignore[call-overload]
+    session.exec(sa.update(Version).where(col(Version.id) == version.id).values(downloads=col(Version.downloads) + 1))
+    session.exec(sa.update(Package).where(col(Package.id) == version.package_id).values(downloads=col(Package.downloads) + 1))
     today = utcnow().date()
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(DownloadCount).values(version_id=version.id, day=today, count=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=["version_id", "day"], set_={"count": DownloadCount.count + 1}
     )
-    session.exec(stmt)  # type: ignore[call-overload]
+    session.exec(stmt)
 
 
 def download_history(session: Session, package: Package, since: date) -> list[dict[str, Any]]:
     rows = session.exec(
-        select(DownloadCount.day, sa.func.sum(DownloadCount.count))
-        .join(Version, Version.id == DownloadCount.version_id)  # type: ignore[arg-type]
+        select(col(DownloadCount.day), sa.func.sum(DownloadCount.count))
+        .join(Version, col(Version.id) == DownloadCount.version_id)
         .where(Version.package_id == package.id, DownloadCount.day >= since)
-        .group_by(DownloadCount.day)
-        .order_by(DownloadCount.day)
+        .group_by(col(DownloadCount.day))
+        .order_by(col(DownloadCount.day))
     )
     return [{"day": d.isoformat(), "downloads": int(n)} for d, n in rows]

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from hub.db import session_scope
 from hub.models import Blob, File, Upload, utcnow
@@ -46,7 +46,7 @@ def collect_garbage(
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.gc_grace)
     report = GcReport()
-    unreferenced = ~sa.exists().where(File.sha256 == Blob.sha256)
+    unreferenced = ~sa.exists().where(col(File.sha256) == Blob.sha256)
 
     with session_scope(engine) as session:
         candidates = session.exec(
@@ -61,9 +61,9 @@ def collect_garbage(
             report.bytes_freed += size
             continue
         with session_scope(engine, write=True) as session:
-            gone = session.exec(  # type: ignore[call-overload]
+            gone = session.exec(
                 sa.delete(Blob).where(
-                    Blob.sha256 == digest, Blob.created_at < cutoff, Blob.touched_at < cutoff, unreferenced
+                    col(Blob.sha256) == digest, col(Blob.created_at) < cutoff, col(Blob.touched_at) < cutoff, unreferenced
                 )
             ).rowcount
         if gone == 1:
@@ -88,7 +88,7 @@ def collect_garbage(
             if not dry_run:
                 store.abort_upload(upload.id, upload.storage_token)
                 with session_scope(engine, write=True) as session:
-                    session.exec(sa.delete(Upload).where(Upload.id == upload.id, Upload.updated_at < expiry))  # type: ignore[call-overload]
+                    session.exec(sa.delete(Upload).where(col(Upload.id) == upload.id, col(Upload.updated_at) < expiry))
     for staged in store.iter_staged():
         if staged.upload_id not in live_uploads and staged.modified < cutoff:
             report.staging_removed += 1

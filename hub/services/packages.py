@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import get_args
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -33,6 +34,7 @@ from hub.models import (
     Package,
     PackageOrigin,
     PackageRole,
+    PackageRoleName,
     PackageTag,
     User,
     Version,
@@ -44,7 +46,7 @@ from hub.services.accounts import Principal
 from hub.services.blobs import referable, user_holder
 from hub.settings import Settings
 
-PACKAGE_ROLES = ("owner", "maintainer")
+PACKAGE_ROLES: tuple[PackageRoleName, ...] = get_args(PackageRoleName)
 
 
 def parse_name(namespace: str, name: str) -> PackageName:
@@ -481,7 +483,7 @@ def update_package(session: Session, principal: Principal, namespace: str, name:
 
 
 def set_role(
-    session: Session, principal: Principal, namespace: str, name: str, user: User, role: str | None
+    session: Session, principal: Principal, namespace: str, name: str, user: User, role: PackageRoleName | None
 ) -> None:
     package = get_package(session, principal, namespace, name)
     require_owner(session, principal, package)

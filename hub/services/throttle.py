@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from hub import db
@@ -37,7 +38,7 @@ from hub.settings import Settings
 log = logging.getLogger("cvflow.hub.throttle")
 
 Clock = Callable[[], float]
-_TABLE = LoginThrottle.__table__  # type: ignore[attr-defined]
+_TABLE: sa.Table = LoginThrottle.metadata.tables["login_throttle"]
 _SWEEP_BATCH = 1000
 _NAME_KEY_LIMIT = 100
 
@@ -127,10 +128,11 @@ class DatabaseThrottle:
         self.max_keys = max_keys
         self.clock = clock
         dialect = engine.dialect.name
+        insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
         if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            insert = postgresql.insert
         elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            insert = sqlite.insert
         else:  # pragma: no cover - the hub runs on SQLite and PostgreSQL only
             raise ValueError(f"no login throttle for the {dialect} database")
         self._insert = insert
@@ -151,13 +153,13 @@ class DatabaseThrottle:
     def _charge(self, conn: Connection, key: str, now: float) -> bool:
         start = sa.case((_TABLE.c.tat > now, _TABLE.c.tat), else_=now)
         stmt = self._insert(_TABLE).values(key=key, tat=now + self.interval)
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=[_TABLE.c.key],
             set_={"tat": start + self.interval},
             where=start + self.interval <= now + self.period,
         ).returning(_TABLE.c.key)
         # A row comes back only when it was inserted or updated: no room, no row.
-        return conn.execute(stmt).first() is not None
+        return conn.execute(upsert).first() is not None
 
     def refund(self, keys: Iterable[str]) -> None:
         with db.writer(self.engine).begin() as conn:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -59,12 +60,12 @@ class StagedInfo:
     modified: datetime  # tz-aware UTC; the last write, so gc can tell idle from active
 
 
-def is_digest(value: object) -> bool:
+def is_digest(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a sha256 digest: 64 lowercase hex characters."""
     return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
-def is_upload_id(value: object) -> bool:
+def is_upload_id(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a valid upload id: ``[A-Za-z0-9_-]{1,64}``."""
     return isinstance(value, str) and _UPLOAD_ID_RE.fullmatch(value) is not None
 

@@ -169,7 +169,8 @@ class S3BlobStore(BlobStore):
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            return self._call("reading object metadata", "head_object", Key=key)
+            head: dict[str, Any] = self._call("reading object metadata", "head_object", Key=key)
+            return head
         except BlobNotFound:
             return None
 
@@ -226,7 +227,8 @@ class S3BlobStore(BlobStore):
         if filename:
             params["ResponseContentDisposition"] = content_disposition(filename)
         with _translate("signing a download URL"):
-            return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
+            url: str = self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
+            return url
 
     def delete(self, digest: str) -> None:
         self._call(f"deleting blob {digest}", "delete_object", Key=self._blob(digest))

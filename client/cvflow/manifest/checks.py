@@ -358,7 +358,7 @@ def _weight(
 
 
 def _is_number(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    return isinstance(value, int | float) and type(value) in (int, float) and math.isfinite(value)
 
 
 def _metrics(c: _Checker, table: object) -> dict[str, float]:

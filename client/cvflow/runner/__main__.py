@@ -27,7 +27,7 @@ log = logging.getLogger("cvflow.runner")
 SETTINGS_VAR = "CVFLOW_RUNNER_SETTINGS"
 
 
-def parse_args(argv: list[str] | None) -> RunnerSettings:
+def parse_args(argv: list[str] | None) -> tuple[RunnerSettings, Path | None]:
     p = argparse.ArgumentParser(prog="python -m cvflow.runner", description=__doc__.split("\n\n")[0])
     p.add_argument("package_dir", type=Path, help="the package directory (with cvflow.toml)")
     p.add_argument("--solver", action="append", default=[], help="serve only this solver (repeatable)")

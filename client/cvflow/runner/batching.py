@@ -219,9 +219,11 @@ class SolverWorker:
                 for c, result in zip(batch, results, strict=True):
                     c.future.set_result(result)
                 return
+        infer = self._infer
+        assert infer is not None, "a worker without infer_batch has infer (__init__)"
         for c in batch:
             try:
-                c.future.set_result(self._infer(**c.kwargs))  # type: ignore[misc]
+                c.future.set_result(infer(**c.kwargs))
             except Exception as exc:
                 c.future.set_exception(exc)
 

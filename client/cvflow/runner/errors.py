@@ -8,10 +8,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal, get_args
+
+#: Every code the runner answers with; :data:`CODES` has exactly these keys (checked below).
+ErrorCode = Literal[
+    "bad_request", "not_an_image", "invalid_json", "too_deep", "invalid_multipart", "invalid_base64",
+    "url_fetch_failed", "url_not_allowed", "not_found", "solver_not_found", "method_not_allowed",
+    "request_timeout", "request_too_large", "uri_too_long", "headers_too_large", "image_too_large",
+    "unsupported_media_type", "invalid_field", "missing_field", "unknown_field", "invalid_input",
+    "solver_error", "invalid_result", "not_implemented", "not_ready", "busy", "solver_timeout",
+    "http_version_not_supported",
+]
 
 #: code -> (HTTP status, meaning)
-CODES: dict[str, tuple[int, str]] = {
+CODES: dict[ErrorCode, tuple[int, str]] = {
     "bad_request": (400, "The request is malformed (its request line, a header, its length or its chunked framing)."),
     "not_an_image": (400, "An image input holds bytes that are not an image."),
     "invalid_json": (400, "The body is not a JSON object."),
@@ -41,12 +51,14 @@ CODES: dict[str, tuple[int, str]] = {
     "solver_timeout": (504, "The solver did not answer within the runner's time limit."),
     "http_version_not_supported": (505, "An HTTP version other than HTTP/1.0 and HTTP/1.1."),
 }
+if set(CODES) != set(get_args(ErrorCode)):  # pragma: no cover - a table edit without the type, or the reverse
+    raise AssertionError(f"cvflow.runner.errors: CODES and ErrorCode differ: {set(CODES) ^ set(get_args(ErrorCode))}")
 
 
 class RunnerError(Exception):
     """An error answered to the caller: ``code`` (from ``CODES``), message, optional details."""
 
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -63,5 +75,5 @@ class RunnerError(Exception):
         return json.dumps({"error": error}).encode()
 
 
-def field_error(code: str, field: str, message: str) -> RunnerError:
+def field_error(code: ErrorCode, field: str, message: str) -> RunnerError:
     return RunnerError(code, message, {"field": field})

@@ -37,8 +37,10 @@ def decode(data: bytes, field: str, policy: ImagePolicy, *, filename: str | None
         raise field_error("not_an_image", field, f"{field}: the upload is empty")
     try:
         return Image.from_bytes(data, filename=filename, max_pixels=policy.max_pixels)
-    except (NotAnImageError, ImageTooLargeError) as exc:
-        raise field_error(exc.code, field, f"{field}: {exc.message}") from None
+    except NotAnImageError as exc:
+        raise field_error("not_an_image", field, f"{field}: {exc.message}") from None
+    except ImageTooLargeError as exc:
+        raise field_error("image_too_large", field, f"{field}: {exc.message}") from None
 
 
 def from_json(value: Any, field: str, policy: ImagePolicy) -> Image:

@@ -80,9 +80,9 @@ def infer(runner: Runner, name: str, body: bytes) -> bytes:
                 raise RunnerError("invalid_json", "each input needs a name")
             p = by_name.get(item["name"])
             if p is None:
-                solver.schema.unknown([item["name"]])
+                solver.schema.no_such_input(item["name"])
             flat = _flat(item.get("data"))
-            if p.kind == "images":  # type: ignore[union-attr]
+            if p.kind == "images":
                 values[item["name"]] = flat
             elif len(flat) != 1:
                 raise field_error("invalid_field", item["name"], f"{item['name']}: takes one value; got {len(flat)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cvflow.runner.errors import CODES
+from cvflow.runner.errors import CODES, ErrorCode
 from cvflow.runner.loader import LoadedSolver, PackageInfo
 
 _ERROR_SCHEMA = {
@@ -23,14 +23,15 @@ _ERROR_SCHEMA = {
         }
     },
 }
-_INFER_CODES = ("not_an_image", "invalid_json", "invalid_multipart", "invalid_base64", "url_fetch_failed",
+_INFER_CODES: tuple[ErrorCode, ...] = (
+                "not_an_image", "invalid_json", "invalid_multipart", "invalid_base64", "url_fetch_failed",
                 "url_not_allowed", "solver_not_found", "request_too_large", "image_too_large",
                 "unsupported_media_type", "invalid_field", "missing_field", "unknown_field", "invalid_input",
                 "solver_error", "invalid_result", "not_ready", "busy", "solver_timeout")
 
 
-def _errors(codes: Iterable[str]) -> dict[str, Any]:
-    by_status: dict[int, list[str]] = {}
+def _errors(codes: Iterable[ErrorCode]) -> dict[str, Any]:
+    by_status: dict[int, list[ErrorCode]] = {}
     for code in codes:
         by_status.setdefault(CODES[code][0], []).append(code)
     out = {}

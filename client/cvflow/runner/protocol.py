@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from cvflow.runner.errors import ErrorCode
+
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 # -- h11's grammar (h11/_abnf.py, MIT licence, Copyright (c) 2016 Nathaniel J. Smith) ---------
@@ -63,7 +65,7 @@ class Limits:
 class BadRequest(Exception):
     """The request cannot be read: ``status`` and ``code`` are answered, then the connection closes."""
 
-    def __init__(self, status: int, message: str, code: str = "bad_request") -> None:
+    def __init__(self, status: int, message: str, code: ErrorCode = "bad_request") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -220,7 +222,8 @@ class Request:
             raise
 
     def _chunks(self, limit: int, deadline: float) -> bytes:
-        reader, chunks, total = self._reader, [], 0
+        reader, total = self._reader, 0
+        chunks: list[bytes] = []
         while True:
             line = reader.line(deadline, _MAX_CHUNK_LINE)
             if line is None:

@@ -69,8 +69,8 @@ def _decode(p: Param, source: Source, policy: images.ImagePolicy) -> Any:
 def _param(schema: SolverSchema, name: str) -> Param:
     p = schema.by_name.get(name)
     if p is None:
-        schema.unknown([name])
-    return p  # type: ignore[return-value]
+        schema.no_such_input(name)
+    return p
 
 
 def _set(scalars: dict[str, Any], p: Param, value: Any) -> None:

@@ -19,17 +19,20 @@ from __future__ import annotations
 import enum
 import inspect
 import math
+import operator
 import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NoReturn
 
 from cvflow.runner.errors import RunnerError, field_error
 from cvflow.solver import Image, Input
 
-_KIND_OF = {int: "integer", float: "number", str: "string", bool: "boolean"}
+#: What an input takes: one image, a list of images, or a JSON scalar.
+ParamKind = Literal["image", "images", "integer", "number", "string", "boolean"]
+_KIND_OF: dict[type, ParamKind] = {int: "integer", float: "number", str: "string", bool: "boolean"}
 _JSON_TYPE = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean"}
 _INT_RE = re.compile(r"\A[+-]?\d{1,30}\Z")
 _TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
@@ -44,7 +47,7 @@ class Param:
     """One input of a solver."""
 
     name: str
-    kind: str  # image | images | integer | number | string | boolean
+    kind: ParamKind
     required: bool
     default: Any = None
     nullable: bool = False
@@ -114,9 +117,9 @@ class Param:
             raise self._invalid(f"must be one of {', '.join(map(_show, self.choices))}; got {_show(value)}")
         if spec is not None:
             if isinstance(value, int | float) and not isinstance(value, bool):
-                for bound, words, ok in ((spec.ge, ">=", lambda b: value >= b), (spec.gt, ">", lambda b: value > b),
-                                         (spec.le, "<=", lambda b: value <= b), (spec.lt, "<", lambda b: value < b)):
-                    if bound is not None and not ok(bound):
+                for bound, words, ok in ((spec.ge, ">=", operator.ge), (spec.gt, ">", operator.gt),
+                                         (spec.le, "<=", operator.le), (spec.lt, "<", operator.lt)):
+                    if bound is not None and not ok(value, bound):
                         raise self._invalid(f"must be {words} {_show(bound)}; got {_show(value)}")
             if isinstance(value, str):
                 self.check_length(len(value), "characters")
@@ -243,11 +246,14 @@ class SolverSchema:
 
     def unknown(self, names: Sequence[str]) -> None:
         """Raises RunnerError ``unknown_field`` if a name is not an input."""
-        known = self.by_name
         for name in names:
-            if name not in known:
-                listed = ", ".join(known) or "none"
-                raise field_error("unknown_field", name, f"{name}: the solver has no such input (its inputs: {listed})")
+            if name not in self.by_name:
+                self.no_such_input(name)
+
+    def no_such_input(self, name: str) -> NoReturn:
+        """Raises RunnerError ``unknown_field`` for ``name``, which is not an input."""
+        listed = ", ".join(self.by_name) or "none"
+        raise field_error("unknown_field", name, f"{name}: the solver has no such input (its inputs: {listed})")
 
 
 def schema_of(infer: Callable[..., Any], *, where: str) -> SolverSchema:
@@ -291,7 +297,8 @@ def _param(p: inspect.Parameter, hint: Any, where: str) -> Param:
     has_default = p.default is not inspect.Parameter.empty
     default = p.default if has_default else None
     required = not has_default and not nullable
-    common = {"name": p.name, "required": required, "default": default, "nullable": nullable, "spec": spec}
+    common: dict[str, Any] = {"name": p.name, "required": required, "default": default, "nullable": nullable,
+                              "spec": spec}
 
     if hint is Image:
         return Param(kind="image", **common)
@@ -303,17 +310,19 @@ def _param(p: inspect.Parameter, hint: Any, where: str) -> Param:
     if origin is typing.Literal:
         choices = typing.get_args(hint)
         kinds = {_KIND_OF.get(type(c)) for c in choices}
-        if len(kinds) != 1 or None in kinds:
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is None:
             raise SchemaError(f"{where}: parameter {p.name}: Literal choices must all be str, int, float or bool")
-        return Param(kind=kinds.pop(), choices=tuple(choices), **common)  # type: ignore[arg-type]
+        return Param(kind=kind, choices=tuple(choices), **common)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         values = tuple(m.value for m in hint)
         kinds = {_KIND_OF.get(type(v)) for v in values}
-        if len(kinds) != 1 or None in kinds:
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is None:
             raise SchemaError(f"{where}: parameter {p.name}: {hint.__name__}'s values must all be str or all int")
         if has_default and isinstance(default, hint):
             common["default"] = default
-        return Param(kind=kinds.pop(), choices=values, enum_type=hint, **common)  # type: ignore[arg-type]
+        return Param(kind=kind, choices=values, enum_type=hint, **common)
     raise SchemaError(f"{where}: parameter {p.name} has type {_hint_name(hint)}, which the runner cannot take"
                       " from a request; use Image, list[Image], int, float, str, bool, a Literal or an Enum")
 
