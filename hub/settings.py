@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -145,7 +146,7 @@ class Settings:
             pick("database_url", database_url) or f"sqlite:///{data / 'hub.db'}"
         )
         store_url = pick("storage_url", storage_url) or (data / "storage").as_uri()
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # field name -> value, each coerced to its field's type
         for field in dataclasses.fields(cls):
             if field.name in {"data_dir", "database_url", "storage_url"}:
                 continue
@@ -159,7 +160,7 @@ class Settings:
             raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
         if "auto_migrate" not in values:
             values["auto_migrate"] = db_url.startswith("sqlite")
-        return cls(data_dir=data, database_url=db_url, storage_url=store_url, **values)  # type: ignore[arg-type]
+        return cls(data_dir=data, database_url=db_url, storage_url=store_url, **values)
 
 
 def normalise_database_url(url: str) -> str:

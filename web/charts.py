@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,11 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
     return "".join(parts)
 
 
-def downloads_svg(days: list[dict[str, object]], *, width: int = 640, height: int = 120) -> str:
+def downloads_svg(days: list[dict[str, Any]], *, width: int = 640, height: int = 120) -> str:
     """Daily downloads as bars."""
     if not days:
         return ""
-    counts = [int(d["downloads"]) for d in days]  # type: ignore[call-overload]
+    counts = [int(d["downloads"]) for d in days]
     top = max(counts) or 1
     bar = (width - 20) / len(counts)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '

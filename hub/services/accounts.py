@@ -9,14 +9,14 @@ from typing import get_args
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from cvflow.errors import InvalidNameError
 from cvflow.names import validate_namespace
 from hub import security
 from hub.db import session_scope
 from hub.errors import HubError, from_validation
-from hub.models import Namespace, NamespaceKind, Organisation, OrgMember, OrgRole, Token, User, utcnow
+from hub.models import Namespace, NamespaceKind, Organisation, OrgMember, OrgRole, Token, User, row_id, utcnow
 from hub.security import Scopes
 
 ORG_ROLES: tuple[OrgRole, ...] = get_args(OrgRole)
@@ -81,7 +81,7 @@ def create_user(
         raise HubError("invalid_field", "a password needs at least 8 characters")
     ns = _claim_namespace(session, name, "user")
     user = User(
-        namespace_id=ns.id,  # type: ignore[arg-type]
+        namespace_id=row_id(ns),
         name=name,
         email=email,
         is_admin=admin,
@@ -131,7 +131,7 @@ def create_token(
         raise HubError("forbidden", "only hub administrators may hold the admin scope")
     secret = security.new_token()
     token = Token(
-        user_id=user.id,  # type: ignore[arg-type]
+        user_id=row_id(user),
         name=(name or "token")[:100],
         token_hash=security.token_digest(secret),
         display_prefix=secret[:8],
@@ -166,7 +166,7 @@ def touch_token(engine: Engine, token_id: int) -> None:
     """Record that a token was used; best effort, in its own short write transaction."""
     try:
         with session_scope(engine, write=True) as session:
-            session.exec(sa.update(Token).where(Token.id == token_id).values(last_used_at=utcnow()))  # type: ignore[call-overload]
+            session.exec(sa.update(Token).where(col(Token.id) == token_id).values(last_used_at=utcnow()))
     except sa.exc.OperationalError:
         pass  # a busy database must not fail the request that used the token
 
@@ -174,8 +174,8 @@ def touch_token(engine: Engine, token_id: int) -> None:
 def list_tokens(session: Session, user: User) -> list[Token]:
     return list(
         session.exec(
-            select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))  # type: ignore[union-attr]
-            .order_by(Token.id)  # type: ignore[arg-type]
+            select(Token).where(Token.user_id == user.id, col(Token.revoked_at).is_(None))
+            .order_by(col(Token.id))
         )
     )
 
@@ -191,10 +191,10 @@ def revoke_token(session: Session, user: User, token_id: int) -> Token:
 
 def create_org(session: Session, owner: User, name: str) -> Organisation:
     ns = _claim_namespace(session, name, "org")
-    org = Organisation(namespace_id=ns.id, name=name)  # type: ignore[arg-type]
+    org = Organisation(namespace_id=row_id(ns), name=name)
     session.add(org)
     session.flush()
-    session.add(OrgMember(org_id=org.id, user_id=owner.id, role="owner"))  # type: ignore[arg-type]
+    session.add(OrgMember(org_id=row_id(org), user_id=row_id(owner), role="owner"))
     session.flush()
     return org
 
@@ -211,10 +211,10 @@ def org_role(session: Session, org_id: int, user_id: int) -> OrgRole | None:
     return member.role if member else None
 
 
-def org_members(session: Session, org: Organisation) -> list[tuple[User, str]]:
+def org_members(session: Session, org: Organisation) -> list[tuple[User, OrgRole]]:
     rows = session.exec(
-        select(User, OrgMember.role)
-        .join(OrgMember, OrgMember.user_id == User.id)  # type: ignore[arg-type]
+        select(User, col(OrgMember.role))
+        .join(OrgMember, col(OrgMember.user_id) == User.id)
         .where(OrgMember.org_id == org.id)
         .order_by(User.name)
     )
@@ -226,7 +226,7 @@ def set_org_member(
 ) -> None:
     """Add, change or (``role=None``) remove a member. Only owners (or admins) may."""
     actor = principal.require_user()
-    if not principal.is_admin and org_role(session, org.id, actor.id) != "owner":  # type: ignore[arg-type]
+    if not principal.is_admin and org_role(session, row_id(org), row_id(actor)) != "owner":
         raise HubError("forbidden", f"only owners of {org.name!r} manage its members")
     if role is not None and role not in ORG_ROLES:
         raise HubError("invalid_field", f"role must be one of {', '.join(ORG_ROLES)}")
@@ -246,4 +246,4 @@ def set_org_member(
         member.role = role
         session.add(member)
     else:
-        session.add(OrgMember(org_id=org.id, user_id=user.id, role=role))  # type: ignore[arg-type]
+        session.add(OrgMember(org_id=row_id(org), user_id=row_id(user), role=role))
