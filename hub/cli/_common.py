@@ -3,7 +3,7 @@ hub errors as one line and exit status 1, and URLs and durations for people."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -33,7 +33,7 @@ class hub_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> Literal[False]:
         from hub.errors import HubError
 
         if isinstance(exc, HubError):

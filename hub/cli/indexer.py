@@ -97,6 +97,7 @@ def index(ctx: click.Context, url: str, username: str | None, namespace: str | N
                                      tag_pattern=tag_pattern, private=private, queue=False)
             click.echo(f"registered {checked.display} as repository {repo.id}", err=True)
         repository_id = repo.id
+        assert repository_id is not None  # a stored row has its id
     service = Indexer(context)
     try:
         with hub_errors():

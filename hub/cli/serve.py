@@ -20,7 +20,7 @@ from hub.cli._common import redact_url, settings_from
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, demo: bool, log_level: str, **explicit: Any) -> None:
+def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: str, **explicit: Any) -> None:
     """Serve the hub: its web API and its website.
 
     On the embedded SQLite default, migrations are applied at start; on PostgreSQL run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import Any
 
 import click
 
@@ -15,8 +16,8 @@ from cvflow.config import forget_login, load_config, normalise_hub, save_login
 LOGIN_SCOPES = ["read", "publish"]
 
 
-def _describe(who: dict[str, object], hub: str) -> str:
-    scopes = ", ".join(str(s) for s in who.get("scopes") or []) or "none"  # type: ignore[union-attr]
+def _describe(who: dict[str, Any], hub: str) -> str:
+    scopes = ", ".join(str(s) for s in who.get("scopes") or []) or "none"
     admin = " (admin)" if who.get("admin") else ""
     return f"{who.get('name')}{admin} at {hub} (token scopes: {scopes})"
 
