@@ -98,7 +98,7 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """The jittered wait before retry number ``retry`` (1, 2, ...)."""
-        return self.random() * min(self.cap, self.base * 2 ** (retry - 1))
+        return self.random() * min(self.cap, self.base * 2.0 ** (retry - 1))
 
 
 DEFAULT_POLICY = RetryPolicy()

@@ -27,12 +27,12 @@ from cvflow.transfer import DEFAULT_POLICY, MismatchError, RetryPolicy, download
 from hub.context import HubContext
 from hub.db import session_scope
 from hub.errors import HubError
-from hub.models import Blob
+from hub.models import Blob, HubPath
 from hub.services.blobs import hub_holder, referable
 
 CHUNK = 1 << 20
 # A pull-through download keeps a reader waiting: it waits less for a busy upstream.
-_POLICIES = {"pull-through": RetryPolicy(max_wait=10.0)}
+_POLICIES: dict[HubPath, RetryPolicy] = {"pull-through": RetryPolicy(max_wait=10.0)}
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
@@ -46,7 +46,7 @@ def upstream_error(exc: client_errors.HubError, what: str) -> HubError:
 class BlobFetcher:
     """Copies blobs into one hub's store; safe to share between threads."""
 
-    def __init__(self, context: HubContext, *, via: str, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, context: HubContext, *, via: HubPath, retry: RetryPolicy | None = None) -> None:
         self.context = context
         self.holder = hub_holder(via)
         self.retry = retry or _POLICIES.get(via, DEFAULT_POLICY)
