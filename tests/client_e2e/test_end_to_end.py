@@ -71,7 +71,7 @@ def test_publish_search_pull_install_offline_yank_and_refused_republish(hub: Liv
     assert "logged in as alice" in ok(env, "login", "--token", token, cwd=tmp_path).stdout
     config = home / "config.toml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
-    assert tomllib.loads(config.read_text()) == {"hub": hub.url, "token": token}
+    assert tomllib.loads(config.read_text()) == {"hub": hub.url, "tokens": {hub.url: token}}  # one token per hub
     assert as_json(env, "whoami", cwd=tmp_path)["name"] == "alice"
 
     pkg = tmp_path / "brightness"
