@@ -24,6 +24,10 @@ OrgRole = Literal["owner", "member"]
 PackageRoleName = Literal["owner", "maintainer"]
 #: The ways the hub copies versions itself (``PackageOrigin.via``, and grant holders ``hub:<via>``).
 HubPath = Literal["mirror", "pull-through", "bundle"]
+#: What a change-feed entry records (docs/mirrors.md).
+ChangeAction = Literal["publish", "yank", "unyank", "delete", "public", "private"]
+#: What a yank event records.
+YankAction = Literal["yank", "unyank"]
 
 
 class _HasId(Protocol):
@@ -219,7 +223,7 @@ class YankEvent(SQLModel, table=True):
     __tablename__ = "yank_events"
     id: int | None = Field(default=None, primary_key=True)
     version_id: int = Field(foreign_key="versions.id", index=True, ondelete="CASCADE")
-    action: str = Field(max_length=8)  # "yank" | "unyank"
+    action: YankAction = Field(sa_type=sa.String(8))
     reason: str = Field(max_length=500)
     user_id: int | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = Field(default_factory=utcnow)
@@ -323,7 +327,7 @@ class ChangeEvent(SQLModel, table=True):
 
     __tablename__ = "change_events"
     serial: int = _bigint(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    action: str = Field(max_length=16)  # "publish" | "yank" | "unyank" | "delete" | "public" | "private"
+    action: ChangeAction = Field(sa_type=sa.String(16))
     package: str = Field(max_length=104, index=True)
     version: str | None = Field(default=None, max_length=128)
     #: JSON with what a mirror needs beside the names (a yank's reason).

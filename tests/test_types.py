@@ -27,7 +27,7 @@ SNIPPET = textwrap.dedent('''
     from cvflow.runner.schema import ParamKind
     from hub.api.access import Access
     from hub.errors import CODES, HubError, from_validation
-    from hub.models import HubPath, NamespaceKind, OrgRole, PackageRoleName
+    from hub.models import ChangeAction, HubPath, NamespaceKind, OrgRole, PackageRoleName
     from hub.security import ScopeName
     from hub.services.blobs import hub_holder
 
@@ -52,6 +52,8 @@ SNIPPET = textwrap.dedent('''
     Access("publish:package")  # error
     param: ParamKind = "images"
     param = "video"  # error
+    action: ChangeAction = "delete"
+    action = "deleted"  # error
     assert get_args(ScopeName)
 ''')
 
@@ -66,5 +68,5 @@ def test_misspelt_members_of_closed_sets_are_type_errors(tmp_path: Path) -> None
     )
     reported = {int(m.group(1)) for m in re.finditer(r"closed_sets\.py:(\d+): error:", result.stdout)}
     expected = {n for n, line in enumerate(SNIPPET.splitlines(), 1) if line.endswith("# error")}
-    assert len(expected) == 12
+    assert len(expected) == 13
     assert reported == expected, result.stdout + result.stderr

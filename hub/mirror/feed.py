@@ -15,23 +15,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from hub.models import ChangeEvent, FeedCounter, Package, utcnow
+from hub.models import ChangeAction, ChangeEvent, FeedCounter, Package, utcnow
 from hub.services.accounts import Principal
 
 COUNTER = "changes"
-ACTIONS = ("publish", "yank", "unyank", "delete", "public", "private")
+ACTIONS: tuple[ChangeAction, ...] = get_args(ChangeAction)
 MAX_PAGE = 1000
 SERIAL_HEADER = "X-CVFlow-Serial"
 
 
-def emit(session: Session, action: str, package: str, version: str | None = None,
+def emit(session: Session, action: ChangeAction, package: str, version: str | None = None,
          data: dict[str, Any] | None = None) -> int:
     """Record a change in the caller's transaction; returns its serial.
 

@@ -17,7 +17,7 @@ from typing import get_args
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from cvflow.errors import CVFlowError, ValidationError
 from cvflow.manifest import MANIFEST_FILENAME, Manifest, check_files_against_manifest, parse_manifest
@@ -39,6 +39,7 @@ from hub.models import (
     User,
     Version,
     YankEvent,
+    row_id,
     utcnow,
 )
 from hub.services.access import can_read, may_create_in, reader, require_maintainer, require_owner
@@ -65,7 +66,7 @@ def find_package(session: Session, namespace: str, name: str) -> Package | None:
     package = session.exec(select(Package).where(Package.full_name == f"{namespace}/{name}")).first()
     if package is None:
         package = session.exec(
-            select(Package).join(Namespace, Namespace.id == Package.namespace_id)  # type: ignore[arg-type]
+            select(Package).join(Namespace, col(Namespace.id) == Package.namespace_id)
             .where(Namespace.name == namespace.lower(), Package.normalized_name == normalize_name(name))
         ).first()
     return package
@@ -78,19 +79,21 @@ def find_packages(session: Session, names: Sequence[str]) -> dict[str, tuple[int
     found: dict[str, tuple[int, str]] = {}
     for chunk in _chunks(names, 500):
         for id_, full_name in session.exec(
-            select(Package.id, Package.full_name).where(Package.full_name.in_(chunk))  # type: ignore[attr-defined]
+            select(Package.id, Package.full_name).where(col(Package.full_name).in_(chunk))
         ):
-            found[full_name] = (id_, full_name)  # type: ignore[assignment]
+            assert id_ is not None  # a primary key
+            found[full_name] = (id_, full_name)
         rest = {n: n.split("/") for n in chunk if n not in found}
         if not rest:
             continue
         by_key: dict[tuple[str, str], tuple[int, str]] = {}
         for id_, full_name, ns, norm in session.exec(
             select(Package.id, Package.full_name, Namespace.name, Package.normalized_name)
-            .join(Namespace, Namespace.id == Package.namespace_id)  # type: ignore[arg-type]
-            .where(Package.normalized_name.in_({normalize_name(n) for _, n in rest.values()}))  # type: ignore[attr-defined]
+            .join(Namespace, col(Namespace.id) == Package.namespace_id)
+            .where(col(Package.normalized_name).in_({normalize_name(n) for _, n in rest.values()}))
         ):
-            by_key[(ns, norm)] = (id_, full_name)  # type: ignore[assignment]
+            assert id_ is not None  # a primary key
+            by_key[(ns, norm)] = (id_, full_name)
         for wanted, (ns, n) in rest.items():
             hit = by_key.get((ns.lower(), normalize_name(n)))
             if hit is not None:
@@ -215,7 +218,7 @@ def add_version(
                            "is never used again — publish a new version", details={"package": str(pkg_name),
                                                                                    "version": gone})
     version = Version(
-        package_id=package.id,  # type: ignore[arg-type]
+        package_id=row_id(package),
         version=str(semver),
         precedence=semver.precedence_str,
         sort_key=semver.sort_key_text,
@@ -236,11 +239,11 @@ def add_version(
     except sa.exc.IntegrityError as exc:
         raise _version_exists(pkg_name, str(semver)) from exc
     session.add_all(
-        File(version_id=version.id, path=e.path, size=e.size, sha256=e.sha256)  # type: ignore[arg-type]
+        File(version_id=row_id(version), path=e.path, size=e.size, sha256=e.sha256)
         for e in entries
     )
     session.add_all(
-        Dependency(version_id=version.id, package=dep, range=str(rng))  # type: ignore[arg-type]
+        Dependency(version_id=row_id(version), package=dep, range=str(rng))
         for dep, rng in manifest.dependencies.items()
     )
     apply_latest(session, package)
@@ -279,7 +282,7 @@ def validate_release(
     if len(files) > settings.max_files_per_version:
         raise HubError("invalid_files", f"a version may hold at most {settings.max_files_per_version} files")
     try:
-        entries = validate_file_list(list(files))  # type: ignore[arg-type]
+        entries = validate_file_list(list(files))
     except ValidationError as exc:
         codes = {p.code for p in exc.problems}
         raise from_validation(exc, "invalid_path" if codes <= {"invalid_path"} else "invalid_files") from exc
@@ -343,7 +346,7 @@ def _create_package(
         require_maintainer(session, principal, package)
         return package
     if ns.kind == "org":
-        session.add(PackageRole(package_id=package.id, user_id=user.id, role="maintainer"))  # type: ignore[arg-type]
+        session.add(PackageRole(package_id=row_id(package), user_id=row_id(user), role="maintainer"))
     return package
 
 
@@ -358,7 +361,7 @@ def create_package(session: Session, ns: Namespace, pkg_name: PackageName, *, pr
     """
     taken = find_package(session, ns.name, pkg_name.name)
     if taken is None:
-        package = Package(namespace_id=ns.id, name=pkg_name.name, normalized_name=normalize_name(pkg_name.name),  # type: ignore[arg-type]
+        package = Package(namespace_id=row_id(ns), name=pkg_name.name, normalized_name=normalize_name(pkg_name.name),
                           full_name=str(pkg_name), private=private)
         try:
             # begin_nested() flushes pending objects first, so the add goes inside the savepoint.
@@ -391,11 +394,11 @@ def apply_latest(session: Session, package: Package) -> None:
     rows = session.exec(
         select(Version.version, Version.is_prerelease, Version.yanked, Version.manifest)
         .where(Version.package_id == package.id)
-        .order_by(Version.sort_key.desc())  # type: ignore[attr-defined]
+        .order_by(col(Version.sort_key).desc())
     ).all()
     live = [r for r in rows if not r[2]]
     releases = [r for r in live if not r[1]]
-    best = (releases or live or [None])[0]
+    best = releases[0] if releases else live[0] if live else None
     package.latest_version = best[0] if best else None
     if best is not None:
         meta = json.loads(best[3])  # Manifest.to_dict(): flat
@@ -404,8 +407,8 @@ def apply_latest(session: Session, package: Package) -> None:
         package.license = meta.get("license")
         package.framework = (meta.get("framework") or "")[:32] or None
         tags = sorted(set(meta.get("tags") or []))
-        session.exec(sa.delete(PackageTag).where(PackageTag.package_id == package.id))  # type: ignore[call-overload]
-        session.add_all(PackageTag(package_id=package.id, tag=t) for t in tags)  # type: ignore[arg-type]
+        session.exec(sa.delete(PackageTag).where(col(PackageTag.package_id) == package.id))
+        session.add_all(PackageTag(package_id=row_id(package), tag=t) for t in tags)
     package.updated_at = utcnow()
     session.add(package)
 
@@ -434,7 +437,7 @@ def set_yanked(
         row.yank_reason = reason if yanked else None
         row.yanked_at = utcnow() if yanked else None
         session.add(row)
-        session.add(YankEvent(version_id=row.id, action="yank" if yanked else "unyank", reason=reason, user_id=user.id))  # type: ignore[arg-type]
+        session.add(YankEvent(version_id=row_id(row), action="yank" if yanked else "unyank", reason=reason, user_id=user.id))
         session.flush()
         apply_latest(session, package)
         feed.emit(session, "yank" if yanked else "unyank", package.full_name, row.version,
@@ -463,8 +466,9 @@ def delete_version(session: Session, principal: Principal, namespace: str, name:
 
 def drop_version(session: Session, package: Package, row: Version) -> None:
     """Remove a version and everything that hangs on it; the caller records the change."""
-    for table in (File, Dependency, YankEvent, DownloadCount):
-        session.exec(sa.delete(table).where(table.version_id == row.id))  # type: ignore[call-overload,attr-defined]
+    for table, version_id in ((File, col(File.version_id)), (Dependency, col(Dependency.version_id)),
+                              (YankEvent, col(YankEvent.version_id)), (DownloadCount, col(DownloadCount.version_id))):
+        session.exec(sa.delete(table).where(version_id == row.id))
     session.delete(row)
     session.flush()
     apply_latest(session, package)
@@ -494,7 +498,7 @@ def set_role(
         if current is not None:
             session.delete(current)
     elif current is None:
-        session.add(PackageRole(package_id=package.id, user_id=user.id, role=role))  # type: ignore[arg-type]
+        session.add(PackageRole(package_id=row_id(package), user_id=row_id(user), role=role))
     else:
         current.role = role
         session.add(current)
