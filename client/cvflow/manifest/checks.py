@@ -217,8 +217,8 @@ def build_manifest(data: dict[str, Any], *, legacy: bool, source: str) -> Manife
         elif w is not None:
             weights.append(w)
     metrics = _metrics(c, data.get("metrics", {}))
-    kind, dataset = _kind(c, pkg, data, task=task, solvers=bool(solvers) or "solvers" in data,
-                          weights=bool(weights) or "weights" in data)
+    kind, dataset = _kind(c, pkg, data, task=task, solvers=bool(solvers or data.get("solvers")),
+                          weights=bool(weights or data.get("weights")))
     if dataset is not None and task is None:
         task = dataset.task
 
