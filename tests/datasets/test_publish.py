@@ -21,6 +21,8 @@ def test_publish_and_pull_a_dataset_unchanged(hub, detection: tuple[Dataset, Pat
     meta = httpx.get(f"{hub.url}/api/v1/packages/alice/digits/versions/1.0.0").json()
     assert meta["manifest"]["kind"] == "dataset"
     assert meta["manifest"]["dataset"]["splits"] == {"train": 6, "val": 3}
+    page = httpx.get(f"{hub.url}/alice/digits")  # the package page shows a dataset as it is, README included
+    assert page.status_code == 200 and "two digit" in page.text
     result = run_cli(env, "pull", "alice/digits@1.0.0")
     assert result.exit_code == 0, result.output
     pulled = Path(result.stdout.strip().splitlines()[-1])
