@@ -117,3 +117,14 @@ def test_cli_bad_input_is_one_clear_error_with_its_code(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "instances_train.json is not valid JSON" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "pkg").exists()
+
+
+def test_imported_names_are_portable_and_unique(tmp_path: Path) -> None:
+    src = build_imagefolder(tmp_path / "src")
+    shutil.copy(src / "train" / "zero" / "img0.png", src / "train" / "zero" / "CON.png")
+    shutil.copy(src / "train" / "zero" / "img0.png", src / "train" / "one" / "a b (1).png")
+    import_dataset("imagefolder", src, tmp_path / "pkg", name="alice/names", version="1.0.0")
+    check_package_dir(tmp_path / "pkg")  # the hub's portable-name rules hold: no CON.png, no spaces
+    names = sorted(p.name for p in (tmp_path / "pkg" / "images" / "train").iterdir())
+    assert "CON_.png" in names and "a_b_1.png" in names
+    assert len({Path(n).stem.lower() for n in names}) == len(names) == 11

@@ -17,6 +17,7 @@ from typing import Any
 from cvflow.datasets.images import IMAGE_SUFFIXES, ImageProblem, read_header
 from cvflow.errors import DatasetError, Problem
 from cvflow.manifest.dataset import class_name_problem
+from cvflow.paths import windows_reserved
 from cvflow.safeparse import TooDeepError, loads_json
 
 #: Largest annotation file (JSON, XML or text) read whole.
@@ -132,6 +133,8 @@ def safe_file_name(name: str, taken: set[str]) -> str:
     and YOLO label files, so they are unique across the whole dataset)."""
     stem, dot, suffix = Path(name).name.rpartition(".")
     stem = _SAFE_NAME_RE.sub("_", stem if dot else name).strip("._") or "image"
+    if windows_reserved(stem):  # CON.jpg and friends cannot be published (cvflow.paths)
+        stem = f"{stem}_"
     suffix = suffix.lower() if dot else "jpg"
     candidate, n = stem, 1
     while candidate.casefold() in taken:
