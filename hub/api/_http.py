@@ -20,7 +20,7 @@ from hub.api.access import Access
 from hub.api.bodies import Body, Query, parse
 from hub.context import ctx, run_sync
 from hub.db import session_scope
-from hub.errors import HubError
+from hub.errors import ErrorCode, HubError
 from hub.services.accounts import ANONYMOUS, Principal, resolve_token, touch_token
 
 T = TypeVar("T")
@@ -36,7 +36,7 @@ class Endpoint:
     summary: str
     tag: str
     access: Access  # who may call it; enforced by ``guarded`` before the handler runs
-    errors: tuple[str, ...] = ()
+    errors: tuple[ErrorCode, ...] = ()
     request: dict[str, Any] | None = None  # a body that is not JSON (its schema); JSON bodies are ``body``
     body: type[Body] | None = None  # validates and documents the JSON body: ``await read_body(request)``
     query: type[Query] | None = None  # validates and documents the query string: ``read_query(request)``
