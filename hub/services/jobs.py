@@ -23,13 +23,13 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from hub.db import session_scope
-from hub.models import IndexJob, Repository, utcnow
+from hub.models import IndexJob, JobReason, Repository, utcnow
 from hub.services.urls import redact
 
 REASONS = ("register", "webhook", "poll", "manual", "retry")
 
 
-def enqueue(session: Session, repository_id: int, reason: str) -> int:
+def enqueue(session: Session, repository_id: int, reason: JobReason) -> int:
     """Queue an index of the repository, unless one already waits; the waiting job's id."""
     waiting = session.exec(
         select(IndexJob.id).where(IndexJob.repository_id == repository_id, IndexJob.state == "queued")
