@@ -25,7 +25,7 @@ from hub import api
 from hub.api import openapi
 from hub.api._http import dumps, json_response
 from hub.context import HubContext, build_context
-from hub.errors import HubError
+from hub.errors import ErrorCode, HubError
 from hub.mirror.feed import SerialTracker
 from hub.mirror.middleware import ReadOnlyMiddleware, SerialHeaderMiddleware
 from hub.mirror.upstream import upstream_pool
@@ -208,7 +208,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if _wants_page(request):
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Bad request")
         return _page(request, exc.status_code, title, str(exc.detail))
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    codes: dict[int, ErrorCode] = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "bad_request")
     err = HubError(code, exc.detail if exc.status_code not in (404, 405) else None)
     return json_response(err.body(), status=exc.status_code, headers=exc.headers)
 

@@ -107,7 +107,8 @@ def build_context(settings: Settings, *, store: BlobStore | None = None) -> HubC
 
 def ctx(request: HTTPConnection) -> HubContext:
     """The context of the app serving ``request``."""
-    return request.app.state.hub  # type: ignore[no-any-return]
+    hub: HubContext = request.app.state.hub  # app.state is untyped
+    return hub
 
 
 async def run_sync(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

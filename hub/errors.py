@@ -4,19 +4,23 @@ Every error response body is JSON::
 
     {"error": {"code": "version_exists", "message": "...", "details": {...}}}
 
-The hierarchy::
+There is one class, :class:`HubError`: a code from :data:`CODES`, the HTTP status that code
+maps to, a message (the code's meaning unless given) and optional details. The statuses::
 
-    HubError                     code + HTTP status + message (+ details)
-    ├── BadRequest          400  malformed request bodies, parameters and uploads
-    ├── Unauthenticated     401  no token, or a token that is unknown, revoked or expired
-    ├── Forbidden           403  a valid token without the scope or role the action needs
-    ├── NotFound            404  also for private packages the caller may not see
-    ├── Conflict            409  versions that exist, names taken, upload offset mismatch
-    ├── TooLarge            413  bodies over the configured limits
-    ├── Unprocessable       422  well-formed requests whose content breaks a rule
-    ├── TooManyRequests     429  sign-in attempts over the limit (with Retry-After)
-    ├── BadGateway          502  an upstream hub sent what fails verification (mirrors)
-    └── Unavailable         503  the database, the blob store or every upstream cannot be reached
+    400  malformed request bodies, parameters, digests and uploads; a token in the URL
+    401  no token, an unknown, revoked or expired one; a wrong password
+    403  a token without the scope, or a user without the role, the action needs; a webhook
+         signature that does not match; any write to a read-only mirror
+    404  also for private packages the caller may not see
+    405  a method the path does not take
+    409  versions that exist or were deleted, names taken, upload offset mismatch
+    413  bodies and uploads over the configured limits
+    416  a byte range that cannot be served
+    422  well-formed requests whose content breaks a rule
+    429  sign-in attempts over the limit (with Retry-After)
+    500  an unexpected error (logged)
+    502  an upstream hub sent what fails verification (mirrors)
+    503  the database, the blob store, the sign-in limiter or every upstream cannot be reached
 
 Codes are listed in :data:`CODES` with their status and meaning; the OpenAPI document
 is generated from the same table, so the two cannot drift apart. :data:`ErrorCode` is the same

@@ -28,6 +28,10 @@ HubPath = Literal["mirror", "pull-through", "bundle"]
 ChangeAction = Literal["publish", "yank", "unyank", "delete", "public", "private"]
 #: What a yank event records.
 YankAction = Literal["yank", "unyank"]
+#: Why an index job was queued.
+JobReason = Literal["register", "webhook", "poll", "manual", "retry"]
+#: Where an index job is: waiting, taken by a worker, or finished.
+JobState = Literal["queued", "running", "done", "failed"]
 
 
 class _HasId(Protocol):
@@ -293,8 +297,8 @@ class IndexJob(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     repository_id: int = Field(foreign_key="repositories.id", index=True, ondelete="CASCADE")
-    reason: str = Field(max_length=16)  # "register" | "webhook" | "poll" | "manual"
-    state: str = Field(default="queued", max_length=16, index=True)  # queued | running | done | failed
+    reason: JobReason = Field(sa_type=sa.String(16))
+    state: JobState = Field(default="queued", sa_type=sa.String(16), index=True)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -231,10 +231,10 @@ class CatFile:
         if self._timer is not None:
             self._timer.cancel()
         _kill(self._proc)
-        with contextlib.suppress(OSError, ValueError):
-            self._proc.stdin.close()  # type: ignore[union-attr]
-        with contextlib.suppress(OSError, ValueError):
-            self._proc.stdout.close()  # type: ignore[union-attr]
+        for pipe in (self._proc.stdin, self._proc.stdout):  # both are pipes (Popen with PIPE)
+            if pipe is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    pipe.close()
         self._proc.wait()
         shutil.rmtree(self._home, ignore_errors=True)
 

@@ -194,8 +194,10 @@ class ReleaseReader:
                     raise TagProblem("submodule_failed", f"submodule {path}: its commit {pinned} is not in "
                                      f"{checked.display}")
                 entries = scan.read_tree(cache, pinned, "", self.indexer.git)
-            sub = scan.plan_tree(entries, limits, lambda oid, c=cache: self.cat_for(c).read(oid, limit=MAX_LINK_SIZE),
-                                 source=cache)
+            def read_link(oid: str, c: Path = cache) -> bytes:
+                return self.cat_for(c).read(oid, limit=MAX_LINK_SIZE)
+
+            sub = scan.plan_tree(entries, limits, read_link, source=cache)
             self.notes.extend(f"submodule {path}: {note}" for note in sub.notes)
             self.notes.extend(f"submodule {path}/{p} left out: nested submodules are not fetched"
                               for p in sub.submodules)

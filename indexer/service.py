@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from cvflow.versions import Version
 from hub.db import session_scope
@@ -141,7 +141,7 @@ class Indexer:
 
     def _record(self, repo: RepoFacts, result: IndexResult) -> None:
         with session_scope(self.engine, write=True) as session:
-            session.exec(sa.update(Repository).where(Repository.id == repo.id).values(  # type: ignore[call-overload]
+            session.exec(sa.update(Repository).where(col(Repository.id) == repo.id).values(
                 last_indexed_at=result.finished_at, last_status=result.status,
                 last_result=json.dumps(result.as_dict(), separators=(",", ":"))))
 

@@ -1,6 +1,7 @@
 """Closed sets are types: a misspelt error code, scope, role, namespace kind, copy path,
-endpoint access mode or solver input kind is a type error under the project's mypy
-configuration (the one ``scripts/test`` runs), not a string that only fails at run time.
+change action, job reason or state, endpoint access mode or solver input kind is a type
+error under the project's mypy configuration (the one ``scripts/test`` runs), not a string
+that only fails at run time.
 
 Each line marked ``# error`` must be reported, and nothing else may be: a line left
 unreported means its type was widened back to ``str``.
@@ -27,7 +28,7 @@ SNIPPET = textwrap.dedent('''
     from cvflow.runner.schema import ParamKind
     from hub.api.access import Access
     from hub.errors import CODES, HubError, from_validation
-    from hub.models import ChangeAction, HubPath, NamespaceKind, OrgRole, PackageRoleName
+    from hub.models import ChangeAction, HubPath, JobReason, JobState, NamespaceKind, OrgRole, PackageRoleName
     from hub.security import ScopeName
     from hub.services.blobs import hub_holder
 
@@ -54,6 +55,10 @@ SNIPPET = textwrap.dedent('''
     param = "video"  # error
     action: ChangeAction = "delete"
     action = "deleted"  # error
+    reason: JobReason = "webhook"
+    reason = "push"  # error
+    state: JobState = "done"
+    state = "finished"  # error
     assert get_args(ScopeName)
 ''')
 
@@ -68,5 +73,5 @@ def test_misspelt_members_of_closed_sets_are_type_errors(tmp_path: Path) -> None
     )
     reported = {int(m.group(1)) for m in re.finditer(r"closed_sets\.py:(\d+): error:", result.stdout)}
     expected = {n for n, line in enumerate(SNIPPET.splitlines(), 1) if line.endswith("# error")}
-    assert len(expected) == 13
+    assert len(expected) == 15
     assert reported == expected, result.stdout + result.stderr

@@ -183,3 +183,20 @@ def test_s3_downloads_can_redirect_to_presigned_urls(make_settings, aws_credenti
     finally:
         hub.close_clients()
         server.__exit__()
+
+
+def test_file_downloads_can_hand_off_to_nginx(make_settings):
+    hub, server = start_hub(make_settings("sqlite-file", accel_redirect_prefix="/_blobs/"))
+    try:
+        alice = hub.user_client("alice")
+        data = os.urandom(10_000)
+        publish(alice, files={"solver.py": b"x", "weights/w.safetensors": data}, weights=("weights/w.safetensors",))
+        r = hub.client().get("/api/v1/packages/alice/detector/versions/1.0.0/files/weights/w.safetensors")
+        assert r.status_code == 200 and r.content == b"" and r.headers["etag"] == f'"{sha256(data)}"'
+        location = r.headers["x-accel-redirect"]
+        assert location.startswith("/_blobs/")
+        # nginx serves the alias of /_blobs/ (the store's root) joined with the rest.
+        assert (hub.context.store.root / location.removeprefix("/_blobs/")).read_bytes() == data
+    finally:
+        hub.close_clients()
+        server.__exit__()

@@ -20,7 +20,8 @@ def principal_for(user: User) -> Principal:
 async def web_principal(request: Request) -> Principal:
     """The signed-in user (also set as ``scope["web_user"]`` for templates), or anonymous."""
     if "web_principal" in request.scope:
-        return request.scope["web_principal"]  # type: ignore[no-any-return]
+        known: Principal = request.scope["web_principal"]  # set below, on the first call
+        return known
     who = ANONYMOUS
     uid = request.session.get("uid")
     if isinstance(uid, int):

@@ -6,7 +6,7 @@ The hub context and the request's unit of work are public, in :mod:`hub.context`
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, TypeVar
@@ -20,10 +20,11 @@ from hub.api.access import Access
 from hub.api.bodies import Body, Query, parse
 from hub.context import ctx, run_sync
 from hub.db import session_scope
-from hub.errors import HubError
+from hub.errors import ErrorCode, HubError
 from hub.services.accounts import ANONYMOUS, Principal, resolve_token, touch_token
 
-T = TypeVar("T")
+#: A request handler, returned unchanged by the endpoint decorator.
+H = TypeVar("H", bound=Callable[[Request], Awaitable[Response]])
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Endpoint:
     summary: str
     tag: str
     access: Access  # who may call it; enforced by ``guarded`` before the handler runs
-    errors: tuple[str, ...] = ()
+    errors: tuple[ErrorCode, ...] = ()
     request: dict[str, Any] | None = None  # a body that is not JSON (its schema); JSON bodies are ``body``
     body: type[Body] | None = None  # validates and documents the JSON body: ``await read_body(request)``
     query: type[Query] | None = None  # validates and documents the query string: ``read_query(request)``
@@ -93,7 +94,7 @@ class Registry:
         self.endpoints: list[Endpoint] = []
 
     def __call__(self, method: str, path: str, summary: str, tag: str, *, access: Access,
-                 **meta: Any) -> Callable[[T], T]:
+                 **meta: Any) -> Callable[[H], H]:
         errors = list(meta.pop("errors", ()))
         # What the shared plumbing can raise is documented on every endpoint that uses it.
         if access.auth != "none":
@@ -110,9 +111,9 @@ class Registry:
             errors.append("read_only")  # answered by hub.mirror.middleware when the hub is read-only
         meta["errors"] = tuple(dict.fromkeys(errors))
 
-        def register(func: T) -> T:
-            handler = with_models(meta.get("body"), meta.get("query"), func)  # type: ignore[arg-type]
-            self.endpoints.append(Endpoint(method, path, guarded(access, handler), summary, tag,  # type: ignore[arg-type]
+        def register(func: H) -> H:
+            handler = with_models(meta.get("body"), meta.get("query"), func)
+            self.endpoints.append(Endpoint(method, path, guarded(access, handler), summary, tag,
                                            access, **meta))
             return func
 
@@ -198,7 +199,7 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 

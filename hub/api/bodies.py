@@ -14,17 +14,17 @@ its model is a ``422 invalid_field`` (or the field's own code: ``invalid_scope``
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from cvflow.names import RESERVED_NAMESPACES
-from hub.errors import HubError
+from hub.errors import ErrorCode, HubError
 from hub.mirror.feed import MAX_PAGE
 from hub.models import OrgRole, PackageRoleName
 from hub.security import DEFAULT_SCOPES, Scopes
 from hub.services.accounts import MAX_TOKEN_LIFETIME
-from hub.services.catalog import MAX_PER_PAGE, SORTS
+from hub.services.catalog import MAX_PER_PAGE, Sort
 from hub.services.repositories import MAX_PATTERN
 
 #: The largest id a database row has (a signed 64-bit integer).
@@ -90,14 +90,14 @@ class Body(BaseModel):
     """A JSON request body. ``codes`` maps a field (``field.*``: its items) to the code its problems carry."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
-    codes: ClassVar[dict[str, str]] = {}
+    codes: ClassVar[dict[str, ErrorCode]] = {}
 
 
 class Query(BaseModel):
     """A query string: text, converted to the declared types."""
 
     model_config = ConfigDict(extra="ignore")
-    codes: ClassVar[dict[str, str]] = {}
+    codes: ClassVar[dict[str, ErrorCode]] = {}
 
 
 # --- accounts ---------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class Query(BaseModel):
 class NewToken(Body):
     """A token to create: its name, scopes and lifetime."""
 
-    codes: ClassVar[dict[str, str]] = {"scopes": "invalid_scope"}
+    codes: ClassVar[dict[str, ErrorCode]] = {"scopes": "invalid_scope"}
     name: Annotated[str, Field(max_length=100, description="a label for you")] | None = None
     scopes: Annotated[list[Scope], Field(
         min_length=1, max_length=50, examples=[["read", "publish:demo"]],
@@ -123,7 +123,7 @@ class Login(NewToken):
 
 
 class NewOrg(Body):
-    codes: ClassVar[dict[str, str]] = {"name": "invalid_package_name"}
+    codes: ClassVar[dict[str, ErrorCode]] = {"name": "invalid_package_name"}
     name: OrgName
 
 
@@ -149,7 +149,7 @@ class FileEntry(Body):
 
 
 class Publish(Body):
-    codes: ClassVar[dict[str, str]] = {"files": "invalid_files"}
+    codes: ClassVar[dict[str, ErrorCode]] = {"files": "invalid_files"}
     manifest: str = Field(description="the cvflow.toml text")
     files: list[FileEntry]
     private: bool | None = Field(default=None, description="for a new package: make it private")
@@ -170,7 +170,7 @@ class Search(Query):
     task: str | None = Field(default=None, description="task, e.g. detection")
     tag: str | None = Field(default=None, description="a tag")
     namespace: str | None = Field(default=None, description="only this namespace")
-    sort: Literal[SORTS] = Field(default="downloads", description="the order of the results")  # type: ignore[valid-type]
+    sort: Sort = Field(default="downloads", description="the order of the results")
     page: QueryInt = Field(default=1, ge=1, le=1_000_000, description="page number, from 1")
     per_page: QueryInt = Field(default=20, ge=1, le=MAX_PER_PAGE, description="results per page")
 
@@ -179,7 +179,7 @@ class Search(Query):
 
 
 class BlobCheck(Body):
-    codes: ClassVar[dict[str, str]] = {"digests.*": "invalid_digest"}
+    codes: ClassVar[dict[str, ErrorCode]] = {"digests.*": "invalid_digest"}
     digests: Annotated[list[Digest], Field(max_length=10_000)]
 
 
@@ -189,7 +189,7 @@ class NewUpload(Body):
 
 
 class FinishUpload(Body):
-    codes: ClassVar[dict[str, str]] = {"sha256": "invalid_digest"}
+    codes: ClassVar[dict[str, ErrorCode]] = {"sha256": "invalid_digest"}
     sha256: Digest
 
 
@@ -238,7 +238,7 @@ def parse(model: type[Body] | type[Query], data: Any) -> Any:
         problems = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         fields = [k for e in exc.errors() if e["loc"]
                   for k in ((f"{e['loc'][0]}.*",) if len(e["loc"]) > 1 else ()) + (str(e["loc"][0]),)]
-        code = next((model.codes[f] for f in fields if f in model.codes), "invalid_field")
+        code: ErrorCode = next((model.codes[f] for f in fields if f in model.codes), "invalid_field")
         first = problems[0]
         message = f"'{first['field']}': {first['message']}" if first["field"] else first["message"]
         raise HubError(code, message, details={"problems": problems}) from None

@@ -15,6 +15,7 @@ All of them carry ``ETag: "<sha256>"`` and never read more than a chunk into mem
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from hub.context import HubContext, run_sync
 from hub.errors import HubError
-from hub.storage import BlobNotFound, StorageError
+from hub.storage import BlobNotFound, StorageError, blob_key
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -73,7 +74,7 @@ async def blob_response(
         raise HubError("blob_not_found", "the blob is recorded but missing from storage") from exc
     if path is not None and settings.accel_redirect_prefix:
         # The prefix is an nginx internal location whose alias is the store's root.
-        relative = path.relative_to(store.root).as_posix()  # type: ignore[attr-defined]
+        relative = blob_key(digest)
         return Response(headers={**headers, "x-accel-redirect": settings.accel_redirect_prefix + relative,
                                  "content-type": "application/octet-stream"})
     if path is None and settings.s3_presign:
@@ -97,7 +98,7 @@ async def blob_response(
                              media_type="application/octet-stream")
 
 
-def _first_then_rest(it):  # type: ignore[no-untyped-def]
+def _first_then_rest(it: Iterable[bytes]) -> Iterator[bytes]:
     """Pull the first chunk now so "not found" becomes an error before headers are sent."""
     iterator = iter(it)
     try:
@@ -105,7 +106,7 @@ def _first_then_rest(it):  # type: ignore[no-untyped-def]
     except StopIteration:
         return iter(())
 
-    def rest():  # type: ignore[no-untyped-def]
+    def rest() -> Iterator[bytes]:
         yield first
         yield from iterator
 

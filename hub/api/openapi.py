@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from hub import __version__
 from hub.api import endpoints
 from hub.api.bodies import PATH_PARAMETERS
-from hub.errors import CODES
+from hub.errors import CODES, ErrorCode
 
 _ERROR = {
     "type": "object",
@@ -81,7 +81,7 @@ def build() -> dict[str, Any]:
         if ep.headers:
             ok["headers"] = {h: {"description": d, "schema": {"type": "string"}} for h, d in ep.headers.items()}
         responses: dict[str, Any] = {str(ep.status): ok}
-        by_status: dict[int, list[str]] = {}
+        by_status: dict[int, list[ErrorCode]] = {}
         for code in ep.errors:
             by_status.setdefault(CODES[code][0], []).append(code)
         for status, codes in sorted(by_status.items()):

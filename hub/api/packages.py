@@ -54,7 +54,7 @@ def _invalidate(request: Request, namespace: str, name: str) -> None:
 async def list_packages(request: Request) -> Response:
     who = await principal(request)
     q: bodies.Search = read_query(request)
-    args = dict(query=q.q.strip()[:200], task=q.task or None, tag=q.tag or None,
+    args: dict[str, Any] = dict(query=q.q.strip()[:200], task=q.task or None, tag=q.tag or None,
                 namespace=q.namespace or None, sort=q.sort, page=q.page, per_page=q.per_page)
     return json_response(await in_session(request, catalog.search, who, **args))
 
@@ -122,7 +122,8 @@ async def get_package(request: Request) -> Response:
 
 
 def _pool(request: Request) -> UpstreamPool | None:
-    return request.app.state.upstreams  # type: ignore[no-any-return]
+    pool: UpstreamPool | None = request.app.state.upstreams  # app.state is untyped
+    return pool
 
 
 def _from_upstream(session: Any, pool: UpstreamPool | None, exc: HubError, p: Any) -> bool:
@@ -208,7 +209,7 @@ async def publish(request: Request) -> Response:
 
     def work(session: Session) -> dict[str, Any]:
         version = packages.publish(session, hub.settings, who, namespace, name,
-                                   manifest_toml=manifest, files=files, private=private)  # type: ignore[arg-type]
+                                   manifest_toml=manifest, files=files, private=private)
         package = packages.get_package(session, who, namespace, name)
         return catalog.version_document(session, package, version)
 
@@ -240,8 +241,8 @@ async def get_version(request: Request) -> Response:
     doc = await in_session(request, work)
     if doc is None:
         assert pool is not None
-        url, doc = await run_sync(pool.version_document, f"{p['namespace']}/{p['name']}", p["version"])
-        doc = {**doc, "origin": {"upstream": url, "via": "pull-through"}}
+        url, upstream_doc = await run_sync(pool.version_document, f"{p['namespace']}/{p['name']}", p["version"])
+        doc = {**upstream_doc, "origin": {"upstream": url, "via": "pull-through"}}
     return json_response(doc)
 
 
@@ -264,19 +265,19 @@ async def _yank(request: Request, yanked: bool) -> Response:
     return await _version_change(request, change)
 
 
-_YANK = dict(access=Access("publish:pkg", role="package's owner or maintainer"), params=_VER,
+_YANK: dict[str, Any] = dict(access=Access("publish:pkg", role="package's owner or maintainer"), params=_VER,
              errors=("unauthenticated", "insufficient_scope", "forbidden", "package_not_found", "version_not_found",
                      "invalid_field"),
              body=bodies.VersionChange)
 
 
 @endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions/{version}/yank",
-          "Yank a version: resolvers skip it unless pinned; it is never deleted", "packages", **_YANK)  # type: ignore[arg-type]
+          "Yank a version: resolvers skip it unless pinned; it is never deleted", "packages", **_YANK)
 async def yank(request: Request) -> Response:
     return await _yank(request, True)
 
 
-@endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions/{version}/unyank", "Undo a yank", "packages", **_YANK)  # type: ignore[arg-type]
+@endpoint("POST", "/api/v1/packages/{namespace}/{name}/versions/{version}/unyank", "Undo a yank", "packages", **_YANK)
 async def unyank(request: Request) -> Response:
     return await _yank(request, False)
 

@@ -42,6 +42,9 @@ def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: st
     from hub.redact import uvicorn_log_config
 
     # Tokens and Authorization values never reach the logs (the access log prints query strings).
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, timeout_graceful_shutdown=5,
-                log_config=uvicorn_log_config())
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, timeout_graceful_shutdown=5,
+                    log_config=uvicorn_log_config())
+    finally:
+        context.close()  # the app does not close a context it was given
 

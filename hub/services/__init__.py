@@ -1,1 +1,16 @@
-"""Domain logic of the registry, free of HTTP: each function takes a session and a principal."""
+"""Domain logic of the registry, free of HTTP: each function takes a session and a principal.
+
+| module | what it holds |
+| --- | --- |
+| ``access`` | who may read, publish and own packages and repositories (the one place) |
+| ``accounts`` | users, organisations, tokens |
+| ``packages`` | publishing, yanking, privacy and roles |
+| ``catalog`` | the read side: package and version documents, search, download counts |
+| ``blobs`` | resumable uploads and blob checks |
+| ``gc`` | removing unreferenced blobs and abandoned uploads |
+| ``throttle`` | the sign-in limiter |
+| ``repositories`` | registered git repositories: register, list, re-index, unregister |
+| ``webhooks`` | GitHub, GitLab and Gitea webhook verification |
+| ``urls`` | which repository and weight URLs may be fetched |
+| ``jobs`` | the ``index_jobs`` table the indexer's workers claim from |
+"""

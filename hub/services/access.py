@@ -29,10 +29,9 @@ Admins are users with the admin flag *and* a token with the ``admin`` scope
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from hub.errors import HubError
 from hub.models import Namespace, Organisation, OrgMember, Package, PackageRole, Repository, User
@@ -86,34 +85,34 @@ def reader(session: Session, principal: Principal) -> Callable[[int], bool]:
     return readable
 
 
-def visible_filter(session: Session, principal: Principal) -> Any:
+def visible_filter(session: Session, principal: Principal) -> sa.ColumnElement[bool]:
     """:func:`can_read` as a WHERE clause selecting the packages the caller may see."""
     if principal.is_admin:
         return sa.true()
-    public = Package.private.is_(False)  # type: ignore[attr-defined]
+    public = col(Package.private).is_(False)
     user = principal.user
     if user is None or principal.scopes is None:
         return public
-    own_ns = Package.namespace_id == user.namespace_id
-    org_ns = Package.namespace_id.in_(  # type: ignore[attr-defined]
-        select(Organisation.namespace_id).join(OrgMember, OrgMember.org_id == Organisation.id).where(OrgMember.user_id == user.id)  # type: ignore[arg-type]
+    own_ns = col(Package.namespace_id) == user.namespace_id
+    org_ns = col(Package.namespace_id).in_(
+        select(Organisation.namespace_id).join(OrgMember, col(OrgMember.org_id) == Organisation.id).where(OrgMember.user_id == user.id)
     )
-    roles = Package.id.in_(select(PackageRole.package_id).where(PackageRole.user_id == user.id))  # type: ignore[union-attr]
+    roles = col(Package.id).in_(select(PackageRole.package_id).where(PackageRole.user_id == user.id))
     scoped_private = sa.and_(sa.or_(own_ns, org_ns, roles), _scope_filter(principal))
     return sa.or_(public, scoped_private)
 
 
-def _scope_filter(principal: Principal) -> Any:
+def _scope_filter(principal: Principal) -> sa.ColumnElement[bool]:
     items = principal.scopes.items if principal.scopes else frozenset()
     if {"read", "publish", "admin"} & items:  # as Scopes.can_read: an admin scope covers every package
         return sa.true()
-    clauses = []
+    clauses: list[sa.ColumnElement[bool]] = []
     for scope in items:
         target = scope.partition(":")[2]
         if "/" in target:
-            clauses.append(Package.full_name == target)
+            clauses.append(col(Package.full_name) == target)
         elif target:
-            clauses.append(Package.full_name.startswith(target + "/"))  # type: ignore[attr-defined]
+            clauses.append(col(Package.full_name).startswith(target + "/"))
     return sa.or_(*clauses) if clauses else sa.false()
 
 

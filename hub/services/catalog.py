@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -30,7 +30,9 @@ from hub.services import packages
 from hub.services.access import visible_filter
 from hub.services.accounts import Principal
 
-SORTS = ("downloads", "recent", "name")
+#: The orders search results come in.
+Sort = Literal["downloads", "recent", "name"]
+SORTS: tuple[Sort, ...] = get_args(Sort)
 MAX_PER_PAGE = 100
 
 

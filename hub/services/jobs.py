@@ -20,16 +20,16 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from hub.db import session_scope
-from hub.models import IndexJob, Repository, utcnow
+from hub.models import IndexJob, JobReason, Repository, utcnow
 from hub.services.urls import redact
 
 REASONS = ("register", "webhook", "poll", "manual", "retry")
 
 
-def enqueue(session: Session, repository_id: int, reason: str) -> int:
+def enqueue(session: Session, repository_id: int, reason: JobReason) -> int:
     """Queue an index of the repository, unless one already waits; the waiting job's id."""
     waiting = session.exec(
         select(IndexJob.id).where(IndexJob.repository_id == repository_id, IndexJob.state == "queued")
@@ -55,11 +55,11 @@ def enqueue(session: Session, repository_id: int, reason: str) -> int:
 def claim(engine: Engine, worker: str, lease: int) -> IndexJob | None:
     """Take the oldest queued job whose repository no other job is indexing; None if there is none."""
     other = aliased(IndexJob)
-    busy = sa.exists().where(other.repository_id == IndexJob.repository_id, other.state == "running")
+    busy = sa.exists().where(col(other.repository_id) == IndexJob.repository_id, col(other.state) == "running")
     with session_scope(engine, write=True) as session:
         job = session.exec(
-            select(IndexJob).where(IndexJob.state == "queued", ~busy).order_by(IndexJob.id)  # type: ignore[arg-type]
-            .limit(1).with_for_update(skip_locked=True, of=IndexJob)  # type: ignore[arg-type]
+            select(IndexJob).where(IndexJob.state == "queued", ~busy).order_by(col(IndexJob.id))
+            .limit(1).with_for_update(skip_locked=True, of=IndexJob)
         ).first()
         if job is None:
             return None
@@ -74,7 +74,7 @@ def claim(engine: Engine, worker: str, lease: int) -> IndexJob | None:
 
 def complete(engine: Engine, job_id: int, *, failed: bool, message: str) -> None:
     with session_scope(engine, write=True) as session:
-        session.exec(sa.update(IndexJob).where(IndexJob.id == job_id).values(  # type: ignore[call-overload]
+        session.exec(sa.update(IndexJob).where(col(IndexJob.id) == job_id).values(
             state="failed" if failed else "done", finished_at=utcnow(), message=redact(message)[:1000]))
 
 
@@ -82,7 +82,7 @@ def requeue_lost(engine: Engine) -> int:
     """Fail the running jobs whose lease ran out, and queue their repositories again."""
     with session_scope(engine, write=True) as session:
         lost = session.exec(
-            select(IndexJob).where(IndexJob.state == "running", IndexJob.lease_expires_at < utcnow())  # type: ignore[operator]
+            select(IndexJob).where(IndexJob.state == "running", col(IndexJob.lease_expires_at) < utcnow())
             .with_for_update(skip_locked=True)
         ).all()
         for job in lost:
@@ -99,13 +99,13 @@ def enqueue_due_polls(engine: Engine, interval: int, *, limit: int = 100) -> int
     if interval <= 0:
         return 0
     cutoff = utcnow() - timedelta(seconds=interval)
-    due_clause = sa.or_(Repository.last_polled_at.is_(None), Repository.last_polled_at < cutoff)  # type: ignore[union-attr,operator]
+    due_clause = sa.or_(col(Repository.last_polled_at).is_(None), col(Repository.last_polled_at) < cutoff)
     queued = 0
     with session_scope(engine, write=True) as session:
-        due = session.exec(select(Repository.id).where(due_clause).order_by(Repository.id).limit(limit)).all()
+        due = session.exec(select(Repository.id).where(due_clause).order_by(col(Repository.id)).limit(limit)).all()
         for repository_id in due:
             # Of several workers polling at once, the one whose update moves the row queues the job.
-            moved = session.exec(sa.update(Repository).where(Repository.id == repository_id, due_clause)  # type: ignore[call-overload]
+            moved = session.exec(sa.update(Repository).where(col(Repository.id) == repository_id, due_clause)
                                  .values(last_polled_at=utcnow())).rowcount
             if moved == 1:
                 assert repository_id is not None

@@ -16,12 +16,12 @@ import secrets
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from cvflow.errors import ValidationError
 from cvflow.paths import validate_path
 from hub.errors import HubError
-from hub.models import IndexJob, Namespace, Organisation, OrgMember, Package, Repository, User, utcnow
+from hub.models import IndexJob, Namespace, Organisation, OrgMember, Package, Repository, User, row_id, utcnow
 from hub.services.access import may_create_in, may_manage_repository, may_view_repository, repository_scope_covers
 from hub.services.accounts import Principal
 from hub.services.catalog import iso
@@ -87,7 +87,7 @@ def register(session: Session, settings: Settings, principal: Principal, *, url:
     ).first()
     if existing is not None:
         raise _exists(existing)
-    repo = Repository(namespace_id=ns.id, registered_by=user.id, url=checked.url, display_url=checked.display,  # type: ignore[arg-type]
+    repo = Repository(namespace_id=row_id(ns), registered_by=row_id(user), url=checked.url, display_url=checked.display,
                       subdir=sub, branch_pattern=_pattern(branch_pattern, "branch_pattern"),
                       tag_pattern=_pattern(tag_pattern, "tag_pattern"), private=bool(private),
                       webhook_secret=secrets.token_hex(32), last_polled_at=utcnow())
@@ -138,18 +138,18 @@ def find(session: Session, display_url: str, subdir: str = "") -> Repository | N
 
 
 def for_package(session: Session, package: Package) -> Repository | None:
-    return session.exec(select(Repository).where(Repository.package_id == package.id).order_by(Repository.id)).first()
+    return session.exec(select(Repository).where(Repository.package_id == package.id).order_by(col(Repository.id))).first()
 
 
 def list_managed(session: Session, principal: Principal) -> list[Repository]:
     """The repositories the caller manages: registered by them, or in their namespaces."""
     user = principal.require_user()
-    query = select(Repository).order_by(Repository.id)
+    query = select(Repository).order_by(col(Repository.id))
     if not principal.is_admin:
         org_namespaces = select(Organisation.namespace_id).join(
-            OrgMember, OrgMember.org_id == Organisation.id).where(OrgMember.user_id == user.id)  # type: ignore[arg-type]
-        query = query.where(sa.or_(Repository.registered_by == user.id, Repository.namespace_id == user.namespace_id,
-                                   Repository.namespace_id.in_(org_namespaces)))  # type: ignore[attr-defined]
+            OrgMember, col(OrgMember.org_id) == Organisation.id).where(OrgMember.user_id == user.id)
+        query = query.where(sa.or_(col(Repository.registered_by) == user.id, col(Repository.namespace_id) == user.namespace_id,
+                                   col(Repository.namespace_id).in_(org_namespaces)))
     return [r for r in session.exec(query) if may_manage_repository(session, principal, r)]
 
 
@@ -160,7 +160,7 @@ def reindex(session: Session, repo: Repository) -> int:
 
 def unregister(session: Session, repo: Repository) -> None:
     """Forget the repository and its jobs; the versions it published stay."""
-    session.exec(sa.delete(IndexJob).where(IndexJob.repository_id == repo.id))  # type: ignore[call-overload]
+    session.exec(sa.delete(IndexJob).where(col(IndexJob.repository_id) == repo.id))
     session.delete(repo)
 
 
@@ -172,7 +172,7 @@ def document(session: Session, principal: Principal, repo: Repository) -> dict[s
     package = session.get(Package, repo.package_id) if repo.package_id is not None else None
     registrant = session.get(User, repo.registered_by)
     jobs = session.exec(
-        select(IndexJob.state).where(IndexJob.repository_id == repo.id, IndexJob.state.in_(("queued", "running")))  # type: ignore[attr-defined]
+        select(IndexJob.state).where(IndexJob.repository_id == repo.id, col(IndexJob.state).in_(("queued", "running")))
     ).all()
     status = "indexing" if "running" in jobs else "queued" if "queued" in jobs else repo.last_status or "new"
     doc: dict[str, Any] = {

@@ -15,7 +15,7 @@ from cvflow.errors import InvalidNameError
 from cvflow.names import validate_namespace
 from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
-from hub.models import User, UserIdentity
+from hub.models import User, UserIdentity, row_id
 from hub.security import Scopes
 from hub.services import accounts, throttle
 from web.session import sign_in, web_principal
@@ -26,7 +26,8 @@ TOKEN_SCOPE_CHOICES = ("read", "publish")
 
 def limiter(request: Request) -> throttle.Throttle:
     """The hub's sign-in limiter: one budget with the API's login, shared by every replica."""
-    return request.app.state.login_throttle  # type: ignore[no-any-return]
+    limiter: throttle.Throttle = request.app.state.login_throttle  # app.state is untyped
+    return limiter
 
 
 def providers(request: Request) -> list[dict[str, str]]:
@@ -102,7 +103,7 @@ async def tokens_page(request: Request) -> Response:
         return {"name": token.name, "secret": secret, "scopes": token.scopes}
 
     def work(session: Session) -> tuple[dict[str, Any] | None, str | None, list[Any]]:
-        user = session.get(User, who.user.id)  # type: ignore[union-attr]
+        user = session.get(User, row_id(who.require_user()))
         assert user is not None
         created, error = None, None
         if form is not None:
@@ -135,7 +136,8 @@ async def oidc_start(request: Request) -> Response:
     request.session["oidc_next"] = _safe_next(request.query_params.get("next"))
     redirect_uri = str(request.url_for("oidc_callback", provider=name))
     try:
-        return await client.authorize_redirect(request, redirect_uri)  # type: ignore[no-any-return]
+        redirect: Response = await client.authorize_redirect(request, redirect_uri)
+        return redirect
     except httpx.HTTPError as exc:
         return _sign_in_failed(request, name, f"the provider did not answer ({type(exc).__name__})", status=502)
 
@@ -175,7 +177,7 @@ async def oidc_callback(request: Request) -> Response:
             return user
         user = accounts.create_user(session, hub.hasher, _free_name(session, claims), None,
                                     email=claims.get("email"))
-        session.add(UserIdentity(provider=name, subject=subject, user_id=user.id))  # type: ignore[arg-type]
+        session.add(UserIdentity(provider=name, subject=subject, user_id=row_id(user)))
         return user
 
     user = await in_session(request, link, write=True)

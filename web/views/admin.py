@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -27,9 +27,9 @@ async def admin_page(request: Request) -> Response:
         users = session.exec(select(User).order_by(User.name).limit(500)).all()
         yanks = session.exec(
             select(YankEvent, Version.version, Package.full_name)
-            .join(Version, Version.id == YankEvent.version_id)  # type: ignore[arg-type]
-            .join(Package, Package.id == Version.package_id)  # type: ignore[arg-type]
-            .order_by(YankEvent.created_at.desc()).limit(50)  # type: ignore[attr-defined]
+            .join(Version, col(Version.id) == YankEvent.version_id)
+            .join(Package, col(Package.id) == Version.package_id)
+            .order_by(col(YankEvent.created_at).desc()).limit(50)
         ).all()
         blobs, stored = session.exec(select(sa.func.count(), sa.func.coalesce(sa.func.sum(Blob.size), 0))).one()
         uploads = session.exec(select(sa.func.count()).select_from(Upload)).one()

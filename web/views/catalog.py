@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -51,7 +51,7 @@ def page_number(request: Request) -> int:
 async def search(request: Request) -> Response:
     who = await web_principal(request)
     q = request.query_params
-    args = {"query": q.get("q", "").strip()[:200], "task": q.get("task") or None, "tag": q.get("tag") or None,
+    args: dict[str, Any] = {"query": q.get("q", "").strip()[:200], "task": q.get("task") or None, "tag": q.get("tag") or None,
             "framework": q.get("framework") or None, "sort": q.get("sort") or "downloads"}
     page = page_number(request)
 
@@ -64,7 +64,9 @@ async def search(request: Request) -> Response:
 
 
 def page_count(found: dict[str, Any]) -> int:
-    return max(1, -(-found["total"] // found["per_page"]))
+    total: int = found["total"]
+    per_page: int = found["per_page"]
+    return max(1, -(-total // per_page))
 
 
 def _readme(hub: Any, files: list[File], manifest: dict[str, Any]) -> str | None:
@@ -93,8 +95,8 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
     deps = list(session.exec(select(Dependency).where(Dependency.version_id == row.id).order_by(Dependency.package)))
     visible = access.visible_filter(session, who)
     reverse = sorted(set(session.exec(
-        select(Package.full_name).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
-        .join(Dependency, Dependency.version_id == Version.id)  # type: ignore[arg-type]
+        select(Package.full_name).join(Version, col(Version.package_id) == Package.id)
+        .join(Dependency, col(Dependency.version_id) == Version.id)
         # Dependencies keep the spelling they were written with; valid names have single separators,
         # so mapping '_' and '.' to '-' is the normalised form (cvflow.names.package_key).
         .where(sa.func.replace(sa.func.replace(Dependency.package, "_", "-"), ".", "-") == package_key(package.full_name),
@@ -148,7 +150,7 @@ def _canonical_url(request: Request, full_name: str) -> str:
 
 def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
     rows = session.exec(
-        select(Package.full_name, Version.manifest).join(Version, Version.package_id == Package.id)  # type: ignore[arg-type]
+        select(Package.full_name, Version.manifest).join(Version, col(Version.package_id) == Package.id)
         .where(Package.task == task, Version.version == Package.latest_version, access.visible_filter(session, who))
         .order_by(Package.full_name)
     )
@@ -166,7 +168,7 @@ def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, An
 def task_counts(session: Session, who: Principal) -> dict[str, int]:
     """How many packages the caller can see per task, in one query."""
     rows = session.exec(
-        select(Package.task, sa.func.count()).where(Package.task.is_not(None), access.visible_filter(session, who))  # type: ignore[union-attr]
+        select(Package.task, sa.func.count()).where(col(Package.task).is_not(None), access.visible_filter(session, who))
         .group_by(Package.task)
     )
     found = dict(rows.all())

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -19,7 +19,8 @@ from cvflow.errors import CVFlowError, ValidationError
 if TYPE_CHECKING:
     from cvflow.api import HubClient
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -46,11 +47,11 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     raise SystemExit(code)
 
 
-def handle_errors(func: F) -> F:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Print library errors as one clear line (plus problems) and exit 1, never a traceback."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ValidationError as exc:
@@ -65,7 +66,7 @@ def handle_errors(func: F) -> F:
             click.secho("interrupted", fg="yellow", err=True)
             raise SystemExit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def os_error_message(exc: OSError) -> str:

@@ -21,15 +21,15 @@ machine take turns on ``state/install.lock``.
 
 One module per step:
 
-=============  ================================================================
-``plan``       ``install``: resolve or read the lock, pull, build in dependency order
-``lock``       installing against ``cvflow.lock``: roots, wholeness, file digests
-``venv``       building one venv aside and swapping it into place
-``hook``       the import hook that makes ``cvflow`` importable in a package venv
-``state``      ``installed.json``: list, record, uninstall
-``records``    ``InstalledPackage``, ``InstallReport``, ``parse_spec``
-``errors``     ``InstallError``, ``NotInstalledError``
-=============  ================================================================
+| module | what it holds |
+| --- | --- |
+| ``plan`` | ``install``: resolve or read the lock, pull, build in dependency order |
+| ``lock`` | installing against ``cvflow.lock``: roots, wholeness, file digests |
+| ``venv`` | building one venv aside and swapping it into place |
+| ``hook`` | the import hook that makes ``cvflow`` importable in a package venv |
+| ``state`` | ``installed.json``: list, record, uninstall |
+| ``records`` | ``InstalledPackage``, ``InstallReport``, ``parse_spec`` |
+| ``errors`` | ``InstallError``, ``NotInstalledError`` |
 
 Importing this package does not import the resolver or the HTTP client: ``cvflow ps``
 lists installed packages without them.

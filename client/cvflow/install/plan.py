@@ -67,7 +67,7 @@ def install(client: HubClient | None, cache: Cache, config: Config, spec: str | 
 
         name, text = parse_spec(spec)
         requested = {name: text or "*"}
-        source = OfflineSource(cache) if offline else HubSource(client, cache)  # type: ignore[arg-type]
+        source = HubSource(client, cache) if client is not None and not offline else OfflineSource(cache)
         graph = {n: (c.version, dict(c.dependencies))
                  for n, c in resolve_graph(requested, source, prereleases=prereleases).items()}
 
@@ -103,7 +103,8 @@ def _fetch_all(client: HubClient | None, cache: Cache, graph: Mapping[str, tuple
         else:
             from cvflow.pull import pull_version  # the download stack: only when online
 
-            snap = Path(pull_version(client, cache, name, str(version), progress=progress))  # type: ignore[arg-type]
+            assert client is not None  # install() refuses to go on without one unless offline
+            snap = Path(pull_version(client, cache, name, str(version), progress=progress))
         doc = cache.read_version(snap)
         if doc is None:
             raise IntegrityError(f"{name}@{version}: the cached snapshot {snap} has no readable version document")
