@@ -9,7 +9,8 @@ sends in its JSON error bodies, so callers branch on the code, never on the text
         ├── InvalidVersionError                  code="invalid_version"
         ├── InvalidRangeError                    code="invalid_version_range"
         ├── InvalidPathError                     code="invalid_path"
-        └── ManifestError                        code="invalid_manifest"
+        ├── ManifestError                        code="invalid_manifest"
+        └── DatasetError                         code="invalid_dataset": each problem has its own code
     ├── HubError(CVFlowError)                   code=the hub's code, .status, .details
     │   ├── HubNotFoundError(HubError, FileNotFoundError)   404s
     │   ├── HubAuthError(HubError, PermissionError)         401s and 403s
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 __all__ = [
     "CVFlowError",
     "ConfigError",
+    "DatasetError",
     "HubAuthError",
     "HubConflictError",
     "HubError",
@@ -135,6 +137,13 @@ class ManifestError(ValidationError):
     """A manifest (``cvflow.toml`` or legacy ``cvpm.toml``) is missing or invalid."""
 
     code = "invalid_manifest"
+
+
+class DatasetError(ValidationError):
+    """A dataset (to import, export or publish) is malformed; each problem's code says how
+    (``bad_json``, ``xml_forbidden``, ``missing_image``, ... listed in ``docs/datasets.md``)."""
+
+    code = "invalid_dataset"
 
 
 class HubError(CVFlowError):

@@ -11,6 +11,7 @@ from cvflow.commands.lazy import Entry
 
 _ACCOUNT, _PACKAGES, _PULL = "cvflow.commands.account", "cvflow.commands.packages", "cvflow.commands.pull"
 _INSTALL, _BUNDLE, _RUN = "cvflow.commands.install", "cvflow.commands.bundle", "cvflow.commands.run"
+_DATASET = "cvflow.commands.dataset"
 
 #: Every command: its name, module, attribute and short help (the first line of its own help;
 #: ``tests/client/test_cli_startup.py`` checks that they agree).
@@ -41,4 +42,5 @@ COMMANDS: tuple[Entry, ...] = (
     Entry("logs", _RUN, "logs", "Print a runner's log: its start-up, one line per request, and solver tracebacks."),
     Entry("restart", _RUN, "restart",
           "Restart runners (running or dead) as they were started, on the same port when it is free."),
+    Entry("dataset", _DATASET, "dataset", "Import and export datasets: COCO, Pascal VOC, YOLO and ImageFolder."),
 )

@@ -9,6 +9,7 @@ Legacy CVPM packages have ``cvpm.toml`` and optionally ``pretrained.toml``;
 ``parse_cvpm`` maps them onto a ``Manifest`` with ``legacy=True`` (see its docstring).
 """
 
+from cvflow.manifest.dataset import DATASET_TASKS, KINDS, DatasetInfo
 from cvflow.manifest.load import check_files_against_manifest, load_package_dir, parse_cvpm, parse_manifest
 from cvflow.manifest.model import (
     DEFAULT_README,
@@ -24,13 +25,16 @@ from cvflow.manifest.model import (
 )
 
 __all__ = [
+    "DATASET_TASKS",
     "DEFAULT_README",
+    "KINDS",
     "LEGACY_MANIFEST_FILENAME",
     "LEGACY_WEIGHTS_FILENAME",
     "MANIFEST_FILENAME",
     "TASKS",
     "WEIGHT_FORMATS",
     "BatchPolicy",
+    "DatasetInfo",
     "Manifest",
     "Solver",
     "Weight",

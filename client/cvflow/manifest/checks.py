@@ -13,6 +13,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from cvflow.errors import ManifestError, Problem, ValidationError
+from cvflow.manifest.dataset import KINDS, DatasetInfo, parse_dataset_table
 from cvflow.manifest.model import (
     _CLASS_RE,
     _FORMAT_BY_SUFFIX,
@@ -216,6 +217,10 @@ def build_manifest(data: dict[str, Any], *, legacy: bool, source: str) -> Manife
         elif w is not None:
             weights.append(w)
     metrics = _metrics(c, data.get("metrics", {}))
+    kind, dataset = _kind(c, pkg, data, task=task, solvers=bool(solvers or data.get("solvers")),
+                          weights=bool(weights or data.get("weights")))
+    if dataset is not None and task is None:
+        task = dataset.task
 
     if c.problems or name is None or version is None:
         n = len(c.problems)
@@ -239,7 +244,33 @@ def build_manifest(data: dict[str, Any], *, legacy: bool, source: str) -> Manife
         metrics=metrics,
         allow_pickle=allow_pickle,
         legacy=legacy,
+        kind=kind,
+        dataset=dataset,
     )
+
+
+def _kind(c: _Checker, pkg: dict[str, Any], data: dict[str, Any], *, task: str | None, solvers: bool,
+          weights: bool) -> tuple[str, DatasetInfo | None]:
+    """``package.kind`` and, for a dataset, its ``[dataset]`` table (docs/datasets.md)."""
+    kind = pkg.get("kind", "model")
+    if kind not in KINDS:
+        c.add("invalid_field", "package.kind", f"kind must be one of {', '.join(KINDS)}")
+        return "model", None
+    if kind == "model":
+        if "dataset" in data:
+            c.add("invalid_field", "dataset", 'a [dataset] table needs kind = "dataset" in [package]')
+        return kind, None
+    if "dataset" not in data:
+        c.add("missing_field", "dataset", 'a package of kind = "dataset" needs a [dataset] table')
+        return kind, None
+    if solvers or weights:
+        # The hub installs and runs nothing from a dataset; code and weights belong in a model package.
+        c.add("invalid_field", "solvers" if solvers else "weights", "a dataset package has no solvers or weights")
+    info, problems = parse_dataset_table(data["dataset"])
+    c.problems.extend(problems)
+    if info is not None and task is not None and task != info.task:
+        c.add("invalid_field", "package.task", f"package.task is {task!r} but dataset.task is {info.task!r}")
+    return kind, info
 
 
 def _path(c: _Checker, path: str, where: str) -> str | None:

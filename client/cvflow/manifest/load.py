@@ -8,6 +8,7 @@ from typing import Any
 
 from cvflow.errors import ManifestError, Problem
 from cvflow.manifest.checks import build_manifest
+from cvflow.manifest.dataset import check_dataset_files
 from cvflow.manifest.model import (
     LEGACY_MANIFEST_FILENAME,
     LEGACY_WEIGHTS_FILENAME,
@@ -125,9 +126,11 @@ def check_files_against_manifest(manifest: Manifest, files: list[FileEntry]) -> 
 
     The manifest file must be there, an explicit ``readme`` must be there, and every
     weight without a ``url`` must be there; where a weight states ``sha256`` or
-    ``size`` and its file is there, they must match.
+    ``size`` and its file is there, they must match. A dataset's ``images/<split>/`` file
+    counts and ``annotations/<split>.json`` files must match its ``[dataset]`` splits.
     """
     by_path = {f.path: f for f in files}
+    dataset_problems = [] if manifest.dataset is None else check_dataset_files(manifest.dataset, files)
     required = [LEGACY_MANIFEST_FILENAME] if manifest.legacy else [MANIFEST_FILENAME]
     if manifest.legacy and manifest.weights:
         required.append(LEGACY_WEIGHTS_FILENAME)
@@ -172,5 +175,5 @@ def check_files_against_manifest(manifest: Manifest, files: list[FileEntry]) -> 
                     f"{w.path!r} is {entry.size} bytes, not {w.size}",
                 )
             )
-    return problems
+    return problems + dataset_problems
 

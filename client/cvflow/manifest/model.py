@@ -10,6 +10,7 @@ from typing import Any
 import tomli_w
 
 from cvflow.errors import ManifestError
+from cvflow.manifest.dataset import DatasetInfo
 from cvflow.names import PackageName
 from cvflow.solver import declared_input
 from cvflow.versions import Version, VersionRange
@@ -54,8 +55,9 @@ _PACKAGE_KEYS = (
     "requirements",
     "framework",
     "allow_pickle",
+    "kind",
 )
-_SECTIONS = ("package", "dependencies", "solvers", "weights", "metrics", "tool")
+_SECTIONS = ("package", "dependencies", "solvers", "weights", "metrics", "dataset", "tool")
 _SOLVER_NAME_RE = re.compile(r"\A[a-z0-9_-]{1,64}\Z")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _CLASS_RE = re.compile(rf"\A{_IDENT}(?:\.{_IDENT})*:{_IDENT}\Z")
@@ -138,6 +140,8 @@ class Manifest:
     metrics: dict[str, float] = field(default_factory=dict)
     allow_pickle: bool = False
     legacy: bool = False  # read from cvpm.toml: URL weights may lack sha256 and size
+    kind: str = "model"  # or "dataset" (docs/datasets.md)
+    dataset: DatasetInfo | None = None  # the [dataset] table, exactly when kind == "dataset"
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON-serialisable form; ``Manifest.from_dict`` reads it back."""
@@ -162,6 +166,8 @@ class Manifest:
                 for w in self.weights
             ],
             "metrics": dict(self.metrics),
+            "kind": self.kind,
+            "dataset": None if self.dataset is None else self.dataset.to_dict(),
         }  # fmt: skip
 
     @classmethod
@@ -173,12 +179,14 @@ class Manifest:
         """
         if not isinstance(data, dict):
             raise ManifestError("manifest must be an object")
-        sections = {"dependencies", "solvers", "weights", "metrics", "legacy"}
+        sections = {"dependencies", "solvers", "weights", "metrics", "dataset", "legacy"}
         table: dict[str, Any] = {
             "package": {k: v for k, v in data.items() if k not in sections and v is not None}
         }
-        for key in ("dependencies", "solvers", "weights", "metrics"):
+        for key in ("dependencies", "solvers", "weights", "metrics", "dataset"):
             value = data.get(key)
+            if isinstance(value, list | dict) and key == "dataset":
+                value = _drop_none(value)
             if isinstance(value, list):
                 value = [_drop_none(x) for x in value]
             if value is not None:
@@ -194,8 +202,8 @@ class Manifest:
         them too, so that text passes ``parse_manifest`` only once they are added.
         """
         d = self.to_dict()
-        table: dict[str, Any] = {"package": {k: d[k] for k in _PACKAGE_KEYS if d[k]}}
-        for key in ("dependencies", "solvers", "weights", "metrics"):
+        table: dict[str, Any] = {"package": {k: d[k] for k in _PACKAGE_KEYS if d[k] and (k, d[k]) != ("kind", "model")}}
+        for key in ("dependencies", "solvers", "weights", "metrics", "dataset"):
             if d[key]:
                 table[key] = [_drop_none(x) for x in d[key]] if isinstance(d[key], list) else d[key]
         return tomli_w.dumps(table)
