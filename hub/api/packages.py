@@ -22,7 +22,7 @@ from hub.db import session_scope
 from hub.errors import HubError
 from hub.mirror.copies import origin_json
 from hub.mirror.upstream import UpstreamPool
-from hub.models import File, utcnow
+from hub.models import File, Package, Version, utcnow
 from hub.services import catalog, packages
 from hub.services.accounts import Principal, get_user
 
@@ -126,11 +126,22 @@ def _pool(request: Request) -> UpstreamPool | None:
     return pool
 
 
-def _from_upstream(session: Any, pool: UpstreamPool | None, exc: HubError, p: Any) -> bool:
-    """Whether a miss here is asked of the upstreams: not for packages published here."""
-    if pool is None or exc.code not in ("package_not_found", "version_not_found"):
-        return False
-    return pool.local_kind(session, f"{p['namespace']}/{p['name']}") != "local"
+def _local_version(session: Session, who: Principal, pool: UpstreamPool | None,
+                   p: Any) -> tuple[Package, Version] | None:
+    """The package and version the path names, or None when the upstreams should answer instead.
+
+    A miss is asked of the upstreams only when there are some and the package was not
+    published here; any other miss raises.
+    """
+    try:
+        package = packages.get_package(session, who, p["namespace"], p["name"])
+        return package, packages.get_version(session, package, p["version"])
+    except HubError as exc:
+        if pool is None or exc.code not in ("package_not_found", "version_not_found"):
+            raise
+        if pool.local_kind(session, f"{p['namespace']}/{p['name']}") == "local":
+            raise
+        return None
 
 
 async def _refuse_shadowing(request: Request, full_name: str) -> None:
@@ -227,13 +238,10 @@ async def get_version(request: Request) -> Response:
     pool = _pool(request)
 
     def work(session: Session) -> dict[str, Any] | None:
-        try:
-            package = packages.get_package(session, who, p["namespace"], p["name"])
-            version = packages.get_version(session, package, p["version"])
-        except HubError as exc:
-            if not _from_upstream(session, pool, exc, p):
-                raise
+        found = _local_version(session, who, pool, p)
+        if found is None:
             return None
+        package, version = found
         doc = catalog.version_document(session, package, version)
         doc["manifest_toml"] = version.manifest_toml  # mirrors copy the manifest byte for byte
         return _with_origin(session, package, doc)
@@ -316,13 +324,10 @@ async def download_file(request: Request) -> Response:
     counts = p["path"] == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-"))
 
     def lookup(session: Session) -> tuple[str, Any] | None:
-        try:
-            package = packages.get_package(session, who, p["namespace"], p["name"])
-            version = packages.get_version(session, package, p["version"])
-        except HubError as exc:
-            if not _from_upstream(session, pool, exc, p):
-                raise
+        found = _local_version(session, who, pool, p)
+        if found is None:
             return None
+        package, version = found
         file = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
         if file is None:
             raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}")
