@@ -11,6 +11,7 @@ created and dropped); S3 is moto's threaded server, real S3 HTTP over a loopback
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -67,6 +68,20 @@ def _new_bucket(endpoint: str) -> str:
     name = f"cvflow-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(Bucket=name)
     return name
+
+
+@contextlib.contextmanager
+def scratch_pg_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards; its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
+    try:
+        yield f"postgresql+psycopg://{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

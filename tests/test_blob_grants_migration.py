@@ -8,16 +8,14 @@ Real SQLite and PostgreSQL databases, migrated with Alembic.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
 from hub import db
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import scratch_pg_database
 
 T = "2026-01-01 00:00:00+00:00"
 
@@ -27,13 +25,8 @@ def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
         return
-    name = f"cvflow_grants_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_pg_database("cvflow_grants") as url:
+        yield url
 
 
 def _insert(conn: sa.Connection, table: str, **row: object) -> None:

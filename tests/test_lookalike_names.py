@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlmodel import select
@@ -26,7 +24,7 @@ from cvflow.versions import Version
 from hub import db
 from hub.db import session_scope
 from hub.models import Package
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import scratch_pg_database
 from tests.helpers import error_code, publish
 from tests.indexer._helpers import SOLVER as INDEXED_SOLVER
 from tests.indexer._helpers import manifest as indexed_manifest
@@ -232,13 +230,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-u
         return
     if not any(b.startswith("postgres") for b in _backends()):
         pytest.skip("PostgreSQL is not among CVFLOW_TEST_BACKENDS")
-    name = f"cvflow_lookalike_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_pg_database("cvflow_lookalike") as url:
+        yield url
 
 
 def test_migration_0006_backfills_and_keeps_the_oldest_look_alike_canonical(database_url):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import httpx
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -19,7 +17,7 @@ import hub.models  # noqa: F401  (registers the tables)
 from hub import db
 from hub.app import create_app
 from hub.settings import Settings
-from tests.conftest import PG_ADMIN_URL, ServerThread
+from tests.conftest import ServerThread, scratch_pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,13 +25,8 @@ def empty_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
         return
-    name = f"cvflow_mig_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_pg_database("cvflow_mig") as url:
+        yield url
 
 
 def _diff(url: str) -> list[object]:
