@@ -45,6 +45,8 @@ ErrorCode = Literal[
     "invalid_repository_url", "bundle_invalid", "upstream_invalid", "upstream_changed", "feed_gap",
     "upstream_unavailable", "storage_unavailable", "database_unavailable", "too_many_attempts",
     "limiter_unavailable", "internal_error",
+    "project_not_found", "item_not_found", "project_exists", "stale_revision", "item_leased",
+    "nothing_to_snapshot", "no_suggestion_model", "invalid_project", "invalid_labels", "invalid_image",
 ]
 
 #: code -> (HTTP status, meaning). The single source for responses and OpenAPI.
@@ -116,6 +118,16 @@ CODES: dict[ErrorCode, tuple[int, str]] = {
                                "the seconds in Retry-After."),
     "limiter_unavailable": (503, "The sign-in limiter's store cannot be reached; sign-in is refused until it is back."),
     "internal_error": (500, "An unexpected error; the hub logged it."),
+    "project_not_found": (404, "No such annotation project, or it is private."),
+    "item_not_found": (404, "The project has no item with this id."),
+    "project_exists": (409, "The namespace already has an annotation project of this name."),
+    "stale_revision": (409, "The item changed since the revision this save started from; the error's details hold the current item, and nothing was saved or lost."),
+    "item_leased": (409, "Another annotator holds this item's lease; take the next item from the queue instead."),
+    "nothing_to_snapshot": (409, "No item of the project has accepted labels yet, so there is no dataset to publish."),
+    "no_suggestion_model": (409, "The project names no suggestion model, or no published version lies in its range."),
+    "invalid_project": (422, "The project's settings break a rule (name, task, classes, suggestion model, members)."),
+    "invalid_labels": (422, "The labels break a rule: a box outside its image or of no size, an unknown class, a malformed entry."),
+    "invalid_image": (422, "The file is not a PNG or JPEG image, or it is larger than the hub accepts (pixels or bytes)."),
 }
 if set(CODES) != set(get_args(ErrorCode)):  # pragma: no cover - a table edit without the type, or the reverse
     raise AssertionError(f"hub.errors: CODES and ErrorCode differ: {set(CODES) ^ set(get_args(ErrorCode))}")

@@ -393,3 +393,137 @@ class LoginThrottle(SQLModel, table=True):
     #: "user:NAME" or "ip:ADDRESS" (IPv6 by its /64).
     key: str = Field(max_length=200, primary_key=True)
     tat: float = Field(index=True)
+
+
+# --- annotation projects (docs/annotation.md) ------------------------------------------------
+
+#: What a project labels: boxes with a class, or one class per image.
+AnnotationTask = Literal["detection", "classification"]
+#: A user's role in an annotation project, beside the owners of its namespace.
+ProjectRole = Literal["owner", "annotator", "reviewer"]
+#: Where an item is: waiting for an annotator, saved by one, or approved by a reviewer.
+ItemStatus = Literal["todo", "done", "approved"]
+#: The order the queue hands items out in.
+QueueOrder = Literal["sequential", "uncertainty"]
+#: What an annotation event records.
+ItemAction = Literal["add", "suggest", "save", "approve", "reject"]
+
+
+class AnnotationProject(SQLModel, table=True):
+    """An annotation project: the only mutable state of the annotation environment.
+
+    It belongs to a namespace and follows the hub's access rules (``hub.services.access``);
+    it is private unless made public. ``classes`` is the label set (a JSON list of names, the
+    same rules as a dataset's classes). The suggestion model is a package, a version range and
+    a solver; ``model_version`` is the newest version in that range that a suggestion worker
+    was last handed, so items suggested by an older one are suggested again.
+    """
+
+    __tablename__ = "annotation_projects"
+    __table_args__ = (sa.UniqueConstraint("namespace_id", "name", name="uq_annotation_projects_namespace_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(foreign_key="namespaces.id", index=True)
+    name: str = Field(max_length=64)
+    full_name: str = Field(max_length=104, unique=True, index=True)
+    description: str = Field(default="", max_length=512)
+    task: AnnotationTask = Field(sa_type=sa.String(16))
+    classes: list[str] = Field(sa_type=sa.JSON)
+    private: bool = True
+    queue_order: QueueOrder = Field(default="sequential", sa_type=sa.String(16))
+    suggest_package: str | None = Field(default=None, max_length=104)
+    suggest_range: str = Field(default="*", max_length=128)
+    suggest_solver: str | None = Field(default=None, max_length=64)
+    model_version: str | None = Field(default=None, max_length=128)
+    #: Where snapshots are published: a dataset package ``namespace/name``.
+    dataset_package: str = Field(max_length=104)
+    created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ProjectMember(SQLModel, table=True):
+    """A user's role in one project."""
+
+    __tablename__ = "project_members"
+    project_id: int = Field(foreign_key="annotation_projects.id", primary_key=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="users.id", primary_key=True, index=True, ondelete="CASCADE")
+    role: ProjectRole = Field(sa_type=sa.String(16))
+    added_at: datetime = Field(default_factory=utcnow)
+
+
+class AnnotationItem(SQLModel, table=True):
+    """One image of a project, its current labels and the model's suggestions.
+
+    ``revision`` grows by one with every saved change: a save names the revision it started
+    from, and a stale one is refused with the current state (optimistic concurrency). An
+    annotator holds an item while ``lease_until`` lies ahead; a suggestion worker holds it
+    while ``suggest_lease_until`` does. ``labels`` and ``suggestions`` are JSON lists
+    (docs/annotation.md); ``confidence`` is the suggestions' lowest score, the key of the
+    ``uncertainty`` queue order.
+    """
+
+    __tablename__ = "annotation_items"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "file_name", name="uq_annotation_items_project_file"),
+        sa.Index("ix_annotation_items_queue", "project_id", "status", "confidence", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="annotation_projects.id", index=True, ondelete="CASCADE")
+    sha256: str = Field(max_length=64, foreign_key="blobs.sha256", index=True)
+    file_name: str = Field(max_length=255)
+    width: int
+    height: int
+    split: str = Field(default="train", max_length=32)
+    status: ItemStatus = Field(default="todo", sa_type=sa.String(16))
+    revision: int = 0
+    labels: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
+    suggestions: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)
+    suggestion_version: str | None = Field(default=None, max_length=128)
+    confidence: float | None = None
+    suggest_lease_until: datetime | None = None
+    suggest_worker: str | None = Field(default=None, max_length=200)
+    leased_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    lease_until: datetime | None = None
+    time_ms: int = _bigint(default=0)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+
+
+class AnnotationEvent(SQLModel, table=True):
+    """Every change to an item: who, what, when, and how much came from the suggestions.
+
+    For a ``save``, ``accepted``/``edited``/``rejected`` count the suggestions kept as they
+    were, changed, or dropped, and ``added`` the labels drawn by hand; ``model_version`` is the
+    version whose suggestions the annotator saw.
+    """
+
+    __tablename__ = "annotation_events"
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="annotation_projects.id", index=True, ondelete="CASCADE")
+    item_id: int = Field(foreign_key="annotation_items.id", index=True, ondelete="CASCADE")
+    user_id: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    at: datetime = Field(default_factory=utcnow)
+    action: ItemAction = Field(sa_type=sa.String(16))
+    revision: int
+    model_version: str | None = Field(default=None, max_length=128)
+    labels: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)
+    accepted: int = 0
+    edited: int = 0
+    rejected: int = 0
+    added: int = 0
+    duration_ms: int = _bigint(default=0)
+
+
+class AnnotationSnapshot(SQLModel, table=True):
+    """A dataset version published from a project's accepted labels."""
+
+    __tablename__ = "annotation_snapshots"
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="annotation_projects.id", index=True, ondelete="CASCADE")
+    package: str = Field(max_length=104)
+    version: str = Field(max_length=128)
+    items: int
+    labels: int
+    created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)

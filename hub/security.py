@@ -11,6 +11,8 @@ Scopes, space-separated on a token:
 ``publish``            publish, yank and unyank any package the user may publish to
 ``publish:NS``         ... only packages in namespace ``NS``
 ``publish:NS/NAME``    ... only the package ``NS/NAME``
+``annotate``           label, review and manage the annotation projects where the user holds
+                       a role (docs/annotation.md); unscoped ``publish`` implies it
 ``admin``              administer the hub (the user must be an admin too)
 =====================  ===============================================================
 
@@ -33,7 +35,7 @@ from cvflow.names import NAME_RE, NAMESPACE_RE
 
 TOKEN_PREFIX = "cvf_"
 #: The scopes without a target; ``publish`` also comes as ``publish:NS`` and ``publish:NS/NAME``.
-ScopeName = Literal["read", "publish", "admin"]
+ScopeName = Literal["read", "publish", "annotate", "admin"]
 SCOPE_NAMES: frozenset[str] = frozenset(get_args(ScopeName))
 DEFAULT_SCOPES: tuple[ScopeName, ...] = ("read", "publish")
 
@@ -97,7 +99,7 @@ class Scopes:
             if not _valid_scope(scope):
                 raise ValueError(
                     f"unknown scope {scope!r}: use read, publish, publish:NAMESPACE, "
-                    "publish:NAMESPACE/NAME or admin"
+                    "publish:NAMESPACE/NAME, annotate or admin"
                 )
             out.add(scope)
         if not out:
@@ -122,6 +124,11 @@ class Scopes:
     def can_read(self, namespace: str, name: str) -> bool:
         return "read" in self.items or self.can_publish(namespace, name)
 
+    @property
+    def can_annotate(self) -> bool:
+        """Whether the token may write to annotation projects (where its user holds a role)."""
+        return bool(self.admin or "annotate" in self.items or "publish" in self.items)
+
     def covers(self, other: Scopes) -> bool:
         """Whether a token with these scopes may mint a token with ``other``."""
         if self.admin:
@@ -130,6 +137,8 @@ class Scopes:
             if scope == "admin":
                 return False
             if scope == "read" and "read" not in self.items:
+                return False
+            if scope == "annotate" and not self.can_annotate:
                 return False
             if scope.startswith("publish"):
                 target = scope.partition(":")[2]

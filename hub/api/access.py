@@ -20,6 +20,8 @@ Scopes (see :mod:`hub.security`):
                    a repository named in the body)
 ``publish:ns``     a publish scope covering the ``namespace`` (or ``org``) path parameter
 ``publish:pkg``    a publish scope covering ``namespace``/``name`` from the path
+``annotate``       a token with ``annotate``, unscoped ``publish`` or ``admin``: writes to
+                   annotation projects (the role is checked on the project)
 ``admin``          the ``admin`` scope (the user must be a hub administrator as well)
 =================  ==================================================================
 """
@@ -32,7 +34,7 @@ from typing import Literal
 from hub.errors import HubError
 from hub.services.accounts import Principal
 
-Scope = Literal["public", "optional", "token", "read", "publish", "publish:any", "publish:ns", "publish:pkg", "admin"]
+Scope = Literal["public", "optional", "token", "read", "publish", "publish:any", "publish:ns", "publish:pkg", "annotate", "admin"]
 
 _DESCRIBE: dict[Scope, str] = {
     "public": "no token needed",
@@ -43,6 +45,7 @@ _DESCRIBE: dict[Scope, str] = {
     "publish:any": "a token with any publish scope (`publish`, `publish:NS`, `publish:NS/NAME`) or `admin`",
     "publish:ns": "a token with `publish`, `publish:{namespace}` or `admin`",
     "publish:pkg": "a token with `publish`, `publish:{namespace}`, `publish:{namespace}/{name}` or `admin`",
+    "annotate": "a token with `annotate`, `publish` or `admin`",
     "admin": "a token with `admin`, held by a hub administrator",
 }
 
@@ -92,6 +95,8 @@ class Access:
         elif self.scope == "publish:ns":
             ns = path_params.get("namespace") or path_params.get("org") or ""
             ok = "publish" in items or f"publish:{ns}" in items
+        elif self.scope == "annotate":
+            ok = scopes.can_annotate
         elif self.scope == "publish:pkg":
             ok = scopes.can_publish(path_params.get("namespace", ""), path_params.get("name", ""))
         else:  # admin, and only admin

@@ -2,7 +2,7 @@
 
 | module | what it holds |
 | --- | --- |
-| ``access`` | who may read, publish and own packages and repositories (the one place) |
+| ``access`` | who may read, publish and own packages, repositories and annotation projects (the one place) |
 | ``accounts`` | users, organisations, tokens |
 | ``packages`` | publishing, yanking, privacy and roles |
 | ``catalog`` | the read side: package and version documents, search, download counts |
@@ -13,4 +13,5 @@
 | ``webhooks`` | GitHub, GitLab and Gitea webhook verification |
 | ``urls`` | which repository and weight URLs may be fetched |
 | ``jobs`` | the ``index_jobs`` table the indexer's workers claim from |
+| ``annotation/`` | annotation projects: labels, projects and members, the queue, images, suggestions, snapshots |
 """

@@ -22,6 +22,15 @@ Repositories
     (:func:`may_manage_repository`); it is seen by them, by its registrant, and by everyone who
     may read the package it feeds (:func:`may_view_repository`).
 
+Annotation projects
+    A project's roles (:func:`project_role`): ``owner`` for the namespace's user, the owners of
+    the owning organisation and members named owner; ``annotator`` and ``reviewer`` for members
+    named so. A public project is readable by everyone; a private one by admins and, with a
+    token that may read (``read``, ``annotate`` or a publish scope), by its role holders
+    (:func:`can_read_project`). Writing needs the ``annotate`` scope (or unscoped ``publish``)
+    and a role (:func:`require_project_role`): annotators and owners label, reviewers and owners
+    review, owners manage the project. A member removed during a session loses the next call.
+
 Admins are users with the admin flag *and* a token with the ``admin`` scope
 (:attr:`hub.services.accounts.Principal.is_admin`).
 """
@@ -34,7 +43,18 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from hub.errors import HubError
-from hub.models import Namespace, Organisation, OrgMember, Package, PackageRole, Repository, User
+from hub.models import (
+    AnnotationProject,
+    Namespace,
+    Organisation,
+    OrgMember,
+    Package,
+    PackageRole,
+    ProjectMember,
+    ProjectRole,
+    Repository,
+    User,
+)
 from hub.services.accounts import Principal
 
 #: The package roles that may publish versions.
@@ -208,3 +228,82 @@ def may_view_repository(session: Session, principal: Principal, repo: Repository
     if package is None:
         return principal.user is not None and principal.user.id == repo.registered_by
     return can_read(session, principal, package)
+
+
+# --- annotation projects --------------------------------------------------------------------
+
+#: What each project action needs: the roles that may do it.
+PROJECT_ACTIONS: dict[str, frozenset[ProjectRole]] = {
+    "label": frozenset({"owner", "annotator"}),
+    "review": frozenset({"owner", "reviewer"}),
+    "suggest": frozenset({"owner", "annotator"}),
+    "manage": frozenset({"owner"}),
+}
+
+
+def project_role(session: Session, project: AnnotationProject, user: User | None) -> ProjectRole | None:
+    """``owner``, ``annotator``, ``reviewer`` or None (see the module's text)."""
+    if user is None:
+        return None
+    ns = session.get(Namespace, project.namespace_id)
+    if ns is not None and ns.kind == "user" and ns.id == user.namespace_id:
+        return "owner"
+    if ns is not None and ns.kind == "org":
+        org = session.exec(select(Organisation).where(Organisation.namespace_id == ns.id)).one()
+        member = session.get(OrgMember, (org.id, user.id))
+        if member is not None and member.role == "owner":
+            return "owner"
+    row = session.get(ProjectMember, (project.id, user.id))
+    return row.role if row is not None else None
+
+
+def can_read_project(session: Session, principal: Principal, project: AnnotationProject) -> bool:
+    """Whether the caller may see the project, its items and their images."""
+    if not project.private:
+        return True
+    if principal.user is None or principal.scopes is None:
+        return False
+    if principal.is_admin:
+        return True
+    items = principal.scopes.items
+    may_read = "read" in items or principal.scopes.can_annotate or any(s.startswith("publish") for s in items)
+    return may_read and project_role(session, project, principal.user) is not None
+
+
+def require_project_role(session: Session, principal: Principal, project: AnnotationProject, action: str) -> User:
+    """The caller, if their token may annotate and their role allows ``action`` (:data:`PROJECT_ACTIONS`).
+
+    Raises ``unauthenticated``, ``insufficient_scope``, ``forbidden``; and ``project_not_found``
+    when the caller may not even see the project, so a private project's name leaks nothing.
+    """
+    user = principal.require_user()
+    assert principal.scopes is not None
+    if not principal.scopes.can_annotate:
+        raise HubError("insufficient_scope", "this needs a token with the annotate scope (or publish)")
+    if principal.is_admin:
+        return user
+    role = project_role(session, project, user)
+    if role is None:
+        if not can_read_project(session, principal, project):
+            raise HubError("project_not_found", f"no project {project.full_name}")
+        raise HubError("forbidden", f"you hold no role in {project.full_name}")
+    if role not in PROJECT_ACTIONS[action]:
+        needed = " or ".join(sorted(PROJECT_ACTIONS[action]))
+        raise HubError("forbidden", f"only a project {needed} may do this in {project.full_name}")
+    return user
+
+
+def visible_projects_filter(principal: Principal) -> sa.ColumnElement[bool]:
+    """:func:`can_read_project` as a WHERE clause over ``annotation_projects``."""
+    if principal.is_admin:
+        return sa.true()
+    public = col(AnnotationProject.private).is_(False)
+    user = principal.user
+    if user is None or principal.scopes is None:
+        return public
+    own_ns = col(AnnotationProject.namespace_id) == user.namespace_id
+    org_owner = col(AnnotationProject.namespace_id).in_(
+        select(Organisation.namespace_id).join(OrgMember, col(OrgMember.org_id) == Organisation.id)
+        .where(OrgMember.user_id == user.id, OrgMember.role == "owner"))
+    member = col(AnnotationProject.id).in_(select(ProjectMember.project_id).where(ProjectMember.user_id == user.id))
+    return sa.or_(public, own_ns, org_owner, member)
