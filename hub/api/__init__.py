@@ -30,10 +30,19 @@ class IdConvertor(IntegerConvertor):
 
 register_url_convertor("id", IdConvertor())
 
-from hub.api import accounts, blobs, changes, health, packages, repositories  # noqa: E402  (they use ``:id``)
+from hub.api import (  # noqa: E402  (they use ``:id``)
+    accounts,
+    blobs,
+    changes,
+    health,
+    packages,
+    project_data,
+    projects,
+    repositories,
+)
 from hub.api._http import Endpoint  # noqa: E402
 
-MODULES = (health, accounts, packages, blobs, repositories, changes)
+MODULES = (health, accounts, packages, blobs, repositories, changes, projects, project_data)
 
 
 def endpoints() -> list[Endpoint]:
