@@ -23,6 +23,7 @@ from cvflow.manifest.model import (
     Solver,
     Weight,
 )
+from cvflow.manifest.suggest import Suggest
 
 __all__ = [
     "DATASET_TASKS",
@@ -37,6 +38,7 @@ __all__ = [
     "DatasetInfo",
     "Manifest",
     "Solver",
+    "Suggest",
     "Weight",
     "check_files_against_manifest",
     "load_package_dir",

@@ -35,6 +35,7 @@ from cvflow.manifest.model import (
     Solver,
     Weight,
 )
+from cvflow.manifest.suggest import parse_suggest
 from cvflow.names import PackageName
 from cvflow.paths import SHA256_RE, validate_path
 from cvflow.solver import declared_input
@@ -283,7 +284,7 @@ def _path(c: _Checker, path: str, where: str) -> str | None:
 
 def _solver(c: _Checker, table: dict[str, Any], i: int) -> Solver | None:
     where = f"solvers[{i}]"
-    c.unknown(table, ("name", "class", "description", "batch", "inputs", "outputs"), f"{where}.")
+    c.unknown(table, ("name", "class", "description", "batch", "inputs", "outputs", "suggest"), f"{where}.")
     name = c.text(table, "name", f"{where}.name", required=True)
     if name is not None and not _SOLVER_NAME_RE.match(name):
         c.add(
@@ -303,9 +304,11 @@ def _solver(c: _Checker, table: dict[str, Any], i: int) -> Solver | None:
     batch = None if raw_batch is None else _batch(c, raw_batch, f"{where}.batch")
     inputs = _fields(c, table.get("inputs"), f"{where}.inputs", kinds=True)
     outputs = _fields(c, table.get("outputs"), f"{where}.outputs", kinds=False)
+    suggest, problems = (None, []) if "suggest" not in table else parse_suggest(table["suggest"], f"{where}.suggest")
+    c.problems.extend(problems)
     if name is None or class_path is None:
         return None
-    return Solver(name, class_path, description, batch, inputs, outputs)
+    return Solver(name, class_path, description, batch, inputs, outputs, suggest)
 
 
 def _fields(c: _Checker, raw: object, where: str, *, kinds: bool) -> dict[str, str]:

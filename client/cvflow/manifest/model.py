@@ -11,6 +11,7 @@ import tomli_w
 
 from cvflow.errors import ManifestError
 from cvflow.manifest.dataset import DatasetInfo
+from cvflow.manifest.suggest import Suggest
 from cvflow.names import PackageName
 from cvflow.solver import declared_input
 from cvflow.versions import Version, VersionRange
@@ -94,6 +95,8 @@ class Solver:
     #: output name -> description.
     inputs: dict[str, str] = field(default_factory=dict, hash=False)
     outputs: dict[str, str] = field(default_factory=dict, hash=False)
+    #: Where its output holds labels for an annotation project (``cvflow.manifest.suggest``).
+    suggest: Suggest | None = None
 
     def input_kinds(self) -> dict[str, str]:
         return {k: declared_input(v)[0] for k, v in self.inputs.items()}
@@ -157,7 +160,8 @@ class Manifest:
                 {"name": s.name, "class": s.class_path, "description": s.description,
                  "batch": None if s.batch is None else
                  {"max_size": s.batch.max_size, "max_wait_ms": s.batch.max_wait_ms},
-                 "inputs": dict(s.inputs) or None, "outputs": dict(s.outputs) or None}
+                 "inputs": dict(s.inputs) or None, "outputs": dict(s.outputs) or None,
+                 "suggest": None if s.suggest is None else s.suggest.to_dict()}
                 for s in self.solvers
             ],
             "weights": [
