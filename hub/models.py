@@ -121,6 +121,8 @@ class Package(SQLModel, table=True):
     task: str | None = Field(default=None, max_length=32, index=True)
     license: str | None = Field(default=None, max_length=100)
     framework: str | None = Field(default=None, max_length=32, index=True)
+    #: ``model`` or ``dataset``: the manifest's ``package.kind`` at the latest version (search filters on it).
+    kind: str = Field(default="model", max_length=16, index=True)
     latest_version: str | None = Field(default=None, max_length=128)
     downloads: int = _bigint(default=0, index=True)
     created_at: datetime = Field(default_factory=utcnow)

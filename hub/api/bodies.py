@@ -24,7 +24,7 @@ from hub.mirror.feed import MAX_PAGE
 from hub.models import OrgRole, PackageRoleName
 from hub.security import DEFAULT_SCOPES, Scopes
 from hub.services.accounts import MAX_TOKEN_LIFETIME
-from hub.services.catalog import MAX_PER_PAGE, Sort
+from hub.services.catalog import MAX_PER_PAGE, Kind, Sort
 from hub.services.repositories import MAX_PATTERN
 
 #: The largest id a database row has (a signed 64-bit integer).
@@ -170,6 +170,7 @@ class Search(Query):
     task: str | None = Field(default=None, description="task, e.g. detection")
     tag: str | None = Field(default=None, description="a tag")
     namespace: str | None = Field(default=None, description="only this namespace")
+    kind: Kind | None = Field(default=None, description="only models or only datasets")
     sort: Sort = Field(default="downloads", description="the order of the results")
     page: QueryInt = Field(default=1, ge=1, le=1_000_000, description="page number, from 1")
     per_page: QueryInt = Field(default=20, ge=1, le=MAX_PER_PAGE, description="results per page")

@@ -55,7 +55,7 @@ async def list_packages(request: Request) -> Response:
     who = await principal(request)
     q: bodies.Search = read_query(request)
     args: dict[str, Any] = dict(query=q.q.strip()[:200], task=q.task or None, tag=q.tag or None,
-                namespace=q.namespace or None, sort=q.sort, page=q.page, per_page=q.per_page)
+                namespace=q.namespace or None, kind=q.kind, sort=q.sort, page=q.page, per_page=q.per_page)
     return json_response(await in_session(request, catalog.search, who, **args))
 
 

@@ -33,6 +33,9 @@ from hub.services.accounts import Principal
 #: The orders search results come in.
 Sort = Literal["downloads", "recent", "name"]
 SORTS: tuple[Sort, ...] = get_args(Sort)
+#: What a package holds (``package.kind`` in its manifest, cvflow.manifest.KINDS).
+Kind = Literal["model", "dataset"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 MAX_PER_PAGE = 100
 
 
@@ -50,6 +53,7 @@ def package_summary(package: Package, tags: list[str]) -> dict[str, Any]:
         "package": name,
         "private": package.private,
         "description": package.description,
+        "kind": package.kind,
         "task": package.task,
         "tags": tags,
         "license": package.license,
@@ -90,10 +94,14 @@ def version_document(session: Session, package: Package, version: Version) -> di
     deps = session.exec(select(Dependency).where(Dependency.version_id == version.id).order_by(Dependency.package)).all()
     base = f"/api/v1/packages/{package.full_name}/versions/{quote(version.version)}/files/"
     doc = version_summary(version)
+    manifest = json.loads(version.manifest)
     doc.update(
         {
             "package": package.full_name,
-            "manifest": json.loads(version.manifest),
+            "kind": manifest.get("kind") or "model",
+            # A dataset's task, classes and per-split image and box counts (its [dataset] table).
+            "dataset": manifest.get("dataset"),
+            "manifest": manifest,
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "url": base + quote(f.path)} for f in files],
             "dependencies": {d.package: d.range for d in deps},
             "source": {"repository": version.source_repository, "commit": version.source_commit}
@@ -113,13 +121,16 @@ def search(
     tag: str | None = None,
     namespace: str | None = None,
     framework: str | None = None,
+    kind: str | None = None,
     sort: str = "downloads",
     page: int = 1,
     per_page: int = 20,
 ) -> dict[str, Any]:
-    """Search packages. Raises ``invalid_field`` for an unknown sort or a bad page."""
+    """Search packages. Raises ``invalid_field`` for an unknown sort or kind, or a bad page."""
     if sort not in SORTS:
         raise HubError("invalid_field", f"sort must be one of {', '.join(SORTS)}")
+    if kind is not None and kind not in KINDS:
+        raise HubError("invalid_field", f"kind must be one of {', '.join(KINDS)}")
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise HubError("invalid_field", f"page starts at 1 and per_page is 1 to {MAX_PER_PAGE}")
     where: list[sa.ColumnElement[bool]] = [visible_filter(session, principal)]
@@ -132,6 +143,8 @@ def search(
         where.append(col(Package.id).in_(select(PackageTag.package_id).where(PackageTag.tag == tag)))
     if framework:
         where.append(col(Package.framework) == framework)
+    if kind:
+        where.append(col(Package.kind) == kind)
     if namespace:
         where.append(col(Package.namespace_id).in_(select(Namespace.id).where(Namespace.name == namespace)))
     orders: dict[str, tuple[sa.UnaryExpression[Any], ...]] = {

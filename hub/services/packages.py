@@ -406,6 +406,7 @@ def apply_latest(session: Session, package: Package) -> None:
         package.task = meta.get("task")
         package.license = meta.get("license")
         package.framework = (meta.get("framework") or "")[:32] or None
+        package.kind = meta.get("kind") or "model"
         tags = sorted(set(meta.get("tags") or []))
         session.exec(sa.delete(PackageTag).where(col(PackageTag.package_id) == package.id))
         session.add_all(PackageTag(package_id=row_id(package), tag=t) for t in tags)

@@ -52,7 +52,8 @@ async def search(request: Request) -> Response:
     who = await web_principal(request)
     q = request.query_params
     args: dict[str, Any] = {"query": q.get("q", "").strip()[:200], "task": q.get("task") or None, "tag": q.get("tag") or None,
-            "framework": q.get("framework") or None, "sort": q.get("sort") or "downloads"}
+            "framework": q.get("framework") or None, "kind": q.get("kind") or None,
+            "sort": q.get("sort") or "downloads"}
     page = page_number(request)
 
     try:
