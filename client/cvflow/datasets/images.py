@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from cvflow.errors import Problem
 
@@ -41,7 +41,15 @@ def _bad(code: str, where: str, message: str) -> ImageProblem:
     return ImageProblem(Problem(code, where, f"{where}: {message}"))
 
 
-def _jpeg(f: BinaryIO, where: str) -> tuple[int, int]:
+class Readable(Protocol):
+    """What a header read needs: an open binary file, or any reader that seeks forward."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
+def _jpeg(f: Readable, where: str) -> tuple[int, int]:
     while True:
         byte = f.read(1)
         while byte and byte != b"\xff":  # skip to the next marker
@@ -82,24 +90,31 @@ def read_header(path: Path, *, where: str | None = None) -> ImageHeader:
     where = where or path.name
     try:
         size = path.stat().st_size
-        if size > MAX_IMAGE_BYTES:
-            raise _bad("image_too_large", where, f"{size} bytes, over the {MAX_IMAGE_BYTES} byte limit")
         with path.open("rb") as f:
-            head = f.read(8)
-            if head == _PNG_SIGNATURE:
-                fmt = "png"
-                chunk = f.read(16)
-                if len(chunk) < 16 or chunk[4:8] != b"IHDR":
-                    raise _bad("not_an_image", where, "PNG without an IHDR header")
-                width, height = struct.unpack(">II", chunk[8:16])
-            elif head[:3] == b"\xff\xd8\xff":
-                fmt = "jpeg"
-                f.seek(2)
-                width, height = _jpeg(f, where)
-            else:
-                raise _bad("not_an_image", where, "not a PNG or JPEG file")
+            return read_header_from(f, size, where=where)
     except OSError as exc:
         raise _bad("unreadable_file", where, exc.strerror or str(exc)) from exc
+
+
+def read_header_from(f: Readable, size: int, *, where: str) -> ImageHeader:
+    """:func:`read_header` for bytes that are not a local file (a blob in a store): ``f``
+    reads them from the start, ``size`` is their length. Raises ImageProblem as
+    :func:`read_header` does, and lets ``f``'s own errors through."""
+    if size > MAX_IMAGE_BYTES:
+        raise _bad("image_too_large", where, f"{size} bytes, over the {MAX_IMAGE_BYTES} byte limit")
+    head = f.read(8)
+    if head == _PNG_SIGNATURE:
+        fmt = "png"
+        chunk = f.read(16)
+        if len(chunk) < 16 or chunk[4:8] != b"IHDR":
+            raise _bad("not_an_image", where, "PNG without an IHDR header")
+        width, height = struct.unpack(">II", chunk[8:16])
+    elif head[:3] == b"\xff\xd8\xff":
+        fmt = "jpeg"
+        f.seek(2)
+        width, height = _jpeg(f, where)
+    else:
+        raise _bad("not_an_image", where, "not a PNG or JPEG file")
     if width == 0 or height == 0:
         raise _bad("empty_image", where, f"the header says {width}x{height} pixels")
     if width * height > MAX_PIXELS:

@@ -30,12 +30,18 @@ from cvflow.manifest import MANIFEST_FILENAME, Manifest, load_package_dir, parse
 from cvflow.manifest.dataset import ANNOTATIONS_DIR, IMAGES_DIR
 from cvflow.progress import SILENT, Transfer
 
-__all__ = ["copy_images", "read_package", "validate_package", "write_json", "write_package"]
+__all__ = ["copy_images", "json_text", "manifest_text", "read_package", "readme_text", "validate_package", "write_json",
+           "write_package"]
+
+
+def json_text(data: Any) -> str:
+    """An annotation file's text, as the canonical layout writes it."""
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
 
 
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    path.write_text(json_text(data), encoding="utf-8")
 
 
 def copy_images(items: Iterable[Item], directory: Path, progress: Transfer) -> None:
@@ -120,7 +126,8 @@ def validate_package(root: Path, *, progress: Transfer = SILENT) -> Manifest:
     return read_package(root, progress=progress)[0]
 
 
-def _readme(ds: Dataset, name: str, description: str) -> str:
+def readme_text(ds: Dataset, name: str, description: str) -> str:
+    """The README.md of a dataset package holding ``ds``: its splits, label counts and classes."""
     lines = [f"# {name}", "", description, "", f"A {ds.task} dataset in CVFlow's canonical layout (COCO JSON).", "",
              "| split | images | labels |", "| --- | --- | --- |"]
     boxes = ds.box_count()
@@ -166,7 +173,7 @@ def write_package(ds: Dataset, out: Path, *, name: str, version: str, descriptio
     try:
         tmp.mkdir(parents=True)
         (tmp / MANIFEST_FILENAME).write_text(text, encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(ds, name, description), encoding="utf-8")
+        (tmp / "README.md").write_text(readme_text(ds, name, description), encoding="utf-8")
         for split, items in ds.splits.items():
             copy_images(items, tmp / IMAGES_DIR / split, progress)
             write_json(tmp / ANNOTATIONS_DIR / f"{split}.json", coco_document(ds, split))
