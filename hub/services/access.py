@@ -293,6 +293,19 @@ def require_project_role(session: Session, principal: Principal, project: Annota
     return user
 
 
+def project_reader(session: Session, principal: Principal) -> Callable[[int], bool]:
+    """``projects(project_id)`` for :func:`hub.services.blobs.referable`: whether ``principal``
+    holds a role in the project (or is an admin) and may read its items. A public project's
+    readers without a role do not count: naming its digest lets only its members reference it."""
+    def readable(project_id: int) -> bool:
+        project = session.get(AnnotationProject, project_id)
+        if project is None or not can_read_project(session, principal, project):
+            return False
+        return principal.is_admin or project_role(session, project, principal.user) is not None
+
+    return readable
+
+
 def visible_projects_filter(principal: Principal) -> sa.ColumnElement[bool]:
     """:func:`can_read_project` as a WHERE clause over ``annotation_projects``."""
     if principal.is_admin:

@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 from cvflow.paths import SHA256_RE
 from hub.db import session_scope
 from hub.errors import HubError
-from hub.models import Blob, BlobGrant, File, HubPath, Package, Upload, User, Version, row_id, utcnow
+from hub.models import AnnotationItem, Blob, BlobGrant, File, HubPath, Package, Upload, User, Version, row_id, utcnow
 from hub.settings import Settings
 from hub.storage import BlobStore, ChunkTooSmall, StorageError, UploadNotFound
 
@@ -86,13 +86,17 @@ def grant(session: Session, holder: str, digests: Iterable[str]) -> None:
 
 
 def referable(session: Session, holder: str, digests: Iterable[str], *,
-              readable: Callable[[int], bool] | None, touch: bool = False) -> dict[str, int]:
+              readable: Callable[[int], bool] | None, projects: Callable[[int], bool] | None = None,
+              touch: bool = False) -> dict[str, int]:
     """The digests (with sizes) that ``holder`` may reference in a new version: stored blobs
-    it holds a grant for, or that a version it may read references already.
+    it holds a grant for, that a version it may read references already, or that an image of
+    an annotation project it works in is (a snapshot publishes those).
 
     ``readable(package_id)`` says whether the holder may read a private package; None: only
-    public packages count. Every other digest is to be treated as missing, whether or not
-    the hub has it. With ``touch``, the answer's blobs are marked recently wanted (gc).
+    public packages count. ``projects(project_id)`` says whether the holder holds a role in
+    the project and may read its items; None: no project counts, public or not. Every other
+    digest is to be treated as missing, whether or not the hub has it. With ``touch``, the
+    answer's blobs are marked recently wanted (gc).
     """
     found = find_blobs(session, digests, touch=False)
     allowed: set[str] = set()
@@ -114,6 +118,16 @@ def referable(session: Session, holder: str, digests: Iterable[str], *,
     if readable is not None:
         for package_id, held in private.items():
             if not held <= allowed and readable(package_id):
+                allowed |= held
+    rest = [d for d in rest if d not in allowed]
+    if projects is not None and rest:
+        in_projects: dict[int, set[str]] = {}
+        items = select(AnnotationItem.sha256, AnnotationItem.project_id)
+        for part in _chunks(rest):
+            for digest, project_id in session.exec(items.where(col(AnnotationItem.sha256).in_(part)).distinct()):
+                in_projects.setdefault(project_id, set()).add(digest)
+        for project_id, held in sorted(in_projects.items()):
+            if not held <= allowed and projects(project_id):
                 allowed |= held
     result = {d: found[d] for d in sorted(allowed)}
     if touch and result:

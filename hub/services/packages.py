@@ -42,7 +42,7 @@ from hub.models import (
     row_id,
     utcnow,
 )
-from hub.services.access import can_read, may_create_in, reader, require_maintainer, require_owner
+from hub.services.access import can_read, may_create_in, project_reader, reader, require_maintainer, require_owner
 from hub.services.accounts import Principal
 from hub.services.blobs import referable, user_holder
 from hub.settings import Settings
@@ -174,7 +174,8 @@ def publish(
             package.private = private
             visibility_changed = True
     # After the role checks: a digest is input, never a reason to answer differently to a stranger.
-    check_blobs(session, entries, holder=user_holder(user.id), readable=reader(session, principal))
+    check_blobs(session, entries, holder=user_holder(user.id), readable=reader(session, principal),
+                projects=project_reader(session, principal))
 
     if not settings.allow_shadowing and session.get(PackageOrigin, package.id) is not None:
         raise HubError("name_shadows_upstream", f"{pkg_name} is a copy of an upstream package; publish there",
@@ -310,14 +311,14 @@ def check_shipped_manifest(manifest_toml: str, entries: Sequence[FileEntry]) -> 
 
 
 def check_blobs(session: Session, entries: Sequence[FileEntry], *, holder: str,
-                readable: Callable[[int], bool] | None) -> None:
+                readable: Callable[[int], bool] | None, projects: Callable[[int], bool] | None = None) -> None:
     """Every file's blob is stored, ``holder`` may reference it (see
     :func:`hub.services.blobs.referable`; ``readable`` says which private packages it may
-    read) and it has the declared size. Raises ``missing_blobs`` (for blobs the hub lacks
-    and blobs it may not reference alike, so the answer tells nothing of other accounts'
-    blobs), ``invalid_files``."""
+    read, ``projects`` which annotation projects' images) and it has the declared size.
+    Raises ``missing_blobs`` (for blobs the hub lacks and blobs it may not reference alike,
+    so the answer tells nothing of other accounts' blobs), ``invalid_files``."""
     wanted = {e.sha256 for e in entries}
-    found = referable(session, holder, wanted, readable=readable)
+    found = referable(session, holder, wanted, readable=readable, projects=projects)
     missing = sorted(wanted - found.keys())
     if missing:
         raise HubError(
