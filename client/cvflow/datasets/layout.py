@@ -34,9 +34,25 @@ __all__ = ["copy_images", "json_text", "manifest_text", "read_package", "readme_
            "write_package"]
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Images up to this size are copied with one read and one write: for the small files datasets
+# are made of, shutil.copyfile's extra stat calls cost about as much as the copy.
+_SMALL_FILE = 1 << 20
+
+
 def json_text(data: Any) -> str:
-    """An annotation file's text, as the canonical layout writes it."""
-    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+    """An annotation file's text, as the canonical layout writes it: a dict's non-empty lists
+    get one element per line.
+
+    Readable and diffable like an indented file, but every line comes from json's C encoder
+    (``indent`` switches to its pure-Python one, about 10x slower on a COCO document).
+    """
+    if not isinstance(data, dict) or not data:
+        return _encode(data) + "\n"
+    fields = [f"{_encode(str(key))}:[\n" + ",\n".join(map(_encode, value)) + "\n]"
+              if isinstance(value, list) and value else f"{_encode(str(key))}:{_encode(value)}"
+              for key, value in data.items()]
+    return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -47,13 +63,20 @@ def write_json(path: Path, data: Any) -> None:
 def copy_images(items: Iterable[Item], directory: Path, progress: Transfer) -> None:
     """Copy each item's bytes to ``directory/<file_name>``, with a progress bar in bytes."""
     items = list(items)
+    sizes = [item.source.stat().st_size for item in items]
+    bar = progress.add(f"{directory.name}: {len(items)} images", total=sum(sizes))
     directory.mkdir(parents=True, exist_ok=True)
-    bar = progress.add(f"{directory.name}: {len(items)} images", total=sum(i.source.stat().st_size for i in items))
-    for item in items:
+    made = {directory}
+    for item, size in zip(items, sizes, strict=True):
         target = directory / item.file_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(item.source, target)
-        progress.advance(bar, target.stat().st_size)
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        if size > _SMALL_FILE:
+            shutil.copyfile(item.source, target)
+        else:
+            target.write_bytes(item.source.read_bytes())
+        progress.advance(bar, size)
 
 
 def read_package(root: Path, *, progress: Transfer = SILENT) -> tuple[Manifest, Dataset]:
