@@ -25,6 +25,7 @@ from cvflow.errors import (
     HubError,
     HubNotFoundError,
     HubUnavailableError,
+    ValidationError,
 )
 from cvflow.safeparse import MAX_DOCUMENT_DEPTH, loads_json
 
@@ -248,10 +249,79 @@ class HubClient:
         return self._json("POST", f"/api/v1/packages/{name}/versions/{quote(version)}/{action}",
                           json={"reason": reason})
 
+    # -- annotation projects (docs/annotation.md); ``project`` is ``namespace/name``
+
+    def create_project(self, namespace: str, name: str, *, task: str, classes: list[str],
+                       suggest: dict[str, str] | None = None, private: bool | None = None,
+                       queue_order: str | None = None, description: str | None = None,
+                       dataset_package: str | None = None) -> dict[str, Any]:
+        """Create a project; ``suggest`` is ``{"package", "range", "solver"}``. Raises HubConflictError
+        (``project_exists``), HubAuthError, HubError (``invalid_project``, ``namespace_not_found``)."""
+        body: dict[str, Any] = {"namespace": namespace, "name": name, "task": task, "classes": classes}
+        optional = {"suggest": suggest, "private": private, "queue_order": queue_order,
+                    "description": description, "dataset_package": dataset_package}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._json("POST", "/api/v1/projects", json=body)
+
+    def project(self, project: str) -> dict[str, Any]:
+        """Settings, progress and statistics per model version. Raises HubNotFoundError (``project_not_found``)."""
+        return self._json("GET", project_path(project))
+
+    def project_items(self, project: str, *, status: str | None = None, page: int = 1,
+                      per_page: int = 100) -> dict[str, Any]:
+        params: dict[str, Any] = {"page": page, "per_page": per_page}
+        if status:
+            params["status"] = status
+        return self._json("GET", project_path(project, "items"), params=params)
+
+    def project_item(self, project: str, item_id: int) -> dict[str, Any]:
+        return self._json("GET", project_path(project, f"items/{int(item_id)}"))
+
+    def item_image(self, project: str, item_id: int) -> bytes:
+        """The item's image bytes (as stored: PNG or JPEG)."""
+        return self.request("GET", project_path(project, f"items/{int(item_id)}/image")).content
+
+    def add_items(self, project: str, items: list[dict[str, str]]) -> dict[str, Any]:
+        """Add uploaded blobs as items: ``[{"sha256", "file_name", "split"}]``. Raises HubError
+        (``missing_blobs``, ``invalid_image``, ``invalid_files``)."""
+        return self._json("POST", project_path(project, "items"), json={"items": items})
+
+    def claim_suggestions(self, project: str, *, limit: int, worker: str,
+                          lease_seconds: float | None = None) -> dict[str, Any]:
+        """Claim items for a suggestion worker: the model (package, version, solver) and the items.
+        Raises HubConflictError (``no_suggestion_model``)."""
+        body: dict[str, Any] = {"limit": limit, "worker": worker}
+        if lease_seconds is not None:
+            body["lease_seconds"] = lease_seconds
+        return self._json("POST", project_path(project, "suggestions/claim"), json=body)
+
+    def post_suggestions(self, project: str, model_version: str, items: list[dict[str, Any]], *,
+                         worker: str | None = None) -> dict[str, Any]:
+        """Post ``[{"id", "suggestions"}]`` made by ``model_version``."""
+        body: dict[str, Any] = {"model_version": model_version, "items": items}
+        if worker is not None:
+            body["worker"] = worker
+        return self._json("POST", project_path(project, "suggestions"), json=body)
+
+    def snapshot(self, project: str, *, version: str | None = None) -> dict[str, Any]:
+        """Publish the accepted labels as a dataset version. Raises HubConflictError
+        (``nothing_to_snapshot``, ``version_exists``), HubAuthError."""
+        body = {} if version is None else {"version": version}
+        return self._json("POST", project_path(project, "snapshots"), json=body)
+
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     """(scheme, host, port) with the default port filled in: what "same origin" compares."""
     return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def project_path(project: str, rest: str = "") -> str:
+    """``/api/v1/projects/<namespace>/<name>[/rest]``. Raises ValidationError for a name not ``namespace/name``."""
+    namespace, _, name = project.strip().partition("/")
+    if not namespace or not name or "/" in name:
+        raise ValidationError(f"{project!r} is not a project name: write it as namespace/name")
+    path = f"/api/v1/projects/{quote(namespace, safe='')}/{quote(name, safe='')}"
+    return f"{path}/{rest}" if rest else path
 
 
 def upload_path(client: HubClient, path: Path, digest: str, **kw: Any) -> None:

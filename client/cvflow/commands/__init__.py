@@ -11,7 +11,7 @@ from cvflow.commands.lazy import Entry
 
 _ACCOUNT, _PACKAGES, _PULL = "cvflow.commands.account", "cvflow.commands.packages", "cvflow.commands.pull"
 _INSTALL, _BUNDLE, _RUN = "cvflow.commands.install", "cvflow.commands.bundle", "cvflow.commands.run"
-_DATASET = "cvflow.commands.dataset"
+_DATASET, _ANNOTATE = "cvflow.commands.dataset", "cvflow.commands.annotate"
 
 #: Every command: its name, module, attribute and short help (the first line of its own help;
 #: ``tests/client/test_cli_startup.py`` checks that they agree).
@@ -43,4 +43,6 @@ COMMANDS: tuple[Entry, ...] = (
     Entry("restart", _RUN, "restart",
           "Restart runners (running or dead) as they were started, on the same port when it is free."),
     Entry("dataset", _DATASET, "dataset", "Import and export datasets: COCO, Pascal VOC, YOLO and ImageFolder."),
+    Entry("annotate", _ANNOTATE, "annotate",
+          "Annotation projects: create one, push images, run a suggestion worker, snapshot."),
 )
