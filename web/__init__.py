@@ -39,4 +39,5 @@ def routes() -> list[BaseRoute]:
         Route("/{namespace}", catalog.namespace_page, name="namespace"),
         Route("/{namespace}/{name}", catalog.package_page, name="package"),
         Route("/{namespace}/{name}/v/{version}", catalog.package_page, name="package_version"),
+        Route("/{namespace}/{name}/v/{version}/images/{image:path}", catalog.dataset_image, name="dataset_image"),
     ]

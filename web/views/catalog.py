@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from cvflow.manifest import TASKS
 from cvflow.names import package_key
-from hub.context import ctx, in_session
+from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import Dependency, File, Namespace, Organisation, Package, Version, utcnow
 from hub.services import access, accounts, catalog, packages
 from hub.services.accounts import Principal
+from hub.storage import BlobNotFound, StorageError
 from web.charts import ZooPoint, downloads_svg, zoo_svg
+from web.datasets import IMAGE_TYPES, dataset_context
 from web.markdown import render_markdown
 from web.session import web_principal
 from web.templating import render
@@ -84,7 +88,7 @@ def _readme(hub: Any, files: list[File], manifest: dict[str, Any]) -> str | None
 
 
 def package_context(session: Session, hub: Any, who: Principal, namespace: str, name: str,
-                    version: str | None) -> dict[str, Any]:
+                    version: str | None, split: str | None = None) -> dict[str, Any]:
     package = packages.get_package(session, who, namespace, name)
     doc = catalog.package_document(session, package)
     chosen = version or package.latest_version or (doc["versions"][0]["version"] if doc["versions"] else None)
@@ -113,6 +117,8 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
         "run_line": f"cvflow run {package.full_name}" + (f":{solver}" if solver else ""),
         "source": {"repository": row.source_repository, "commit": row.source_commit} if row.source_repository else None,
         "can_publish": access.may_publish(session, who, package),
+        "dataset": dataset_context(hub.store, manifest, files, split, f"{package.full_name}@{row.version}")
+        if manifest.get("kind") == "dataset" else None,
     }
 
 
@@ -125,7 +131,8 @@ async def package_page(request: Request) -> Response:
         package = packages.get_package(session, who, p["namespace"], p["name"])
         if package.full_name != f"{p['namespace']}/{p['name']}":
             return package.full_name  # a look-alike spelling: sent on to the canonical page
-        return package_context(session, hub, who, p["namespace"], p["name"], p.get("version"))
+        return package_context(session, hub, who, p["namespace"], p["name"], p.get("version"),
+                               request.query_params.get("split"))
 
     try:
         context = await in_session(request, work)
@@ -136,6 +143,54 @@ async def package_page(request: Request) -> Response:
     if isinstance(context, str):
         return RedirectResponse(_canonical_url(request, context), status_code=301)
     return render(request, "package.html", **context)
+
+
+async def dataset_image(request: Request) -> Response:
+    """One image of a dataset version, for the thumbnails on its page.
+
+    The website's own route (not the API's file download): it follows the signed-in user's
+    access to private packages, sends the image's type rather than a download, and never
+    redirects to the blob store, whose origin the pages' Content-Security-Policy does not name.
+    """
+    who = await web_principal(request)
+    p = request.path_params
+    hub = ctx(request)
+    path = f"images/{p['image']}"
+    media_type = IMAGE_TYPES.get(path[path.rfind("."):].lower()) if "." in path else None
+
+    def work(session: Session) -> tuple[File, bool]:
+        package = packages.get_package(session, who, p["namespace"], p["name"])
+        row = packages.get_version(session, package, p["version"])
+        file = session.exec(select(File).where(File.version_id == row.id, File.path == path)).first()
+        if file is None or media_type is None or json.loads(row.manifest).get("kind") != "dataset":
+            raise HubError("file_not_found", f"{package.full_name}@{row.version} has no image {path!r}")
+        return file, package.private
+
+    try:
+        file, private = await in_session(request, work)
+        local = hub.store.local_path(file.sha256)
+    except BlobNotFound:
+        return render(request, "error.html", status=404, title="Not found", message="the image is missing from storage")
+    except HubError as exc:
+        if exc.status == 404:
+            return render(request, "error.html", status=404, title="Not found", message=exc.message)
+        raise
+    headers = {"etag": f'"{file.sha256}"',
+               "cache-control": ("private" if private else "public") + ", max-age=86400"}
+    if request.headers.get("if-none-match") == headers["etag"]:
+        return Response(status_code=304, headers=headers)
+    if local is not None:
+        return FileResponse(local, media_type=media_type, headers=headers)
+
+    def first() -> tuple[bytes, Iterator[bytes]]:  # "not found" before the headers go out
+        chunks = iter(hub.store.open_range(file.sha256))
+        return next(chunks, b""), chunks
+
+    try:
+        head, rest = await run_sync(first)
+    except (BlobNotFound, StorageError):
+        return render(request, "error.html", status=404, title="Not found", message="the image cannot be read now")
+    return StreamingResponse(itertools.chain((head,), rest), media_type=media_type, headers=headers)
 
 
 def _canonical_url(request: Request, full_name: str) -> str:
