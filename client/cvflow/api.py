@@ -287,20 +287,21 @@ class HubClient:
         return self._json("POST", project_path(project, "items"), json={"items": items})
 
     def claim_suggestions(self, project: str, *, limit: int, worker: str,
-                          lease_seconds: float | None = None) -> dict[str, Any]:
-        """Claim items for a suggestion worker: the model (package, version, solver) and the items.
-        Raises HubConflictError (``no_suggestion_model``)."""
+                          lease_seconds: int | None = None) -> dict[str, Any]:
+        """Lease up to ``limit`` items to suggest labels for: ``{"model": {"package", "version", "solver"},
+        "lease_until", "items": [{"id", "sha256", "width", "height", "file_name", "image"}]}``, the items
+        empty when nothing is left. Raises HubConflictError (``no_suggestion_model``)."""
         body: dict[str, Any] = {"limit": limit, "worker": worker}
         if lease_seconds is not None:
             body["lease_seconds"] = lease_seconds
         return self._json("POST", project_path(project, "suggestions/claim"), json=body)
 
-    def post_suggestions(self, project: str, model_version: str, items: list[dict[str, Any]], *,
-                         worker: str | None = None) -> dict[str, Any]:
-        """Post ``[{"id", "suggestions"}]`` made by ``model_version``."""
-        body: dict[str, Any] = {"model_version": model_version, "items": items}
-        if worker is not None:
-            body["worker"] = worker
+    def post_suggestions(self, project: str, *, worker: str, model_version: str,
+                         results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Post ``[{"item": id, "suggestions": [...]}]`` made by ``model_version``: ``{"stored", "skipped"}``
+        (skipped: saved or taken meanwhile, or the project moved to another model version).
+        Raises HubError (``invalid_labels``)."""
+        body = {"worker": worker, "model_version": model_version, "results": results}
         return self._json("POST", project_path(project, "suggestions"), json=body)
 
     def snapshot(self, project: str, *, version: str | None = None) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class WorkerOptions:
     batch: int = 16  # items per claim
     follow: bool = False
     name: str = field(default_factory=default_worker_name)
-    lease: float | None = None  # seconds; None: the hub's default
+    lease: int | None = None  # seconds; None: the hub's default
     concurrency: int | None = None  # requests in flight to the runner; None: from the solver's batch policy
     idle_min: float = 1.0  # --follow: the first wait after an empty claim, doubled up to idle_max
     idle_max: float = 30.0
@@ -102,6 +102,7 @@ class Summary:
     items: int = 0
     suggestions: int = 0
     failed: int = 0
+    skipped: int = 0  # posted, but the hub did not store them
     batches: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     models: list[str] = field(default_factory=list)
@@ -113,7 +114,7 @@ class Summary:
         return self.items / self.suggest_seconds if self.suggest_seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "suggestions": self.suggestions, "failed": self.failed,
+        return {"items": self.items, "suggestions": self.suggestions, "failed": self.failed, "skipped": self.skipped,
                 "batches": self.batches, "dropped": dict(self.dropped), "models": list(self.models),
                 "seconds": round(self.seconds, 3), "suggest_seconds": round(self.suggest_seconds, 3),
                 "items_per_second": round(self.items_per_second, 3)}
@@ -129,6 +130,7 @@ class Served:
         self.suggest = suggest
         self.concurrency = concurrency
         self.started = started  # by this worker, which stops it
+        self.claimed = model  # the model as the hub named it (its solver may be unnamed)
         self.url = f"{record.url}/solvers/{model.solver}/infer"
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self.http = httpx.Client(timeout=httpx.Timeout(330.0, connect=5.0), trust_env=False, limits=limits)
@@ -265,7 +267,7 @@ class SuggestWorker:
                         self.log(f"item {item.get('id')} ({item.get('file_name', '?')}): {exc}; it is left for"
                                  " another try when its lease expires")
                         continue
-                    results.append({"id": item["id"], "suggestions": mapped.suggestions})
+                    results.append({"item": item["id"], "suggestions": mapped.suggestions})
                     with self._lock:
                         self.summary.dropped.update(mapped.dropped)
             except BaseException:
@@ -293,23 +295,22 @@ class SuggestWorker:
             raise WorkerError(f"{served.model}: {exc.message}") from None
 
     def _post(self, model: Model, results: list[dict[str, Any]], claimed: int) -> None:
+        skipped = 0
         if results:
-            try:
-                self._hub(lambda: self.client.post_suggestions(self.project, model.version, results,
-                                                               worker=self.options.name), "posting suggestions")
-            except HubConflictError as exc:  # e.g. the project moved to a newer model meanwhile
-                with self._lock:
-                    self.summary.failed += len(results)
-                self.log(f"the hub did not take {len(results)} items' suggestions: {exc.message}")
-                return
+            answer = self._hub(lambda: self.client.post_suggestions(
+                self.project, worker=self.options.name, model_version=model.version, results=results),
+                "posting suggestions")
+            skipped = int(answer.get("skipped") or 0)
         count = sum(len(r["suggestions"]) for r in results)
         s = self.summary
         with self._lock:
-            s.items += len(results)
+            s.items += len(results) - skipped
+            s.skipped += skipped
             s.suggestions += count
             s.batches += 1
             rate = s.items_per_second
-        self.log(f"{model}: {len(results)} of {claimed} items suggested ({count} suggestions);"
+        note = f", {skipped} skipped by the hub (saved or taken meanwhile, or a newer model)" if skipped else ""
+        self.log(f"{model}: {len(results)} of {claimed} items suggested ({count} suggestions{note});"
                  f" {s.items} in all, {rate:.1f} items/s")
 
     def _finish_post(self) -> None:
@@ -319,19 +320,20 @@ class SuggestWorker:
 
     # -- the model ------------------------------------------------------------------------
 
-    def _serve(self, model: Model, task: str) -> Served:
-        if self.served is not None and self.served.model == model:
+    def _serve(self, claimed: Model, task: str) -> Served:
+        if self.served is not None and self.served.claimed == claimed:
             return self.served
         if self.served is not None:
-            self.log(f"the project moved from {self.served.model.version} to {model.version}")
+            self.log(f"the project moved from {self.served.model.version} to {claimed.version}")
             self._release()
-        installed = self._installed(model)
-        suggest, max_size = self._declaration(installed, model, task)
+        installed = self._installed(claimed)
+        model, suggest, max_size = self._declaration(installed, claimed, task)
         concurrency = self.options.concurrency or min(self.options.batch, max(4, max_size))
         record = self._running(model)
         if record is not None:
             self.log(f"using the runner {record.name} already serving {model} at {record.url}")
             self.served = Served(model, record, suggest, concurrency, started=False)
+            self.served.claimed = claimed
         else:
             from cvflow.runtime import supervisor
 
@@ -340,6 +342,7 @@ class SuggestWorker:
                                       supervisor.RunOptions(ready_timeout=self.options.ready_timeout))
             self.log(f"{model} is ready as runner {record.name} at {record.url}")
             self.served = Served(model, record, suggest, concurrency, started=True)
+            self.served.claimed = claimed
         if str(model) not in self.summary.models:
             self.summary.models.append(str(model))
         return self.served
@@ -357,20 +360,30 @@ class SuggestWorker:
                          lock_path=lock, progress=self.progress)
         return next(p for p in report.packages if p.name == model.package)
 
-    def _declaration(self, installed: InstalledPackage, model: Model, task: str) -> tuple[Suggest, int]:
-        """The solver's ``suggest`` declaration (the task's default when it has none) and batch size."""
+    def _declaration(self, installed: InstalledPackage, model: Model, task: str) -> tuple[Model, Suggest, int]:
+        """The model with its solver named, the solver's ``suggest`` declaration (the task's
+        default when it has none) and its batch size."""
         manifest = parse_manifest((Path(installed.snapshot) / MANIFEST_FILENAME).read_text(encoding="utf-8"))
-        solver = next((s for s in manifest.solvers if s.name == model.solver), None)
+        names = ", ".join(s.name for s in manifest.solvers) or "none"
+        if model.solver:
+            solver = next((s for s in manifest.solvers if s.name == model.solver), None)
+        else:  # the project names no solver: the package's one solver, or its one that declares suggest
+            declaring = [s for s in manifest.solvers if s.suggest is not None]
+            only = declaring if len(declaring) == 1 else manifest.solvers if len(manifest.solvers) == 1 else []
+            solver = only[0] if only else None
+            if solver is None:
+                raise WorkerError(f"{self.project} names no solver of {model.package}, which has several ({names});"
+                                  " name one in the project's settings")
+            model = Model(model.package, model.version, solver.name)
         if solver is None:
-            raise WorkerError(f"{model.package}@{model.version} has no solver {model.solver!r}"
-                              f" (it has: {', '.join(s.name for s in manifest.solvers) or 'none'})")
+            raise WorkerError(f"{model.package}@{model.version} has no solver {model.solver!r} (it has: {names})")
         suggest = solver.suggest
         if suggest is None:
             suggest = Suggest("scores", "scores") if task == "classification" else Suggest("boxes", "boxes")
             kind = suggest.kind
             self.log(f"{model} declares no suggest; reading its output as {{\"{kind}\": ...}}"
                      f" (declare `suggest = {{ kind = \"{kind}\", ... }}` in its cvflow.toml)")
-        return suggest, solver.batch.max_size if solver.batch else 1
+        return model, suggest, solver.batch.max_size if solver.batch else 1
 
     def _running(self, model: Model) -> RunnerRecord | None:
         from cvflow.runtime import supervisor
@@ -424,7 +437,8 @@ def _model_of(claim: dict[str, Any]) -> Model:
     if not isinstance(model, dict):
         raise WorkerError("the hub's claim names no model; is it a CVFlow hub of this version?")
     try:
-        return Model(str(model["package"]), str(model["version"]), str(model["solver"]))
+        solver = model["solver"]
+        return Model(str(model["package"]), str(model["version"]), "" if solver is None else str(solver))
     except KeyError as exc:
         raise WorkerError(f"the hub's claim names no model {exc.args[0]}") from None
 

@@ -144,12 +144,12 @@ def push(ctx: click.Context, project: str, directory: Path, split: str, as_json:
 
 @annotate.command()
 @click.argument("project", metavar="NAMESPACE/NAME")
-@click.option("--batch", type=click.IntRange(1, 1000), default=16, show_default=True,
+@click.option("--batch", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Items per claim (and per post of suggestions).")
 @click.option("--follow", is_flag=True, help="Keep claiming when nothing is left (new images, a new model version).")
 @click.option("--workers-name", "worker_name", metavar="NAME",
               help="This worker's name on the hub [default: HOST:PID].")
-@click.option("--lease", type=click.FloatRange(min=1), metavar="S",
+@click.option("--lease", type=click.IntRange(10, 3600), metavar="S",
               help="Seconds the hub keeps claimed items for this worker [default: the hub's].")
 @click.option("--concurrency", type=click.IntRange(1, 256),
               help="Images in flight to the runner at once [default: the solver's batch size, at least 4].")
@@ -157,7 +157,7 @@ def push(ctx: click.Context, project: str, directory: Path, split: str, as_json:
 @click.pass_context
 @handle_errors
 def suggest(ctx: click.Context, project: str, batch: int, follow: bool, worker_name: str | None,
-            lease: float | None, concurrency: int | None, as_json: bool) -> None:
+            lease: int | None, concurrency: int | None, as_json: bool) -> None:
     """Run a suggestion worker: the project's model suggests labels for every item.
 
     Claims items from the hub in batches, installs the exact model version the hub names
@@ -243,14 +243,14 @@ def _print_status(doc: dict[str, Any]) -> None:
                    + (f" (now {running})" if running else " (no worker has run yet)"))
     else:
         click.echo("  suggestions: none (no suggestion model)")
-    progress = doc.get("progress") or {}
+    progress = doc.get("counts") or {}
     if progress:
         total = int(progress.get("total") or 0)
         parts = [f"{progress.get(k, 0)} {k}" for k in ("todo", "done", "approved")]
         extra = [f"{progress[k]} {k.replace('_', ' ')}" for k in sorted(progress)
                  if k not in ("todo", "done", "approved", "total")]
         click.echo(f"  items: {total} ({', '.join(parts + extra)})")
-    stats = doc.get("statistics") or {}
+    stats = doc.get("stats") or {}
     rows = stats.get("per_model_version") or []
     if rows:
         table: list[tuple[str, ...]] = [("MODEL VERSION", "ITEMS", "ACCEPTED", "EDITED", "REJECTED", "ADDED",
