@@ -1,8 +1,9 @@
 """Garbage collection of blobs nothing references and of abandoned uploads.
 
-Safe while the hub serves: a blob is removed only when no file references it *and* it was
-neither stored nor reported present within ``gc_grace`` seconds, so a client between
-uploading blobs and publishing their version keeps them. The row is deleted first, in a
+Safe while the hub serves: a blob is removed only when no file and no annotation project's
+item references it *and* it was neither stored nor reported present within ``gc_grace``
+seconds, so a client between uploading blobs and publishing their version (or adding them to
+a project) keeps them. The row is deleted first, in a
 statement that re-checks both conditions, and the bytes only if that delete won; staging of
 uploads still being written is left alone until ``upload_expiry``.
 """
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from hub.db import session_scope
-from hub.models import Blob, File, Upload, utcnow
+from hub.models import AnnotationItem, Blob, File, Upload, utcnow
 from hub.settings import Settings
 from hub.storage import BlobStore
 
@@ -46,7 +47,8 @@ def collect_garbage(
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.gc_grace)
     report = GcReport()
-    unreferenced = ~sa.exists().where(col(File.sha256) == Blob.sha256)
+    unreferenced = sa.and_(~sa.exists().where(col(File.sha256) == Blob.sha256),
+                           ~sa.exists().where(col(AnnotationItem.sha256) == Blob.sha256))
 
     with session_scope(engine) as session:
         candidates = session.exec(
