@@ -20,6 +20,7 @@ import json
 import re
 import tomllib
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
 #: Deep enough for any manifest, request body or solver input we know of; shallow enough
@@ -44,32 +45,23 @@ class TooDeepError(ValueError):
         self.max_depth = max_depth
 
 
-# JSON: brackets outside strings are exactly the containers the parser builds.
-_JSON_NEXT = re.compile(r'["\[\]{}]')
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# JSON: brackets outside strings are exactly the containers the parser builds. A string
+# runs to its closing quote; an unterminated one runs to the end of the text: the parser fails
+# there too, having read no structure past it, and taking the rest whole (rather than retrying
+# at each later quote) keeps the scan linear.
+_JSON_STRING_OR_REST = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_JSON_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_JSON_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def check_json_depth(text: str, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`TooDeepError` if the JSON ``text`` nests deeper than ``max_depth``."""
-    depth = 0
-    pos = 0
-    while (found := _JSON_NEXT.search(text, pos)) is not None:
-        char = found.group()
-        if char == '"':
-            string = _JSON_STRING.match(text, found.start())
-            if string is None:
-                # Unterminated: the parser fails here too, having read no structure past this
-                # point. Stopping (rather than retrying at each later quote) keeps the scan linear.
-                return
-            pos = string.end()
-            continue
-        pos = found.end()
-        if char in "[{":
-            depth += 1
-            if depth > max_depth:
-                raise TooDeepError("JSON", max_depth)
-        else:
-            depth -= 1  # unbalanced input goes negative harmlessly: the parser refuses it
+    # Two regex passes and a running sum, all in C: a per-token Python loop cost more than
+    # json.loads itself on a large document (a COCO file of 50,000 boxes).
+    brackets = _JSON_NOT_BRACKET.sub("", _JSON_STRING_OR_REST.sub("", text))
+    # Unbalanced input goes negative harmlessly: the parser refuses it.
+    if len(brackets) > max_depth and max(accumulate(map(_JSON_STEP.__getitem__, brackets))) > max_depth:
+        raise TooDeepError("JSON", max_depth)
 
 
 def loads_json(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
