@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,30 @@ from cvflow.install import InstallReport
 from cvflow.install import install as run_install
 from cvflow.install import list_installed as installed_packages
 from cvflow.install import uninstall as run_uninstall
+
+if TYPE_CHECKING:
+    from cvflow.api import HubClient
+
+
+def refuse_dataset(client: HubClient, spec: str) -> None:
+    """Refuse a dataset package before anything is downloaded: its package document says its kind.
+
+    The install checks each version it would install again, after resolving (offline, locked
+    and from bundles too); this only spares the download of a dataset it would refuse.
+
+    Raises:
+        DatasetNotInstallableError: the package is a dataset.
+    """
+    from cvflow.errors import HubNotFoundError
+    from cvflow.install import DatasetNotInstallableError, parse_spec
+
+    name, text = parse_spec(spec)
+    try:
+        doc = client.package(name)
+    except HubNotFoundError:
+        return  # the install reports it, as for any name
+    if doc.get("kind") == "dataset":
+        raise DatasetNotInstallableError(f"{doc.get('name') or name}@{text}" if text else str(doc.get("name") or name))
 
 
 @click.command()
@@ -71,6 +96,8 @@ def install(ctx: click.Context, spec: str | None, offline: bool, locked: bool, l
         return
     client = None if offline else hub_client(ctx, cfg=cfg)
     try:
+        if client is not None and spec is not None and not locked:
+            refuse_dataset(client, spec)
         with transfer_bar(quiet=as_json) as bar:
             report = run_install(client, cache, cfg, spec, offline=offline, locked=locked, lock_path=lock_file,
                                  prereleases=pre, progress=bar)

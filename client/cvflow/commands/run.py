@@ -43,11 +43,15 @@ def _install(ctx: click.Context, cfg: Config, name: str, text: str | None, offli
     from cvflow.progress import transfer_bar
 
     spec = f"{name}@{text}" if text else name
-    if not quiet:
-        click.echo(f"{spec} is not installed; installing it first", err=True)
     lock = cfg.state_dir / "runners" / "locks" / f"{name.replace('/', '--')}.lock"
     client = None if offline else hub_client(ctx, cfg=cfg)
     try:
+        if client is not None:
+            from cvflow.commands.install import refuse_dataset
+
+            refuse_dataset(client, spec)  # before installing it downloads a dataset
+        if not quiet:
+            click.echo(f"{spec} is not installed; installing it first", err=True)
         with transfer_bar(quiet=quiet) as bar:
             report = run_install(client, cfg.cache(), cfg, spec, offline=offline, lock_path=lock, progress=bar)
     finally:

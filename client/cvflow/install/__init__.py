@@ -29,7 +29,7 @@ One module per step:
 | ``hook`` | the import hook that makes ``cvflow`` importable in a package venv |
 | ``state`` | ``installed.json``: list, record, uninstall |
 | ``records`` | ``InstalledPackage``, ``InstallReport``, ``parse_spec`` |
-| ``errors`` | ``InstallError``, ``NotInstalledError`` |
+| ``errors`` | ``InstallError``, ``NotInstalledError``, ``DatasetNotInstallableError`` |
 
 Importing this package does not import the resolver or the HTTP client: ``cvflow ps``
 lists installed packages without them.
@@ -37,13 +37,14 @@ lists installed packages without them.
 
 from __future__ import annotations
 
-from cvflow.install.errors import InstallError, NotInstalledError
+from cvflow.install.errors import DatasetNotInstallableError, InstallError, NotInstalledError
 from cvflow.install.plan import install
 from cvflow.install.records import InstalledPackage, InstallReport, parse_spec
 from cvflow.install.state import installed_versions, list_installed, uninstall
 from cvflow.install.venv import build_venv, venv_python
 
 __all__ = [
+    "DatasetNotInstallableError",
     "InstallError",
     "InstallReport",
     "InstalledPackage",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvflow.errors import IntegrityError, OfflineError
-from cvflow.install.errors import InstallError
+from cvflow.install.errors import DatasetNotInstallableError, InstallError
 from cvflow.install.lock import check_against_lock, check_lock_is_whole, file_entries, locked_roots, previous_hub
 from cvflow.install.records import InstalledPackage, InstallReport, parse_spec
 from cvflow.install.state import read_state, state_lock, write_state
@@ -49,6 +49,7 @@ def install(client: HubClient | None, cache: Cache, config: Config, spec: str | 
         LockfileError: ``locked`` and the lock is missing, malformed or asks for something else.
         IntegrityError: ``locked`` and a file's digest differs from the lock's.
         InstallError: a venv or a Python requirement could not be installed.
+        DatasetNotInstallableError: a version to install is a dataset (before any lock or venv is written).
         HubError: the hub could not be reached or refused.
     """
     if client is None and not offline:
@@ -72,6 +73,9 @@ def install(client: HubClient | None, cache: Cache, config: Config, spec: str | 
                  for n, c in resolve_graph(requested, source, prereleases=prereleases).items()}
 
     planned = _fetch_all(client, cache, graph, offline=offline, progress=progress)
+    for p in planned.values():
+        if (p.doc.get("manifest") or {}).get("kind") == "dataset":
+            raise DatasetNotInstallableError(f"{p.name}@{p.version}")
     if lock is not None:
         check_against_lock(cache, planned, lock)
     else:
