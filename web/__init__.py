@@ -2,8 +2,11 @@
 
 Pages: home, search, package (README, versions, solvers, files, dependencies, downloads),
 model zoo per task (an SVG chart drawn on the server), user and organisation pages, sign-in
-(password or OpenID Connect), API tokens, publishing from git, and an admin page. No front-end
-build step; the only script is a small static file that copies install lines to the clipboard.
+(password or OpenID Connect), API tokens, publishing from git, an admin page, and annotation
+projects (the list, a project's page, the annotation page). No front-end build step: static
+scripts only, one that copies install lines to the clipboard, one that adds images to a project
+by drag and drop, and the annotation page's, which talks to the JSON routes under
+``/projects/NS/NAME/-/`` with the session and the CSRF token (:mod:`web.views.annotate`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def routes() -> list[BaseRoute]:
-    from web.views import accounts, admin, catalog, repositories
+    from web.views import accounts, admin, annotate, catalog, projects, repositories
 
     return [
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -36,6 +39,18 @@ def routes() -> list[BaseRoute]:
         Route("/publish/git", repositories.register, methods=["POST"]),
         Route("/publish/git/{repository_id:int}/reindex", repositories.reindex, methods=["POST"],
               name="publish_git_reindex"),
+        Route("/projects", projects.projects_page, methods=["GET"], name="projects"),
+        Route("/projects", projects.create, methods=["POST"]),
+        Route("/projects/{namespace}/{name}", projects.project_page, name="project"),
+        Route("/projects/{namespace}/{name}/annotate", annotate.annotate_page, name="annotate"),
+        Route("/projects/{namespace}/{name}/-/members", projects.members, methods=["POST"]),
+        Route("/projects/{namespace}/{name}/-/images", projects.upload, methods=["POST"]),
+        Route("/projects/{namespace}/{name}/-/snapshots", projects.snapshot, methods=["POST"]),
+        Route("/projects/{namespace}/{name}/-/next", annotate.next_item, methods=["POST"]),
+        Route("/projects/{namespace}/{name}/-/items/{item_id:int}", annotate.get_item, methods=["GET"]),
+        Route("/projects/{namespace}/{name}/-/items/{item_id:int}/labels", annotate.save_labels, methods=["PUT"]),
+        Route("/projects/{namespace}/{name}/-/items/{item_id:int}/lease", annotate.release, methods=["DELETE"]),
+        Route("/projects/{namespace}/{name}/-/items/{item_id:int}/image", annotate.image, methods=["GET"]),
         Route("/{namespace}", catalog.namespace_page, name="namespace"),
         Route("/{namespace}/{name}", catalog.package_page, name="package"),
         Route("/{namespace}/{name}/v/{version}", catalog.package_page, name="package_version"),

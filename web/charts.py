@@ -1,5 +1,6 @@
-"""Charts drawn as SVG on the server: the model zoo's accuracy-vs-speed bubbles and the
-download history. No JavaScript; the numbers are also in a table beside each chart."""
+"""Charts drawn as SVG on the server: the model zoo's accuracy-vs-speed bubbles, the
+download history, and how an annotation project's suggestions were used per model version.
+No JavaScript; the numbers are also in a table beside each chart."""
 
 from __future__ import annotations
 
@@ -121,5 +122,52 @@ def downloads_svg(days: list[dict[str, Any]], *, width: int = 640, height: int =
         h = (height - 20) * n / top
         parts.append(f'<rect x="{10 + i * bar:.1f}" y="{height - 10 - h:.1f}" width="{max(bar - 2, 1):.1f}" '
                      f'height="{h:.1f}" class="bar"><title>{escape(str(d["day"]))}: {n}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+#: The parts of a save, in the order the usage chart stacks them (docs/annotation.md).
+USAGE_PARTS = ("accepted", "edited", "rejected", "added")
+
+
+def usage_svg(versions: list[dict[str, Any]], *, width: int = 640, bar_height: int = 26) -> str:
+    """How the suggestions were used per model version: one bar per version, stacked
+    accepted / edited / rejected / added, scaled to the largest total."""
+    rows = [(str(v.get("model_version") or "no suggestions"), [int(v.get(k) or 0) for k in USAGE_PARTS])
+            for v in versions]
+    if not rows:
+        return ""
+    pad_l, pad_r, pad_t, gap = 150, 16, 28, 10
+    height = pad_t + len(rows) * (bar_height + gap) + 24
+    left, right = pad_l, width - pad_r
+    top = max(max(sum(counts) for _, counts in rows), 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-labelledby="usage-title" class="chart usage">',
+        '<title id="usage-title">Suggestions accepted, edited, rejected, and labels added by hand, per model version</title>',
+    ]
+    x = left
+    for name in USAGE_PARTS:  # the legend, in stacking order
+        parts.append(f'<rect x="{x}" y="6" width="12" height="12" class="seg-{name}"/>'
+                     f'<text x="{x + 16}" y="16" class="tick">{name}</text>')
+        x += 16 + 8 * len(name) + 18
+    for t in nice_ticks(0, top):
+        tx = left + t / top * (right - left)
+        parts.append(f'<line x1="{tx:.1f}" y1="{pad_t}" x2="{tx:.1f}" y2="{height - 22}" class="grid"/>'
+                     f'<text x="{tx:.1f}" y="{height - 6}" class="tick" text-anchor="middle">{t:g}</text>')
+    for i, (name, counts) in enumerate(rows):
+        y = pad_t + i * (bar_height + gap)
+        label = escape(name if len(name) <= 20 else name[:19] + "…")
+        parts.append(f'<g class="version"><text x="{left - 8}" y="{y + bar_height / 2 + 5:.1f}" class="name" '
+                     f'text-anchor="end">{label}</text>')
+        x0 = float(left)
+        for part, n in zip(USAGE_PARTS, counts, strict=True):
+            w = n / top * (right - left)
+            if n:
+                parts.append(f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{bar_height}" class="seg-{part}">'
+                             f"<title>{escape(name)}: {n} {part}</title></rect>")
+            x0 += w
+        parts.append("</g>")
+    parts.append(f'<line x1="{left}" y1="{pad_t}" x2="{left}" y2="{height - 22}" class="axis"/>')
     parts.append("</svg>")
     return "".join(parts)

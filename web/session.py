@@ -9,8 +9,8 @@ from hub.models import User
 from hub.security import Scopes
 from hub.services.accounts import ANONYMOUS, Principal
 
-_SIGNED_IN = Scopes.parse("read publish")
-_ADMIN = Scopes.parse("read publish admin")
+_SIGNED_IN = Scopes.parse("read publish annotate")  # annotate: the annotation page (docs/annotation.md)
+_ADMIN = Scopes.parse("read publish annotate admin")
 
 
 def principal_for(user: User) -> Principal:

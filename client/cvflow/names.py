@@ -44,7 +44,7 @@ NAME_RE = re.compile(r"\A(?=.{1,64}\Z)[a-z0-9]+(?:[-_.][a-z0-9]+)*\Z")
 RESERVED_NAMESPACES = frozenset(
     {
         "api", "admin", "static", "login", "logout", "search", "settings", "new", "about",
-        "healthz", "readyz", "zoo", "orgs", "users", "tokens", "docs", "help", "publish",
+        "healthz", "readyz", "zoo", "orgs", "users", "tokens", "docs", "help", "publish", "projects",
     }
 )  # fmt: skip
 
