@@ -52,6 +52,7 @@ def _first_ann(doc: dict, **values: object) -> None:  # type: ignore[type-arg]
     (lambda d: _first_ann(d, bbox=[1, 1, -4, 10]), "invalid_box"),
     (lambda d: _first_ann(d, bbox=[1, 1, 0, 10]), "invalid_box"),
     (lambda d: _first_ann(d, bbox=[1, 1, "2", 10]), "invalid_box"),
+    (lambda d: _first_ann(d, bbox=[10**400, 1, 2, 10]), "invalid_box"),  # float() of it overflows
     (lambda d: _first_ann(d, category_id=99), "unknown_class"),
     (lambda d: _first_ann(d, image_id=12345), "missing_image"),
     (lambda d: d["images"][0].update(width=d["images"][0]["width"] + 1), "image_size_mismatch"),

@@ -12,6 +12,7 @@ annotations are skipped on import, and counted in a log line).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ _JSON_RE = re.compile(r"\A(?:instances_)?(.+)\.json\Z")
 
 
 def _number(value: object) -> bool:
-    return type(value) in (int, float)
+    # A JSON integer may have hundreds of digits, and float() of one past the largest float
+    # raises OverflowError: such a value is no coordinate.
+    return type(value) is float or (type(value) is int and abs(value) <= sys.float_info.max)
 
 
 def parse_coco(data: Any, where: str, images_dir: Path, problems: Problems, *,
