@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 from sqlmodel import select
 
 from hub.db import session_scope
 from hub.models import AnnotationItem
-from tests.helpers import LiveHub
+from tests.conftest import start_hub
+from tests.helpers import PASSWORD, LiveHub
 from tests.web.support import Tags, browser, csrf, section, sign_in, text
 from web.charts import usage_svg
 
@@ -328,3 +331,86 @@ def test_snapshot_publishes_the_saved_items_as_a_dataset_version(hub: LiveHub, s
     assert "Snapshot 1.0.0 published." in text(after.text)
     assert '<a href="/alice/street-data/v/1.0.0">alice/street-data 1.0.0</a>' in section(after.text, "snapshots-h")
     assert street.get("/alice/street-data/v/1.0.0").status_code == 200
+
+
+# --- in a browser -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser_site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
+    """A hub of its own on SQLite for the browser test (one backend: the page is the same on both)."""
+    live, server = start_hub(make_settings("sqlite-file"))
+    yield live
+    live.close_clients()
+    server.__exit__()
+    live.context.engine.dispose()
+
+
+def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: Any, browser_site: LiveHub) -> None:
+    site = browser_site
+    alice = signed_in(site, "alice")
+    assert create(alice).status_code == 303
+    add_images(alice, "alice/street", {"a.png": png(200, 100), "b.png": png(200, 100, (0, 90, 200))})
+    with session_scope(site.context.engine, write=True) as session:
+        b = session.exec(select(AnnotationItem).where(AnnotationItem.file_name == "b.png")).one()
+        b.suggestions = [{"class": "car", "bbox": [10, 10, 50, 40], "score": 0.9},
+                         {"class": "person", "bbox": [100, 20, 40, 60], "score": 0.6}]
+        b.suggestion_version = "1.0.0"
+        session.add(b)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    try:
+        page = context.new_page()
+        # Failed requests are caught as responses below (the browser's own favicon request is no concern).
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning")
+                and not m.text.startswith("Failed to load resource") else None)
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(site.url + "/login?next=/projects/alice/street/annotate")
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/projects/alice/street/annotate")
+        page.wait_for_selector("#annotate[data-item-id]")
+        expect(page.locator("#item-info")).to_contain_text("a.png")
+        page.wait_for_function("document.getElementById('annotate-image').complete")
+
+        # Draw a box from (20%, 20%) to (60%, 80%) of the image, then make it a person (key 2).
+        box = page.locator("#annotate-overlay").bounding_box()
+        assert box and box["width"] > 100
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5, steps=4)
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.8, steps=4)
+        page.mouse.up()
+        assert page.locator('#annotate-overlay g[data-label-index="0"]').count() == 1
+        page.keyboard.press("2")
+        expect(page.locator('#label-list [data-label-index="0"]')).to_contain_text("person (drawn)")
+        page.keyboard.press("Enter")
+        expect(page.locator("#progress")).to_have_text("1 done of 2")
+        expect(page.locator("#item-info")).to_contain_text("b.png")
+
+        # The next item's suggestions: accept all, delete one, undo the delete, save.
+        assert page.locator("#annotate-overlay g.suggestion").count() == 2
+        page.keyboard.press("Shift+A")
+        assert page.locator("#annotate-overlay g.label").count() == 2
+        page.keyboard.press("Tab")
+        page.keyboard.press("x")
+        assert page.locator("#annotate-overlay g.label").count() == 1
+        page.keyboard.press("Control+z")
+        assert page.locator("#annotate-overlay g.label").count() == 2
+        page.keyboard.press("Enter")
+        expect(page.locator("#progress")).to_have_text("2 done of 2")
+        expect(page.locator("#save-status")).to_contain_text("Nothing left to annotate")
+        assert page.locator("#annotate-empty").is_visible()
+    finally:
+        context.close()
+    with session_scope(site.context.engine) as session:
+        saved = {i.file_name: i.labels for i in session.exec(select(AnnotationItem))}
+    (label,) = saved["a.png"]
+    assert label["class"] == "person" and label["from"] is None
+    x, y, w, h = label["bbox"]
+    assert abs(x - 40) <= 2 and abs(y - 20) <= 2 and abs(w - 80) <= 2 and abs(h - 60) <= 2
+    assert saved["b.png"] == [{"class": "car", "bbox": [10.0, 10.0, 50.0, 40.0], "from": 0},
+                              {"class": "person", "bbox": [100.0, 20.0, 40.0, 60.0], "from": 1}]
+    assert problems == []
