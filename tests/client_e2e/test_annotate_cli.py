@@ -5,13 +5,25 @@ finds the astronaut's face, posts it, stops the runner and exits by itself."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.client_e2e._publish_helpers import cli_env, run_cli, run_script
+from cvflow.annotate.worker import SuggestWorker, WorkerOptions
+from cvflow.api import HubClient
+from cvflow.config import Config
+from cvflow.errors import HubUnavailableError
+from cvflow.transfer import RetryPolicy
+from tests.client_e2e._publish_helpers import CVFLOW, cli_env, run_cli, run_script
+from tests.conftest import free_port
 from tests.helpers import LiveHub
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -35,10 +47,16 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def env(hub: LiveHub, home: Path) -> dict[str, str | None]:
+def demo(hub: LiveHub, home: Path) -> dict[str, str | None]:
+    """The publisher of demo/face-utility, which it has published."""
     demo = cli_env(home, hub.url, hub.create_user("demo"))
     published = run_cli(demo, "publish", str(EXAMPLES / "face-utility"))
     assert published.exit_code == 0, published.output
+    return demo
+
+
+@pytest.fixture
+def env(hub: LiveHub, home: Path, demo: dict[str, str | None]) -> dict[str, str | None]:
     return cli_env(home, hub.url, hub.create_user("alice"))
 
 
@@ -147,3 +165,63 @@ def test_clear_errors(hub: LiveHub, env, photos: Path, tmp_path: Path) -> None:
 
 def alice_items(hub: LiveHub, env: dict[str, str | None], project: str) -> int:
     return int(hub.client(env["CVFLOW_TOKEN"]).get(f"/api/v1/projects/{project}/items").json()["total"])
+
+
+def suggested_by(hub: LiveHub, env: dict[str, str | None], project: str) -> set[str | None]:
+    items = hub.client(env["CVFLOW_TOKEN"]).get(f"/api/v1/projects/{project}/items").json()["items"]
+    return {i["suggestion_version"] for i in items}
+
+
+def wait_for(check: Callable[[], bool], what: str, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen; the worker said:\n{log.read_text()}"
+        time.sleep(0.5)
+
+
+def test_a_following_worker_moves_to_a_newer_version_and_ctrl_c_stops_its_runner(
+        hub: LiveHub, env, demo, photos: Path, tmp_path: Path) -> None:
+    ok(env, "annotate", "create", "alice/faces", "--task", "detection", "--classes", "face",
+       "--suggest", "demo/face-utility", "--range", "^1", "--solver", "detect")
+    ok(env, "annotate", "push", "alice/faces", str(photos))
+    log = tmp_path / "worker.log"
+    child = {k: v for k, v in os.environ.items() if not k.startswith("CVFLOW_")}
+    child.update({k: v for k, v in env.items() if v is not None})
+    with log.open("wb") as err:
+        worker = subprocess.Popen([str(CVFLOW), "annotate", "suggest", "alice/faces", "--follow", "--poll-max", "1",
+                                   "--batch", "2"], stdout=subprocess.PIPE, stderr=err, env=child)
+    try:
+        wait_for(lambda: suggested_by(hub, env, "alice/faces") == {"1.0.0"}, "suggestions by 1.0.0", log)
+        newer = shutil.copytree(EXAMPLES / "face-utility", tmp_path / "face-utility",
+                                ignore=shutil.ignore_patterns("__pycache__"))
+        manifest = newer / "cvflow.toml"
+        manifest.write_text(manifest.read_text().replace('version = "1.0.0"', 'version = "1.1.0"', 1))
+        assert run_cli(demo, "publish", str(newer)).exit_code == 0
+        # The next claim moves the project to 1.1.0; the worker installs and serves it, and every item
+        # is suggested again.
+        wait_for(lambda: suggested_by(hub, env, "alice/faces") == {"1.1.0"}, "suggestions by 1.1.0", log)
+        running = json.loads(ok(env, "ps", "--json"))
+        assert [(r["version"], r["status"]) for r in running] == [("1.1.0", "ready")]
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(60) == 130
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    said = log.read_text()
+    assert "the project moved from 1.0.0 to 1.1.0" in said and "interrupted" in said, said
+    assert json.loads(ok(env, "ps", "--json")) == []  # Ctrl-C stopped the runner it started
+
+
+def test_an_unreachable_hub_is_tried_again_with_backoff_then_given_up(tmp_path: Path) -> None:
+    hub = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connections are refused
+    waits: list[float] = []
+    lines: list[str] = []
+    policy = RetryPolicy(attempts=4, base=0.5, sleep=waits.append, random=lambda: 1.0)
+    with HubClient(hub, "cvf_x") as client:
+        worker = SuggestWorker(client, Config(home=tmp_path, hub=hub, token=None), "alice/faces",
+                               WorkerOptions(policy=policy), log=lines.append)
+        with pytest.raises(HubUnavailableError, match="reading the project failed 4 times"):
+            worker.run()
+    assert waits == [0.5, 1.0, 2.0]
+    assert len(lines) == 3 and "trying again in 0.5 s" in lines[0]

@@ -147,6 +147,8 @@ def push(ctx: click.Context, project: str, directory: Path, split: str, as_json:
 @click.option("--batch", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Items per claim (and per post of suggestions).")
 @click.option("--follow", is_flag=True, help="Keep claiming when nothing is left (new images, a new model version).")
+@click.option("--poll-max", type=click.FloatRange(0.1, 3600), default=30, show_default=True, metavar="S",
+              help="With --follow: the longest wait between empty claims (waits double from 1 s up to it).")
 @click.option("--workers-name", "worker_name", metavar="NAME",
               help="This worker's name on the hub [default: HOST:PID].")
 @click.option("--lease", type=click.IntRange(10, 3600), metavar="S",
@@ -156,7 +158,7 @@ def push(ctx: click.Context, project: str, directory: Path, split: str, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 @handle_errors
-def suggest(ctx: click.Context, project: str, batch: int, follow: bool, worker_name: str | None,
+def suggest(ctx: click.Context, project: str, batch: int, follow: bool, poll_max: float, worker_name: str | None,
             lease: int | None, concurrency: int | None, as_json: bool) -> None:
     """Run a suggestion worker: the project's model suggests labels for every item.
 
@@ -177,7 +179,7 @@ def suggest(ctx: click.Context, project: str, batch: int, follow: bool, worker_n
 
     cfg = config(ctx)
     options = WorkerOptions(batch=batch, follow=follow, name=worker_name or default_worker_name(), lease=lease,
-                            concurrency=concurrency)
+                            concurrency=concurrency, idle_min=min(1.0, poll_max), idle_max=poll_max)
 
     def log(line: str) -> None:
         click.echo(line, err=True)
