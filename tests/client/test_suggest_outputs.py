@@ -174,6 +174,13 @@ def test_scores_best_first_top_five_clamped() -> None:
     assert mapped.dropped == {"unknown_class": 1, "malformed": 1}
 
 
+def test_digits_lenet_top_guesses_as_scores() -> None:
+    suggest = Suggest("scores", "top", class_field="digit", score_field="probability")
+    output = {"digit": 3, "probability": 0.9, "top": [{"digit": 3, "probability": 0.9}, {"digit": 8, "probability": 0.07}]}
+    mapped = to_suggestions(output, suggest, [str(d) for d in range(10)], 32, 32)
+    assert mapped.suggestions == [{"class": "3", "score": 0.9}, {"class": "8", "score": 0.07}]
+
+
 def test_scores_as_a_list_of_entries() -> None:
     suggest = Suggest("scores", "top", class_field="label", score_field="p")
     output = {"top": [{"label": "cat", "p": 0.6}, {"label": "dog", "p": 0.3}, {"label": "cat", "p": 0.1}, 7]}

@@ -96,13 +96,17 @@ def _score(value: object) -> float | None:
 
 
 def _class(entry: Mapping[str, Any], suggest: Suggest, known: frozenset[str], dropped: Counter[str]) -> str | None:
-    name: object = entry.get(suggest.class_field, suggest.fixed_class)
+    return _known(entry.get(suggest.class_field, suggest.fixed_class), known, dropped)
+
+
+def _known(name: object, known: frozenset[str], dropped: Counter[str]) -> str | None:
+    """``name`` if it is a class of the project (an integer class, e.g. a digit, as its text)."""
     if name is None:
         dropped["no_class"] += 1
         return None
-    if not isinstance(name, str):
-        name = str(name) if isinstance(name, int) and not isinstance(name, bool) else None
-    if name is None or name not in known:
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)
+    if not isinstance(name, str) or name not in known:
         dropped["unknown_class"] += 1
         return None
     return name
@@ -165,15 +169,11 @@ def _scores(value: object, suggest: Suggest, known: frozenset[str]) -> Mapped:
                                  " the {class: score} mapping (or list of {class, score}) its suggest declaration"
                                  " promises")
     best: dict[str, float] = {}
-    for name, raw in pairs:
+    for raw_name, raw in pairs:
         score = _score(raw)
         if score is None:
             dropped["malformed"] += 1
-        elif name is None:
-            dropped["no_class"] += 1
-        elif not isinstance(name, str) or name not in known:
-            dropped["unknown_class"] += 1
-        else:
+        elif (name := _known(raw_name, known, dropped)) is not None:
             best[name] = max(score, best.get(name, 0.0))
     ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
     return Mapped([{"class": name, "score": score} for name, score in ranked[:TOP_CLASSES]], dropped)
