@@ -8,6 +8,8 @@ items' blobs (nothing is copied). The new files are stored as the caller's uploa
 version goes through :func:`hub.services.packages.publish` as the caller, so every publish rule
 applies (scopes, roles, look-alike names, blobs the caller may reference: the items' images
 count because the caller works in the project, :func:`hub.services.access.project_reader`).
+A new package is private when the project is: a snapshot never makes private images public
+unless its owner publishes them to a public package they chose.
 
 A snapshot happens in three steps, none holding a session across the next: :func:`plan`
 reads the items and writes the files' text, the handler stores the new files, and
@@ -47,6 +49,8 @@ class Plan:
     images: list[dict[str, object]]  # {"path", "size", "sha256"}
     items: int
     labels: int
+    #: A new package is as private as the project; an existing one keeps its visibility (None).
+    private: bool | None = None
     stored: dict[str, str] = field(default_factory=dict)  # path -> sha256, once stored
 
     def files(self) -> list[dict[str, object]]:
@@ -68,9 +72,9 @@ def next_version(session: Session, who: Principal, package_name: str) -> str:
     return f"{latest.major}.{latest.minor + 1}.0"
 
 
-def _may_publish(session: Session, who: Principal, package_name: str) -> None:
+def _may_publish(session: Session, who: Principal, package_name: str) -> bool:
     """The publish checks that need no files, made before anything is stored; publishing
-    makes them again with the rest."""
+    makes them again with the rest. Whether the package exists already."""
     ns_name, name = package_name.split("/", 1)
     user = who.require_user()
     assert who.scopes is not None
@@ -79,12 +83,13 @@ def _may_publish(session: Session, who: Principal, package_name: str) -> None:
     package = packages.find_package(session, ns_name, name)
     if package is not None:
         require_maintainer(session, who, package)
-        return
+        return True
     ns = session.exec(select(Namespace).where(Namespace.name == ns_name)).first()
     if ns is None:
         raise HubError("namespace_not_found", f"no user or organisation is named {ns_name!r}")
     if not who.is_admin and not may_create_in(session, user, ns):
         raise HubError("forbidden", f"you may not create packages in {ns_name}")
+    return False
 
 
 def plan(session: Session, who: Principal, project: AnnotationProject, *, version: str | None,
@@ -101,7 +106,7 @@ def plan(session: Session, who: Principal, project: AnnotationProject, *, versio
     if name.count("/") != 1:
         raise HubError("invalid_package_name", f"{name!r} is not namespace/name")
     name = str(packages.parse_name(*name.split("/", 1)))
-    _may_publish(session, who, name)
+    exists = _may_publish(session, who, name)
     if version is not None:
         try:
             version = str(SemVer.parse(version))
@@ -147,7 +152,7 @@ def plan(session: Session, who: Principal, project: AnnotationProject, *, versio
     texts = {MANIFEST_FILENAME: manifest.encode(), "README.md": readme_text(ds, name, description).encode()}
     for split in splits:
         texts[f"{ANNOTATIONS_DIR}/{split}.json"] = json_text(coco_document(ds, split)).encode()
-    return Plan(name, version, manifest, texts, images, len(images), labels)
+    return Plan(name, version, manifest, texts, images, len(images), labels, None if exists else project.private)
 
 
 def publish(session: Session, settings: Settings, who: Principal, project: AnnotationProject, snap: Plan) -> AnnotationSnapshot:
@@ -157,7 +162,8 @@ def publish(session: Session, settings: Settings, who: Principal, project: Annot
     """
     user = require_project_role(session, who, project, "manage")
     ns, name = snap.package.split("/", 1)
-    version = packages.publish(session, settings, who, ns, name, manifest_toml=snap.manifest, files=snap.files())
+    version = packages.publish(session, settings, who, ns, name, manifest_toml=snap.manifest, files=snap.files(),
+                                private=snap.private)
     row = AnnotationSnapshot(project_id=row_id(project), package=snap.package, version=version.version,
                              items=snap.items, labels=snap.labels, created_by=user.id)
     session.add(row)
