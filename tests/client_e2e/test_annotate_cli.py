@@ -117,6 +117,17 @@ def test_push_then_a_worker_suggests_every_item_and_stops_by_itself(hub: LiveHub
     status = ok(env, "annotate", "status", "alice/faces")
     assert "demo/face-utility@^1:detect (now 1.0.0)" in status and "3 todo" in status
 
+    # The annotator accepts the suggested face as it is; a snapshot publishes it.
+    item = items["astronaut.jpg"]
+    saved = alice.put(f"/api/v1/projects/alice/faces/items/{item['id']}/labels",
+                      json={"revision": item["revision"], "labels": [{**face, "from": 0}], "duration_ms": 1500})
+    assert saved.status_code == 200, saved.text
+    status = ok(env, "annotate", "status", "alice/faces")
+    assert "1 done" in status and "1.0.0" in status.split("MODEL VERSION", 1)[1]
+    snap = json.loads(ok(env, "annotate", "snapshot", "alice/faces", "--json"))
+    assert (snap["package"], snap["version"], snap["items"], snap["labels"]) == ("alice/faces-data", "1.0.0", 1, 1)
+    assert "published alice/faces-data@1.1.0: 1 items, 1 labels" in ok(env, "annotate", "snapshot", "alice/faces")
+
 
 def test_a_worker_reuses_a_runner_already_serving_the_version(hub: LiveHub, env, photos: Path) -> None:
     ok(env, "annotate", "create", "alice/faces", "--task", "detection", "--classes", "face",
