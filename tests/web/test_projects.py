@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -346,7 +347,8 @@ def browser_site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped
     live.context.engine.dispose()
 
 
-def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: Any, browser_site: LiveHub) -> None:
+def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: Any, browser_site: LiveHub,
+                                                                     screenshots: Path) -> None:
     site = browser_site
     alice = signed_in(site, "alice")
     assert create(alice).status_code == 303
@@ -357,6 +359,26 @@ def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: A
                          {"class": "person", "bbox": [100, 20, 40, 60], "score": 0.6}]
         b.suggestion_version = "1.0.0"
         session.add(b)
+    # On a phone the page fits the screen, the image fits the page and the overlay covers the image.
+    phone = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                 has_touch=True)
+    try:
+        small = phone.new_page()
+        small.goto(site.url + "/login?next=/projects/alice/street/annotate")
+        small.get_by_label("User name").fill("alice")
+        small.get_by_label("Password").fill(PASSWORD)
+        small.get_by_role("button", name="Sign in").click()
+        small.wait_for_selector("#annotate[data-item-id]")
+        small.wait_for_function("document.getElementById('annotate-image').complete")
+        assert small.evaluate("document.documentElement.scrollWidth") <= 390
+        image, overlay = (small.locator(s).bounding_box() for s in ("#annotate-image", "#annotate-overlay"))
+        assert image and overlay and 100 < image["width"] <= 390
+        assert all(abs(image[k] - overlay[k]) < 1 for k in ("x", "y", "width", "height")), (image, overlay)
+        assert abs(image["width"] / image["height"] - 2) < 0.05  # the 200x100 image keeps its shape
+        assert small.evaluate("getComputedStyle(document.getElementById('annotate-canvas')).touchAction") == "none"
+        small.screenshot(path=str(screenshots / "annotate-phone.png"), full_page=True)
+    finally:
+        phone.close()
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
     try:
@@ -392,6 +414,9 @@ def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: A
 
         # The next item's suggestions: accept all, delete one, undo the delete, save.
         assert page.locator("#annotate-overlay g.suggestion").count() == 2
+        page.keyboard.press("Tab")
+        page.screenshot(path=str(screenshots / "annotate.png"), full_page=True)
+        page.keyboard.press("Escape")
         page.keyboard.press("Shift+A")
         assert page.locator("#annotate-overlay g.label").count() == 2
         page.keyboard.press("Tab")
@@ -403,6 +428,8 @@ def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: A
         expect(page.locator("#progress")).to_have_text("2 done of 2")
         expect(page.locator("#save-status")).to_contain_text("Nothing left to annotate")
         assert page.locator("#annotate-empty").is_visible()
+        page.goto(site.url + "/projects/alice/street")
+        page.screenshot(path=str(screenshots / "project.png"), full_page=True)
     finally:
         context.close()
     with session_scope(site.context.engine) as session:

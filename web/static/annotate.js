@@ -194,7 +194,9 @@
       (doc.suggestion_version ? " · suggestions from " + doc.suggestion_version : " · no suggestions");
     if (task === "classification" && labels.length === 0 && suggestions().length) selected = {kind: "suggestion", index: 0};
     startClock();
+    fit();
     render();
+    el.canvas.focus({preventScroll: true});
   }
 
   // --- actions ---------------------------------------------------------------------------------
@@ -313,6 +315,18 @@
 
   function corners(b) {
     return [["nw", b[0], b[1]], ["ne", b[0] + b[2], b[1]], ["sw", b[0], b[1] + b[3]], ["se", b[0] + b[2], b[1] + b[3]]];
+  }
+
+  // The image as large as the stage allows (small images are enlarged, large ones shrunk), its
+  // whole height on screen; the overlay follows it, being sized to the canvas.
+  function fit() {
+    if (!item) return;
+    var stage = el.canvas.parentNode.getBoundingClientRect();
+    var top = el.canvas.getBoundingClientRect().top + window.scrollY;
+    var room = Math.max(window.innerHeight - Math.min(top, 160) - 24, 160);
+    var k = Math.min(stage.width / item.width, room / item.height);
+    el.image.style.width = Math.max(1, Math.floor(item.width * k)) + "px";
+    el.image.style.height = Math.max(1, Math.floor(item.height * k)) + "px";
   }
 
   function render() {
@@ -497,10 +511,11 @@
 
   // --- keyboard ----------------------------------------------------------------------------------
   document.addEventListener("keydown", function (ev) {
-    var t = ev.target;
+    var t = ev.target, key = ev.key, ctrl = ev.ctrlKey || ev.metaKey;
     if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)) return;
+    // On a button or link, Tab, Enter and Space keep their usual meaning (the page stays usable from the keyboard).
+    if (t && t.closest && t.closest("button, a, summary") && (key === "Tab" || key === "Enter" || key === " ")) return;
     if (!item) return;
-    var key = ev.key, ctrl = ev.ctrlKey || ev.metaKey;
     var done = true;
     if (ctrl && (key === "z" || key === "Z")) { if (ev.shiftKey) redo(); else undo(); }
     else if (ctrl && (key === "y" || key === "Y")) redo();
@@ -533,6 +548,7 @@
     li.addEventListener("click", function () { if (item) pickClass(Number(li.getAttribute("data-class-index"))); });
   });
   if (window.ResizeObserver) new ResizeObserver(function () { render(); }).observe(el.canvas);
+  window.addEventListener("resize", function () { fit(); render(); });
   window.addEventListener("pagehide", function () {
     // Leaving the page gives the item back at once rather than when its lease runs out.
     if (item && !busy) {
