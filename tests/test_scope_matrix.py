@@ -6,10 +6,11 @@ below (``SATISFIES``) is written out by hand from the scope table in ``hub.secur
 call the code under test.
 
 The world: ``alice`` is a hub administrator who owns the private package ``alice/pkg`` (1.0.0),
-the organisation ``acme``, an open upload session, a registered repository and a spare token.
-``bob`` is another user with ``read publish``. Kinds of caller: no token, alice's expired,
-revoked, ``read``, ``publish:alice/pkg``, ``publish:alice``, ``publish`` and ``admin`` tokens,
-and bob's token.
+the organisation ``acme``, an open upload session, a registered repository, a spare token, and
+the private annotation project ``alice/pkg`` with one item (a PNG). ``bob`` is another user with
+``read publish``. Kinds of caller: no token, alice's expired, revoked, ``read``,
+``publish:alice/pkg``, ``publish:alice``, ``publish``, ``annotate`` and ``admin`` tokens, and
+bob's token.
 """
 
 from __future__ import annotations
@@ -26,24 +27,29 @@ import sqlalchemy as sa
 from hub import api
 from hub.api.access import Access
 from hub.db import session_scope
-from hub.models import Repository, Token, User, utcnow
+from hub.models import AnnotationItem, Repository, Token, User, row_id, utcnow
 from hub.security import Scopes
 from hub.services import accounts
+from hub.services.accounts import Principal
+from hub.services.annotation import projects
 from tests.helpers import PASSWORD, LiveHub, manifest, publish, sha256, upload
+from tests.runner._images import png
 
-KINDS = ("none", "expired", "revoked", "read", "publish:alice/pkg", "publish:alice", "publish", "admin", "bob")
+KINDS = ("none", "expired", "revoked", "read", "publish:alice/pkg", "publish:alice", "publish", "annotate", "admin",
+         "bob")
 INVALID = {"none", "expired", "revoked"}
 
 #: Which kinds of caller hold each declared scope, for a target in alice's namespace ("alice")
 #: and for one outside it ("acme", the organisation).
 SATISFIES: dict[tuple[str, str], set[str]] = {
-    ("token", ""): {"read", "publish:alice/pkg", "publish:alice", "publish", "admin", "bob"},
+    ("token", ""): {"read", "publish:alice/pkg", "publish:alice", "publish", "annotate", "admin", "bob"},
     ("read", ""): {"read", "publish", "admin", "bob"},
     ("publish", ""): {"publish", "admin", "bob"},
     ("publish:any", ""): {"publish:alice/pkg", "publish:alice", "publish", "admin", "bob"},
     ("publish:ns", "alice"): {"publish:alice", "publish", "admin", "bob"},
     ("publish:ns", "acme"): {"publish", "admin", "bob"},
     ("publish:pkg", "alice"): {"publish:alice/pkg", "publish:alice", "publish", "admin", "bob"},
+    ("annotate", ""): {"annotate", "publish", "admin", "bob"},
     ("admin", ""): {"admin"},
 }
 
@@ -60,7 +66,8 @@ class World:
         with session_scope(ctx.engine, write=True) as session:
             alice = accounts.create_user(session, ctx.hasher, "alice", PASSWORD, admin=True)
             bob = accounts.create_user(session, ctx.hasher, "bob", PASSWORD)
-            for kind in ("read", "publish:alice/pkg", "publish:alice", "publish", "admin", "expired", "revoked"):
+            for kind in ("read", "publish:alice/pkg", "publish:alice", "publish", "annotate", "admin", "expired",
+                         "revoked"):
                 scopes = "read publish" if kind in ("expired", "revoked") else kind
                 row, self.tokens[kind] = accounts.create_token(session, alice, Scopes.parse(scopes))
                 if kind == "expired":
@@ -79,6 +86,7 @@ class World:
         created = self.owner.post("/api/v1/uploads", json={"size": 4})
         assert created.status_code == 201, created.text
         self.upload_id = created.json()["location"].rstrip("/").rsplit("/", 1)[1]
+        digest = self.image = ctx.uploads.put_small(png(8, 6), grant_to=None)  # the project's image
         with session_scope(ctx.engine, write=True) as session:
             ns_id = session.exec(sa.select(User.namespace_id).where(User.id == self.alice_id)).scalar_one()  # type: ignore[call-overload]
             repo = Repository(namespace_id=ns_id, registered_by=self.alice_id, url="https://git.example.com/alice/pkg.git",
@@ -86,10 +94,16 @@ class World:
             session.add(repo)
             session.flush()
             self.repository_id = repo.id
+            project = projects.create_project(session, Principal(user=alice, scopes=Scopes.parse("admin")),
+                                              namespace="alice", name="pkg", task="detection", classes=["a", "b"])
+            item = AnnotationItem(project_id=row_id(project), sha256=digest, file_name="a.png", width=8, height=6)
+            session.add(item)
+            session.flush()
+            self.item_id = item.id
 
     def path_params(self) -> dict[str, Any]:
         return {**PATH, "token_id": self.spare_token_id, "upload_id": self.upload_id,
-                "repository_id": self.repository_id}
+                "repository_id": self.repository_id, "item": self.item_id}
 
     def token_scopes(self, kind: str) -> list[str]:
         return {"bob": ["read", "publish"]}.get(kind, kind.split())
@@ -125,6 +139,20 @@ def _bodies(world: World) -> dict[tuple[str, str], Callable[[str], dict[str, Any
         ("POST", "/api/v1/repositories"): lambda k: {"json": {"url": "https://git.example.com/alice/other.git",
                                                               "namespace": "alice"}},
         ("POST", "/api/v1/repositories/{repository_id:int}/webhook"): lambda k: {"content": b"{}"},
+        ("POST", "/api/v1/projects"): lambda k: {"json": {"namespace": "alice", "name": f"p-{next(world.counter)}",
+                                                          "task": "detection", "classes": ["a"]}},
+        ("PATCH", "/api/v1/projects/{namespace}/{name}"): lambda k: {"json": {"description": "matrix"}},
+        ("PUT", "/api/v1/projects/{namespace}/{name}/members/{user}"): lambda k: {"json": {"role": "annotator"}},
+        ("PUT", "/api/v1/projects/{namespace}/{name}/items/{item:id}/labels"): lambda k: {
+            "json": {"revision": 0, "labels": [{"class": "a", "bbox": [1, 1, 2, 2], "from": None}]}},
+        ("POST", "/api/v1/projects/{namespace}/{name}/items/{item:id}/review"): lambda k: {
+            "json": {"revision": 1, "verdict": "approve"}},
+        ("POST", "/api/v1/projects/{namespace}/{name}/items"): lambda k: {
+            "json": {"items": [{"sha256": world.image, "file_name": f"m{next(world.counter)}.png"}]}},
+        ("POST", "/api/v1/projects/{namespace}/{name}/suggestions/claim"): lambda k: {"json": {"worker": "matrix"}},
+        ("POST", "/api/v1/projects/{namespace}/{name}/suggestions"): lambda k: {
+            "json": {"worker": "matrix", "model_version": "1.0.0", "results": [{"item": world.item_id, "suggestions": []}]}},
+        ("POST", "/api/v1/projects/{namespace}/{name}/snapshots"): lambda k: {"json": {}},
     }
 
 
