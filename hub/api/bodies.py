@@ -225,7 +225,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     # ``{x:id}`` (hub.api.IdConvertor): a row id, an SQL INTEGER
     "token_id": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     "repository_id": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-    "item": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+    "item_id": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     "upload_id": {"type": "string"},
     "Upload-Offset": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
     "path": {"type": "string"},
