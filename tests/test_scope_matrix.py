@@ -103,7 +103,7 @@ class World:
 
     def path_params(self) -> dict[str, Any]:
         return {**PATH, "token_id": self.spare_token_id, "upload_id": self.upload_id,
-                "repository_id": self.repository_id, "item": self.item_id}
+                "repository_id": self.repository_id, "item_id": self.item_id}
 
     def token_scopes(self, kind: str) -> list[str]:
         return {"bob": ["read", "publish"]}.get(kind, kind.split())
@@ -143,9 +143,9 @@ def _bodies(world: World) -> dict[tuple[str, str], Callable[[str], dict[str, Any
                                                           "task": "detection", "classes": ["a"]}},
         ("PATCH", "/api/v1/projects/{namespace}/{name}"): lambda k: {"json": {"description": "matrix"}},
         ("PUT", "/api/v1/projects/{namespace}/{name}/members/{user}"): lambda k: {"json": {"role": "annotator"}},
-        ("PUT", "/api/v1/projects/{namespace}/{name}/items/{item:id}/labels"): lambda k: {
+        ("PUT", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}/labels"): lambda k: {
             "json": {"revision": 0, "labels": [{"class": "a", "bbox": [1, 1, 2, 2], "from": None}]}},
-        ("POST", "/api/v1/projects/{namespace}/{name}/items/{item:id}/review"): lambda k: {
+        ("POST", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}/review"): lambda k: {
             "json": {"revision": 1, "verdict": "approve"}},
         ("POST", "/api/v1/projects/{namespace}/{name}/items"): lambda k: {
             "json": {"items": [{"sha256": world.image, "file_name": f"m{next(world.counter)}.png"}]}},

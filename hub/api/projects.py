@@ -29,7 +29,7 @@ from hub.services.annotation.labels import MAX_LABELS
 endpoint = Registry()
 
 _PROJECT = (("namespace", "path", "namespace (user or organisation)"), ("name", "path", "project name"))
-_ITEM = (*_PROJECT, ("item", "path", "the item's id"))
+_ITEM = (*_PROJECT, ("item_id", "path", "the item's id"))
 _PROJECT_ERRORS: tuple[ErrorCode, ...] = ("project_not_found",)
 _ITEM_ERRORS: tuple[ErrorCode, ...] = ("project_not_found", "item_not_found")
 
@@ -239,7 +239,7 @@ async def patch_project(request: Request) -> Response:
           "Give a user a role in the project: owner, annotator or reviewer", "projects",
           access=Access("annotate", role="project owner"), errors=(*_PROJECT_ERRORS, "user_not_found"),
           params=(*_PROJECT, ("user", "path", "user name")), body=Member, status=204)
-async def put_member(request: Request) -> Response:
+async def put_project_member(request: Request) -> Response:
     body: Member = await read_body(request)
     return await _member(request, body.role)
 
@@ -248,7 +248,7 @@ async def put_member(request: Request) -> Response:
           "Take a user's role in the project away", "projects",
           access=Access("annotate", role="project owner"), errors=(*_PROJECT_ERRORS, "user_not_found"),
           params=(*_PROJECT, ("user", "path", "user name")), status=204)
-async def delete_member(request: Request) -> Response:
+async def delete_project_member(request: Request) -> Response:
     return await _member(request, None)
 
 
@@ -285,13 +285,13 @@ async def list_items(request: Request) -> Response:
     return json_response(await in_session(request, work))
 
 
-@endpoint("GET", "/api/v1/projects/{namespace}/{name}/items/{item:id}",
+@endpoint("GET", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}",
           "One item: its labels, suggestions, revision and lease", "projects", access=OPTIONAL,
           errors=_ITEM_ERRORS, params=_ITEM, response=_ITEM_DOC)
 async def get_item(request: Request) -> Response:
     who = await principal(request)
     namespace, name = _project_name(request)
-    item_id = request.path_params["item"]
+    item_id = request.path_params["item_id"]
 
     def work(session: Session) -> dict[str, Any]:
         project = projects.get_project(session, who, namespace, name)
@@ -300,13 +300,13 @@ async def get_item(request: Request) -> Response:
     return json_response(await in_session(request, work))
 
 
-@endpoint("GET", "/api/v1/projects/{namespace}/{name}/items/{item:id}/image", "The item's image", "projects",
+@endpoint("GET", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}/image", "The item's image", "projects",
           access=OPTIONAL, errors=(*_ITEM_ERRORS, "blob_not_found", "storage_unavailable", "invalid_range"),
           params=_ITEM, response={"type": "string", "format": "binary"})
 async def get_image(request: Request) -> Response:
     who = await principal(request)
     namespace, name = _project_name(request)
-    item_id = request.path_params["item"]
+    item_id = request.path_params["item_id"]
 
     def work(session: Session) -> tuple[str, int, str, bool]:
         project = projects.get_project(session, who, namespace, name)
@@ -328,14 +328,14 @@ async def get_image(request: Request) -> Response:
     return response
 
 
-@endpoint("GET", "/api/v1/projects/{namespace}/{name}/items/{item:id}/history",
+@endpoint("GET", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}/history",
           "Every change to the item: who, when, which revision, the labels and what came from suggestions",
           "projects", access=OPTIONAL, errors=_ITEM_ERRORS, params=_ITEM,
           response={"type": "object", "properties": {"events": {"type": "array", "items": {"type": "object"}}}})
 async def get_history(request: Request) -> Response:
     who = await principal(request)
     namespace, name = _project_name(request)
-    item_id = request.path_params["item"]
+    item_id = request.path_params["item_id"]
 
     def work(session: Session) -> dict[str, Any]:
         project = projects.get_project(session, who, namespace, name)
@@ -344,7 +344,7 @@ async def get_history(request: Request) -> Response:
     return json_response(await in_session(request, work))
 
 
-@endpoint("PUT", "/api/v1/projects/{namespace}/{name}/items/{item:id}/labels",
+@endpoint("PUT", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}/labels",
           "Save labels on an item, from the revision you started at (a stale one is refused with the current item)",
           "projects", access=Access("annotate", role="project annotator or owner"),
           errors=(*_ITEM_ERRORS, "stale_revision", "item_leased", "invalid_labels"), params=_ITEM, body=Labels,
@@ -353,7 +353,7 @@ async def put_labels(request: Request) -> Response:
     who = await principal(request, required=True)
     body: Labels = await read_body(request)
     namespace, name = _project_name(request)
-    item_id = request.path_params["item"]
+    item_id = request.path_params["item_id"]
 
     def work(session: Session) -> dict[str, Any]:
         project = _writable(session, namespace, name)
@@ -363,14 +363,14 @@ async def put_labels(request: Request) -> Response:
     return json_response(await in_session(request, work, write=True))
 
 
-@endpoint("DELETE", "/api/v1/projects/{namespace}/{name}/items/{item:id}/lease",
+@endpoint("DELETE", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}/lease",
           "Give a leased item back to the queue", "projects",
           access=Access("annotate", role="lease's holder or a project owner"), errors=_ITEM_ERRORS, params=_ITEM,
           status=204)
 async def delete_lease(request: Request) -> Response:
     who = await principal(request, required=True)
     namespace, name = _project_name(request)
-    item_id = request.path_params["item"]
+    item_id = request.path_params["item_id"]
 
     def work(session: Session) -> None:
         queue.release(session, who, _writable(session, namespace, name), item_id)
@@ -379,7 +379,7 @@ async def delete_lease(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@endpoint("POST", "/api/v1/projects/{namespace}/{name}/items/{item:id}/review",
+@endpoint("POST", "/api/v1/projects/{namespace}/{name}/items/{item_id:id}/review",
           "Approve a saved item, or send it back to the queue", "projects",
           access=Access("annotate", role="project reviewer or owner"),
           errors=(*_ITEM_ERRORS, "stale_revision"), params=_ITEM, body=Review, response=_ITEM_DOC)
@@ -387,7 +387,7 @@ async def post_review(request: Request) -> Response:
     who = await principal(request, required=True)
     body: Review = await read_body(request)
     namespace, name = _project_name(request)
-    item_id = request.path_params["item"]
+    item_id = request.path_params["item_id"]
 
     def work(session: Session) -> dict[str, Any]:
         project = _writable(session, namespace, name)
