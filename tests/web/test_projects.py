@@ -441,3 +441,54 @@ def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: A
     assert saved["b.png"] == [{"class": "car", "bbox": [10.0, 10.0, 50.0, 40.0], "from": 0},
                               {"class": "person", "bbox": [100.0, 20.0, 40.0, 60.0], "from": 1}]
     assert problems == []
+
+
+def test_classification_in_a_browser_and_a_save_that_meets_another(chromium: Any, browser_site: LiveHub) -> None:
+    site = browser_site
+    owner_api = site.client(site.create_user("alice"))  # alice's API token, for her save below
+    alice = browser(site)
+    sign_in(alice, "alice")
+    site.create_user("bob")
+    assert create(alice, name="pets", task="classification", classes="cat\ndog\nbird").status_code == 303
+    add_images(alice, "alice/pets", {"p1.png": png(80, 60), "p2.png": png(80, 60, (10, 10, 10))})
+    add_member(alice, "alice/pets", "bob", "annotator")
+    with session_scope(site.context.engine, write=True) as session:
+        p1 = session.exec(select(AnnotationItem).where(AnnotationItem.file_name == "p1.png")).one()
+        p1.suggestions, p1.suggestion_version = [{"class": "dog", "score": 0.8}, {"class": "cat", "score": 0.2}], "2.0.0"
+        session.add(p1)
+    context = chromium.new_context(viewport={"width": 1024, "height": 768})
+    try:
+        page = context.new_page()
+        page.goto(site.url + "/login?next=/projects/alice/pets/annotate")
+        page.get_by_label("User name").fill("bob")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("#annotate[data-item-id]")
+        expect(page.locator("#item-info")).to_contain_text("p1.png")
+        # The suggested class is marked; Enter accepts it.
+        assert page.locator("#class-list li.suggested").get_attribute("data-class") == "dog"
+        page.keyboard.press("Enter")
+        expect(page.locator("#progress")).to_have_text("1 done of 2")
+        expect(page.locator("#item-info")).to_contain_text("p2.png")
+        # No suggestions: key 3 picks the third class. Before bob saves, alice (an owner) takes the
+        # item back and saves it herself through the API, so bob's save meets hers.
+        page.keyboard.press("3")
+        expect(page.locator('#label-list [data-label-index="0"]')).to_contain_text("bird (drawn)")
+        item_id = int(page.locator("#annotate").get_attribute("data-item-id") or 0)
+        assert owner_api.delete(f"/api/v1/projects/alice/pets/items/{item_id}/lease").status_code == 204
+        theirs = owner_api.put(f"/api/v1/projects/alice/pets/items/{item_id}/labels",
+                               json={"revision": 0, "labels": [{"class": "cat", "from": None}]})
+        assert theirs.status_code == 200, theirs.text
+        page.keyboard.press("Enter")
+        expect(page.locator("#conflict")).to_contain_text("Someone saved this item meanwhile")
+        expect(page.locator('#label-list [data-label-index="0"]')).to_contain_text("cat (drawn)")
+        page.keyboard.press("Control+z")  # bob's own choice back, then saved on top of hers
+        expect(page.locator('#label-list [data-label-index="0"]')).to_contain_text("bird (drawn)")
+        page.keyboard.press("Enter")
+        expect(page.locator("#save-status")).to_contain_text("Nothing left to annotate")
+    finally:
+        context.close()
+    with session_scope(site.context.engine) as session:
+        saved = {i.file_name: (i.labels, i.revision) for i in session.exec(select(AnnotationItem))}
+    assert saved["p1.png"][0] == [{"class": "dog", "from": 0}]
+    assert saved["p2.png"] == ([{"class": "bird", "from": None}], 2)
