@@ -6,6 +6,7 @@ codes and statuses, stale saves). The browser side of the annotation page is tes
 from __future__ import annotations
 
 import io
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,13 @@ from web.charts import usage_svg
 def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """A PNG that does not compress: a file larger than a website form may carry."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (width, height), random.Random(7).randbytes(width * height * 3)).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -359,6 +367,8 @@ def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: A
                          {"class": "person", "bbox": [100, 20, 40, 60], "score": 0.6}]
         b.suggestion_version = "1.0.0"
         session.add(b)
+    big = noise_png(800, 700)
+    assert len(big) > 1 << 20
     # On a phone the page fits the screen, the image fits the page and the overlay covers the image.
     phone = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                                  has_touch=True)
@@ -428,7 +438,14 @@ def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: A
         expect(page.locator("#progress")).to_have_text("2 done of 2")
         expect(page.locator("#save-status")).to_contain_text("Nothing left to annotate")
         assert page.locator("#annotate-empty").is_visible()
+
+        # Adding an image larger than a form may carry: the page's script sends it with the CSRF header.
         page.goto(site.url + "/projects/alice/street")
+        page.set_input_files("#upload-images", files=[{"name": "big.png", "mimeType": "image/png", "buffer": big}])
+        page.get_by_role("button", name="Add images").click()
+        page.wait_for_url("**/projects/alice/street?added=1&existing=0")
+        expect(page.get_by_role("status").first).to_have_text("1 image(s) added.")
+        expect(page.locator("#project-progress")).to_have_text("2 done of 3")
         page.screenshot(path=str(screenshots / "project.png"), full_page=True)
     finally:
         context.close()
