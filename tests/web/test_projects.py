@@ -142,6 +142,12 @@ def test_public_project_is_read_by_anyone_but_only_members_annotate(hub: LiveHub
     anonymous = browser(hub).get("/projects/alice/open")
     assert anonymous.status_code == 200 and "start-annotating" not in anonymous.text
     assert "Owners see the members here." in anonymous.text and "upload-form" not in anonymous.text
+    visitor = browser(hub)
+    token = token_of(visitor, "/login")
+    r = visitor.post("/projects/alice/open/-/next", headers={"x-csrf-token": token, "accept": "application/json"})
+    assert r.status_code == 401 and r.json()["error"] == {"code": "unauthenticated", "message": "sign in to do this"}
+    r = visitor.post("/projects/alice/open/-/images", data={"csrf_token": token}, files={"images": ("a.png", png())})
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/projects/alice/open"
     carol = signed_in(hub, "carol")
     assert "start-annotating" not in carol.get("/projects/alice/open").text
     assert carol.get("/projects/alice/open/annotate").status_code == 403

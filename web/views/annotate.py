@@ -26,7 +26,7 @@ from hub.services.annotation import projects, queue
 from hub.storage import BlobNotFound, StorageError
 from web.session import web_principal
 from web.templating import render
-from web.views.projects import find, not_found, refuse_on_mirror
+from web.views.projects import SIGNED_OUT, find, not_found, refuse_on_mirror
 
 _MEDIA = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
 
@@ -72,7 +72,8 @@ async def _answer(request: Request, fn: Any, *, write: bool) -> Response:
     try:
         result = await in_session(request, work, write=write)
     except HubError as exc:
-        return json_response(exc.body(), status=exc.status)
+        error = SIGNED_OUT if exc.code == "unauthenticated" else exc
+        return json_response(error.body(), status=error.status)
     if result is None:
         return Response(status_code=204)
     return json_response(result)
@@ -134,19 +135,19 @@ async def image(request: Request) -> Response:
     who = await web_principal(request)
     item_id = request.path_params["item_id"]
 
-    def work(session: Session) -> tuple[str, str, bool]:
+    def work(session: Session) -> tuple[str, str]:
         project = find(session, who, request)
         item = projects.get_item(session, project, item_id)
-        return item.sha256, item.file_name, project.private
+        return item.sha256, item.file_name
 
     try:
-        digest, file_name, private = await in_session(request, work)
+        digest, file_name = await in_session(request, work)
         chunks = await run_sync(_open, ctx(request), digest)
     except HubError as exc:
         return json_response(exc.body(), status=exc.status)
     media = _MEDIA.get(file_name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
     return StreamingResponse(chunks, media_type=media, headers={
-        "etag": f'"{digest}"', "cache-control": f"{'private' if private else 'public'}, max-age=86400"})
+        "etag": f'"{digest}"', "cache-control": "private, max-age=86400"})  # a project may turn private
 
 
 def _open(hub: Any, digest: str) -> Iterator[bytes]:

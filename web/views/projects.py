@@ -60,8 +60,14 @@ def not_found(request: Request, exc: HubError) -> Response:
                   message=exc.message)
 
 
-def project_url(project: AnnotationProject) -> str:
-    return f"/projects/{project.full_name}"
+def sign_in_first(request: Request) -> Response:
+    """Where a visitor who is not signed in goes: the sign-in page, back to the project after."""
+    p = request.path_params
+    return RedirectResponse(f"/login?next=/projects/{p['namespace']}/{p['name']}", status_code=303)
+
+
+#: What the website says instead of the API's "needs an API token".
+SIGNED_OUT = HubError("unauthenticated", "sign in to do this")
 
 
 # --- the list -------------------------------------------------------------------------------
@@ -192,6 +198,8 @@ async def _page_with_error(request: Request, who: Principal, error: HubError) ->
 
 async def members(request: Request) -> Response:
     who = await web_principal(request)
+    if who.user is None:
+        return sign_in_first(request)
     form = await request.form()
     user = str(form.get("user") or "").strip().lower()[:100]
     role = str(form.get("role") or "")
@@ -215,6 +223,8 @@ async def snapshot(request: Request) -> Response:
     """Publish the accepted labels as the next version of the project's dataset package, in the
     same three steps as ``POST .../snapshots``: plan, store the new files, publish."""
     who = await web_principal(request)
+    if who.user is None:
+        return sign_in_first(request)
     hub = ctx(request)
 
     def prepare(session: Session) -> snapshots.Plan:
@@ -247,6 +257,8 @@ async def upload(request: Request) -> Response:
     to the visitor, then added with the same service calls as ``POST .../items``."""
     who = await web_principal(request)
     wants_json = "application/json" in request.headers.get("accept", "")
+    if who.user is None:
+        return json_response(SIGNED_OUT.body(), status=401) if wants_json else sign_in_first(request)
     try:
         full_name, added = await _upload(request, who)
     except HubError as exc:
@@ -263,7 +275,6 @@ async def upload(request: Request) -> Response:
 
 async def _upload(request: Request, who: Principal) -> tuple[str, images.Added]:
     hub = ctx(request)
-    who.require_user()
 
     def allowed(session: Session) -> str:
         # Before any byte is read: only those who may add images make the hub spool files.
