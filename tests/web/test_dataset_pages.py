@@ -255,3 +255,42 @@ def test_a_private_dataset_is_shown_to_who_may_read_it(hub: LiveHub, tmp_path: P
     image = owner.get(thumbs[0]["src"])
     assert image.status_code == 200 and image.headers["cache-control"].startswith("private")
     assert re.search(r"<title>(cat|dog|red panda)</title>", page.text)
+
+
+def test_in_a_browser_the_boxes_lie_on_their_images_and_nothing_is_blocked(
+        chromium: Any, hub: LiveHub, shapes: Path, screenshots: Path) -> None:
+    context = chromium.new_context(viewport={"width": 1100, "height": 900})
+    try:
+        page = context.new_page()
+        problems: list[str] = []
+        # CSP refusals and script errors; failed loads are in ``failed`` (Chromium also asks for a favicon)
+        page.on("console", lambda m: problems.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+        page.goto(hub.url + "/alice/shapes")
+        page.wait_for_load_state("networkidle")
+        loaded = page.eval_on_selector_all(
+            "figure.thumb img", "imgs => imgs.map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        assert sorted(loaded) == [["a.png", True], ["b.png", True], ["c.png", True]]
+        # Each box, where the browser draws it, is its COCO box scaled to the displayed image.
+        placed = page.evaluate("""() => [...document.querySelectorAll('figure.thumb')].flatMap(f => {
+            const img = f.querySelector('img').getBoundingClientRect();
+            const scale = img.width / f.querySelector('img').naturalWidth;
+            return [...f.querySelectorAll('rect.box')].map(r => {
+                const b = r.getBoundingClientRect();
+                return [(b.x - img.x) / scale, (b.y - img.y) / scale, b.width / scale, b.height / scale,
+                        r.x.baseVal.value, r.y.baseVal.value, r.width.baseVal.value, r.height.baseVal.value,
+                        getComputedStyle(r).stroke];
+            });
+        })""")
+        assert len(placed) == 3
+        for *seen, x, y, w, h, stroke in placed:
+            # the stroke (2 px, not scaled) widens the drawn box by about a pixel on each side
+            assert all(abs(a - b) <= 3 for a, b in zip(seen, (x, y, w, h), strict=True)), (seen, x, y, w, h)
+            assert stroke not in ("none", "")
+        assert failed == [] and problems == []
+        page.screenshot(path=str(screenshots / "dataset-page.png"), full_page=True)
+    finally:
+        context.close()
