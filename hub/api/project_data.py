@@ -2,7 +2,9 @@
 
 Adding images as items (owners), the suggestion workers' claims and posts (annotators and
 owners), and snapshots that publish the accepted labels as a dataset version (owners). The
-role is checked by :mod:`hub.services.annotation` once the project is loaded.
+role is checked by :mod:`hub.services.annotation` once the project is loaded. A snapshot is a
+publish: it needs a token that may publish to the dataset package (declared ``publish:any``,
+the exact package checked by the publish rules), where the others need ``annotate``.
 
 Adding images and snapshots work in steps, so no session is held while the store is read or
 written: the checks (the caller's role, the blobs they may reference, the files a snapshot
@@ -194,8 +196,10 @@ async def post_suggestions(request: Request) -> Response:
 
 
 @endpoint("POST", "/api/v1/projects/{namespace}/{name}/snapshots",
-          "Publish the accepted labels (done and approved items) as a version of a dataset package", "projects",
-          access=Access("annotate", role="project's owner, who may publish to the dataset package"),
+          "Publish the accepted labels (done and approved items) as a version of a dataset package; a publish, so "
+          "the token needs a publish scope covering the package (the project's namespace unless the body names "
+          "another)", "projects",
+          access=Access("publish:any", target="body:package", role="project's owner"),
           params=_PROJECT, body=NewSnapshot, status=201,
           errors=(*_ROLE_ERRORS, "nothing_to_snapshot", "invalid_labels", "namespace_not_found", "invalid_package_name",
                   "invalid_version", "invalid_manifest", "invalid_path", "invalid_files", "missing_blobs",

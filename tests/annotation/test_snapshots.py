@@ -163,9 +163,14 @@ def test_classification(hub: LiveHub, tmp_path: Path):
 
 def test_who_may_snapshot(team: Team, owner: httpx.Client):
     labelled(team, owner)
-    for client, status, code in ((team.ann, 403, "forbidden"), (team.rev, 403, "forbidden"),
-                                 (team.eve, 404, "project_not_found"), (team.anonymous, 401, "unauthenticated"),
-                                 (team.alice, 403, "insufficient_scope")):  # an annotate token may not publish
+    hub = team.hub
+    publishers = {name: hub.client(_token(hub, name, "read publish")) for name in ("ann", "rev", "eve")}
+    for client, status, code in ((publishers["ann"], 403, "forbidden"), (publishers["rev"], 403, "forbidden"),
+                                 (publishers["eve"], 404, "project_not_found"),
+                                 (team.anonymous, 401, "unauthenticated"),
+                                 # A snapshot is a publish: an annotate token may not, even the owner's.
+                                 (team.alice, 403, "insufficient_scope"), (team.ann, 403, "insufficient_scope"),
+                                 (hub.client(_token(hub, "alice", "publish:alice/other")), 403, "insufficient_scope")):
         r = snapshot(team, client)
         assert r.status_code == status and error_code(r) == code, r.text
     # Another namespace's package: alice may not publish there.
@@ -174,6 +179,9 @@ def test_who_may_snapshot(team: Team, owner: httpx.Client):
     assert r.status_code == 403 and error_code(r) == "forbidden"
     with session_scope(team.hub.context.engine) as session:
         assert session.exec(select(AnnotationSnapshot)).all() == []
+    # A publish scope covering the package is enough, without annotate.
+    r = snapshot(team, hub.client(_token(hub, "alice", "publish:alice/street-data")))
+    assert r.status_code == 201, r.text
 
 
 def test_a_project_image_is_referable_only_by_its_members(team: Team, owner: httpx.Client):
