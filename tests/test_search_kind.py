@@ -117,6 +117,10 @@ def test_the_website_search_filters_by_kind(hub: LiveHub) -> None:
     assert 'href="/alice/detector"' in everything.text and 'href="/alice/pets"' in everything.text
     bad = anyone.get("/search", params={"kind": "<b>weights</b>"})
     assert bad.status_code == 400 and "<b>weights" not in bad.text and "kind must be one of" in bad.text
+    # the model zoo counts models only: the dataset's task (classification) has none
+    zoo = anyone.get("/zoo").text
+    assert re.search(r'<a href="/zoo/classification">classification</a> <span class="meta">0</span>', zoo)
+    assert re.search(r'<a href="/zoo/detection">detection</a> <span class="meta">1</span>', zoo)
 
 
 # --- migration 0009 -----------------------------------------------------------------------------

@@ -207,7 +207,8 @@ def _canonical_url(request: Request, full_name: str) -> str:
 def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
     rows = session.exec(
         select(Package.full_name, Version.manifest).join(Version, col(Version.package_id) == Package.id)
-        .where(Package.task == task, Version.version == Package.latest_version, access.visible_filter(session, who))
+        .where(Package.task == task, Package.kind == "model", Version.version == Package.latest_version,
+               access.visible_filter(session, who))
         .order_by(Package.full_name)
     )
     points = []
@@ -222,9 +223,10 @@ def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, An
 
 
 def task_counts(session: Session, who: Principal) -> dict[str, int]:
-    """How many packages the caller can see per task, in one query."""
+    """How many models the caller can see per task, in one query (datasets have tasks too)."""
     rows = session.exec(
-        select(Package.task, sa.func.count()).where(col(Package.task).is_not(None), access.visible_filter(session, who))
+        select(Package.task, sa.func.count()).where(col(Package.task).is_not(None), Package.kind == "model",
+                                                    access.visible_filter(session, who))
         .group_by(Package.task)
     )
     found = dict(rows.all())
