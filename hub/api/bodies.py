@@ -66,6 +66,14 @@ def _scope(value: str) -> str:
     return value
 
 
+def integral(value: Any) -> Any:
+    """A body's integer also when written ``3.0``: JSON Schema's ``integer`` is any number without
+    a fraction, and bodies are strict otherwise (``"3"`` and ``true`` stay refused). Use it after
+    the field's constraints, ``Annotated[int, Field(ge=0), BeforeValidator(integral)]``, so the
+    document keeps ``minimum`` and ``maximum``."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _decimal(value: Any) -> Any:
     """Query integers are plain decimal digits: no ``1_000``, ``0x10``, ``1.0`` or spaces."""
     if isinstance(value, str) and not re.fullmatch(r"-?[0-9]{1,19}", value):
