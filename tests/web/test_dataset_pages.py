@@ -294,3 +294,23 @@ def test_in_a_browser_the_boxes_lie_on_their_images_and_nothing_is_blocked(
         page.screenshot(path=str(screenshots / "dataset-page.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_a_split_shows_its_first_images_and_draws_a_bounded_number_of_boxes() -> None:
+    from web.datasets import MAX_BOXES_PER_IMAGE, THUMBNAILS, parse_split
+
+    images = [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 80} for i in range(1, 31)]
+    boxes = [{"image_id": 1, "category_id": 1 + k % 2, "bbox": [k % 90, 1, 5, 5]} for k in range(250)]
+    boxes.append({"image_id": 30, "category_id": 2, "bbox": [1.5, 2.25, 3, 4]})  # not among the first 24
+    paths = {f"images/train/{i}.png" for i in range(1, 31)}
+    preview = parse_split(json.dumps({"images": images, "annotations": boxes}).encode(), "train", paths, 2)
+    assert preview.images == 30 and len(preview.thumbs) == THUMBNAILS
+    assert [t.file_name for t in preview.thumbs] == [f"{i}.png" for i in range(1, 25)]
+    first = preview.thumbs[0]
+    assert len(first.boxes) == MAX_BOXES_PER_IMAGE and first.more_boxes == 250 - MAX_BOXES_PER_IMAGE
+    assert preview.counts == {0: 125, 1: 126} and preview.note is None
+
+    labels = {"images": images[:2], "annotations": [{"image_id": 1, "category_id": 2}, {"image_id": 2, "category_id": 1}]}
+    preview = parse_split(json.dumps(labels).encode(), "train", paths, 2)
+    assert [(t.file_name, t.label, t.boxes) for t in preview.thumbs] == [("1.png", 1, ()), ("2.png", 0, ())]
+    assert preview.counts == {1: 1, 0: 1}
