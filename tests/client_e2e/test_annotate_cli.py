@@ -133,7 +133,8 @@ def test_a_worker_reuses_a_runner_already_serving_the_version(hub: LiveHub, env,
     ok(env, "annotate", "create", "alice/faces", "--task", "detection", "--classes", "face",
        "--suggest", "demo/face-utility", "--solver", "detect")
     ok(env, "annotate", "push", "alice/faces", str(photos))
-    started = json.loads(ok(env, "run", "demo/face-utility:detect", "--json"))
+    # The exact version: the shared home may hold 1.1.0 too (the follow test publishes it).
+    started = json.loads(ok(env, "run", "demo/face-utility@1.0.0:detect", "--json"))
     try:
         done = run_script(env, "annotate", "suggest", "alice/faces", "--json", timeout=300)
         assert done.returncode == 0, done.stderr
