@@ -146,6 +146,25 @@ def test_a_worker_reuses_a_runner_already_serving_the_version(hub: LiveHub, env,
         ok(env, "stop", "--all")
 
 
+def test_an_image_the_solver_cannot_read_fails_alone(hub: LiveHub, env, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    data = ASTRONAUT.read_bytes()
+    (folder / "astronaut.jpg").write_bytes(data)
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 3])  # its header is whole: the hub takes it
+    ok(env, "annotate", "create", "alice/faces", "--task", "detection", "--classes", "face",
+       "--suggest", "demo/face-utility", "--range", "1.0.0", "--solver", "detect")
+    ok(env, "annotate", "push", "alice/faces", str(folder))
+    done = run_script(env, "annotate", "suggest", "alice/faces", "--json", timeout=300)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["items"], summary["failed"]) == (1, 1), summary
+    assert "(cut.jpg)" in done.stderr and "left for another try" in done.stderr
+    items = {i["file_name"]: i for i in
+             hub.client(env["CVFLOW_TOKEN"]).get("/api/v1/projects/alice/faces/items").json()["items"]}
+    assert items["cut.jpg"]["suggestion_version"] is None and len(items["astronaut.jpg"]["suggestions"]) == 1
+
+
 def test_clear_errors(hub: LiveHub, env, photos: Path, tmp_path: Path) -> None:
     ok(env, "annotate", "create", "alice/plain", "--task", "classification", "--classes", "cat,dog")
     result = run_cli(env, "annotate", "suggest", "alice/plain")
