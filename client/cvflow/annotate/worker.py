@@ -97,7 +97,8 @@ class WorkerOptions:
 
 @dataclass
 class Summary:
-    """What a worker did. ``suggest_seconds`` leaves out installing and starting models."""
+    """What a worker did. ``suggest_seconds`` is the time spent claiming, suggesting and posting:
+    installing and starting models, and waiting for work, are left out."""
 
     items: int = 0
     suggestions: int = 0
@@ -214,24 +215,30 @@ class SuggestWorker:
         poster = cf.ThreadPoolExecutor(1, thread_name_prefix="cvflow-post")
         try:
             while True:
+                asked = time.monotonic()
                 claim = self._claim()
+                claiming = time.monotonic() - asked
                 items = claim.get("items") or []
                 if not items:
-                    self._finish_post()
                     if not self.options.follow:
                         break
+                    self._finish_post()
                     time.sleep(idle)
                     idle = min(idle * 2, self.options.idle_max)
+                    # Meanwhile an owner may have added classes (they are only ever appended).
+                    doc = self._hub(lambda: self.client.project(self.project), "reading the project", forever=True)
+                    classes = list(doc.get("classes") or classes)
                     continue
                 idle = self.options.idle_min
-                classes = list(claim.get("classes") or classes)
                 served = self._serve(_model_of(claim), task)
                 begun = time.monotonic()
                 results = self._suggest(served, items, classes)
                 self._finish_post()
                 self._posting = poster.submit(self._post, served.model, results, len(items))
-                self.summary.suggest_seconds += time.monotonic() - begun
+                self.summary.suggest_seconds += claiming + time.monotonic() - begun
+            begun = time.monotonic()
             self._finish_post()
+            self.summary.suggest_seconds += time.monotonic() - begun
         finally:
             poster.shutdown(wait=True, cancel_futures=True)
             self.close()

@@ -200,7 +200,8 @@ def suggest(ctx: click.Context, project: str, batch: int, follow: bool, poll_max
     else:
         click.echo(f"{project}: {summary.items} items, {summary.suggestions} suggestions in {summary.seconds:.1f} s"
                    f" ({summary.items_per_second:.1f} items/s while suggesting)"
-                   + (f"; {summary.failed} items failed" if summary.failed else ""))
+                   + (f"; {summary.failed} items failed" if summary.failed else "")
+                   + (f"; {summary.skipped} skipped by the hub" if summary.skipped else ""))
         dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in sorted(summary.dropped.items()))
         if dropped:
             click.echo(f"  dropped: {dropped}")
