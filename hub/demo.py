@@ -1,6 +1,10 @@
-"""Publishes the example packages in ``examples/`` for ``cvflow-hub serve --demo``.
+"""Publishes the example packages in ``examples/`` for ``cvflow-hub serve --demo``, and creates
+the demo annotation project ``demo/digits-shifted``.
 
-The hub reads the manifests and stores the files as blobs; it never imports or runs them.
+The hub reads the manifests and stores the files as blobs; it never imports or runs them. The
+project's images are the PNGs that ``examples/digits-detector/make_demo.py`` wrote (digits in a
+style the detector was not trained on); its suggestions come from a worker that runs
+``demo/digits-detector`` on the visitor's machine (:data:`WORKER_HINT`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,28 @@ from hub.models import User
 from hub.security import Scopes
 from hub.services import accounts, packages
 from hub.services.accounts import Principal
+from hub.services.annotation import images
+from hub.services.annotation.projects import create_project, find_project
 from hub.services.blobs import user_holder
 
 EXAMPLES = ROOT / "examples"
+#: The demo annotation project and where its images are, under the examples.
+PROJECT = "demo/digits-shifted"
+PROJECT_IMAGES = Path("digits-detector") / "demo" / "images"
+PROJECT_DESCRIPTION = ("Digits on uneven grey boards with stray strokes: a style demo/digits-detector was not"
+                       " trained on. Fix its suggestions, snapshot, fine-tune.")
+#: How to run the suggestion worker for the demo project (``{url}``: the hub's address).
+WORKER_HINT = (
+    "demo: suggestions for {project} come from a worker on your machine (it installs demo/digits-detector):\n"
+    "  export CVFLOW_HUB={url} CVFLOW_TOKEN=$(cvflow-hub token create --user demo --scope read --scope annotate)\n"
+    "  cvflow annotate suggest {project}"
+)
+
+
+def load_demo(hub: HubContext, examples: Path = EXAMPLES) -> Iterator[str]:
+    """What ``serve --demo`` loads: the example packages, then the demo annotation project."""
+    yield from load_examples(hub, examples)
+    yield from load_project(hub, examples / PROJECT_IMAGES)
 
 
 def load_examples(hub: HubContext, examples: Path = EXAMPLES) -> Iterator[str]:
@@ -57,3 +80,41 @@ def load_examples(hub: HubContext, examples: Path = EXAMPLES) -> Iterator[str]:
             if exc.code != "version_exists":
                 raise
             yield f"demo: {manifest.name}@{manifest.version} already published"
+
+
+def _demo_owner(hub: HubContext, name: str) -> User:
+    with session_scope(hub.engine, write=True) as session:
+        owner = session.exec(select(User).where(User.name == name)).first()
+        return owner if owner is not None else accounts.create_user(session, hub.hasher, name, None)
+
+
+def load_project(hub: HubContext, image_dir: Path) -> Iterator[str]:
+    """Create the demo project (once) and add the images in ``image_dir`` as its items (those it
+    lacks: adding is idempotent); yields what it did."""
+    files = sorted(image_dir.glob("*.png")) if image_dir.is_dir() else []
+    if not files:
+        yield f"demo: no images for {PROJECT} at {image_dir}"
+        return
+    namespace, name = PROJECT.split("/")
+    owner = _demo_owner(hub, namespace)
+    who = Principal(user=owner, scopes=Scopes.parse(["read", "annotate"]))
+    with session_scope(hub.engine, write=True) as session:
+        if find_project(session, namespace, name) is None:
+            create_project(session, who, namespace=namespace, name=name, task="detection",
+                           classes=[str(d) for d in range(10)], description=PROJECT_DESCRIPTION, private=False,
+                           queue_order="uncertainty", dataset_package="demo/digits-shifted-data",
+                           suggest={"package": "demo/digits-detector", "range": "*", "solver": "detect"})
+            yield f"demo: created the annotation project {PROJECT}"
+    # As `cvflow annotate push` adds them: uploaded blobs, checked like any upload, then items.
+    wanted = images.check_names([images.NewItem(hub.uploads.put_small(f.read_bytes(), grant_to=user_holder(owner.id)),
+                                                f.name) for f in files])
+    with session_scope(hub.engine) as session:
+        project = find_project(session, namespace, name)
+        assert project is not None
+        sizes = images.check_blobs(session, who, project, wanted)
+    headers = images.read_headers(hub.store, wanted, sizes)
+    with session_scope(hub.engine, write=True) as session:
+        project = find_project(session, namespace, name)
+        assert project is not None
+        added = images.add_items(session, who, project, wanted, headers)
+    yield f"demo: {PROJECT} has {added.added + added.existing} images ({added.added} added)"

@@ -16,7 +16,8 @@ from hub.cli._common import redact_url, settings_from
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Same as the global option.")
 @click.option("--database-url", help="Same as the global option.")
 @click.option("--storage-url", help="Same as the global option.")
-@click.option("--demo", is_flag=True, help="Publish the example packages from examples/ (once; skips existing).")
+@click.option("--demo", is_flag=True, help="Publish the example packages from examples/ and create the demo annotation"
+              " project demo/digits-shifted (once; skips what exists).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_context
@@ -33,10 +34,11 @@ def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: st
     settings = settings_from(ctx, **explicit)
     context = build_context(settings)
     if demo:
-        from hub.demo import load_examples
+        from hub.demo import PROJECT, WORKER_HINT, load_demo
 
-        for line in load_examples(context):
+        for line in load_demo(context):
             click.echo(line)
+        click.echo(WORKER_HINT.format(project=PROJECT, url=f"http://{host}:{port}"))
     app = create_app(settings, context=context)
     click.echo(f"cvflow-hub {__version__}: database {redact_url(settings.database_url)}, storage {context.store.url}")
     from hub.redact import uvicorn_log_config
