@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, ConfigDict, Field
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -76,9 +76,19 @@ class NewProject(bodies.Body):
                                                                          "[default: NAMESPACE/NAME-data]")
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    for key, prop in schema.get("properties", {}).items():
+        if key != "suggest" and "anyOf" in prop:
+            prop.update(next(b for b in prop.pop("anyOf") if b.get("type") != "null"))
+            prop.pop("default", None)
+
+
 class ProjectSettings(bodies.Body):
     """The settings to change; those left out stay."""
 
+    # Left out, a setting stays. Only ``suggest`` may be null (no suggestion model): the document
+    # says so, and :func:`patch_project` refuses a null for the others.
+    model_config = ConfigDict(**bodies.Body.model_config, json_schema_extra=_not_null)
     codes: ClassVar[dict[str, ErrorCode]] = _PROJECT_CODES
     description: Description | None = None
     private: bool | None = None
@@ -95,14 +105,17 @@ class Member(bodies.Body):
 
 class Labels(bodies.Body):
     codes: ClassVar[dict[str, ErrorCode]] = {"labels": "invalid_labels", "labels.*": "invalid_labels"}
-    revision: Annotated[int, Field(ge=0, le=bodies.MAX_ID, description="the revision the labels started from")]
+    revision: Annotated[int, Field(ge=0, le=bodies.MAX_ID, description="the revision the labels started from"),
+                        BeforeValidator(bodies.integral)]
     labels: Annotated[list[Any], Field(max_length=MAX_LABELS, description=(
         'detection: {"class", "bbox": [x, y, w, h], "from"}; classification: at most one {"class", "from"}'))]
-    duration_ms: Annotated[int, Field(ge=0, le=bodies.MAX_ID, description="time spent on this item")] = 0
+    duration_ms: Annotated[int, Field(ge=0, le=bodies.MAX_ID, description="time spent on this item"),
+                           BeforeValidator(bodies.integral)] = 0
 
 
 class Review(bodies.Body):
-    revision: Annotated[int, Field(ge=0, le=bodies.MAX_ID, description="the revision reviewed")]
+    revision: Annotated[int, Field(ge=0, le=bodies.MAX_ID, description="the revision reviewed"),
+                        BeforeValidator(bodies.integral)]
     verdict: Literal["approve", "reject"]
 
 
@@ -219,12 +232,12 @@ async def patch_project(request: Request) -> Response:
     who = await principal(request, required=True)
     body: ProjectSettings = await read_body(request)
     changes = {key: getattr(body, key) for key in body.model_fields_set}
+    nulls = [{"field": key, "message": "cannot be null"} for key, value in changes.items()
+             if value is None and key != "suggest"]
+    if nulls:
+        raise HubError("invalid_project", f"'{nulls[0]['field']}' cannot be null", details={"problems": nulls})
     if "suggest" in changes and body.suggest is not None:
         changes["suggest"] = body.suggest.model_dump()
-    for key in ("description", "private", "queue_order", "dataset_package", "classes"):
-        if changes.get(key, "") is None:
-            raise HubError("invalid_project", f"'{key}' cannot be null", details={
-                "problems": [{"field": key, "message": "cannot be null"}]})
     namespace, name = _project_name(request)
 
     def work(session: Session) -> dict[str, Any]:
