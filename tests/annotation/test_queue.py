@@ -234,7 +234,7 @@ def test_review_approves_saved_items_or_sends_them_back(team: Team):
     r = team.rev.post(review, json={"revision": 0, "verdict": "approve"})
     assert r.status_code == 409 and error_code(r) == "stale_revision"
     assert r.json()["error"]["details"]["item"]["revision"] == 1
-    r = team.rev.post(review, json={"revision": 1, "verdict": "approve"})
+    r = team.rev.post(review, json={"revision": 1.0, "verdict": "approve"})  # a JSON integer, written 1.0
     assert r.status_code == 200 and (r.json()["status"], r.json()["revision"]) == ("approved", 2)
     r = team.rev.post(review, json={"revision": 2, "verdict": "approve"})
     assert r.status_code == 422 and error_code(r) == "invalid_field"
