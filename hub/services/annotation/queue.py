@@ -122,11 +122,19 @@ def next_item(session: Session, who: Principal, project: AnnotationProject,
         .order_by(col(AnnotationItem.id)).limit(1).with_for_update(skip_locked=True)).first()
     if item is None:
         free = sa.or_(col(AnnotationItem.lease_until).is_(None), col(AnnotationItem.lease_until) <= now)
-        order: list[Any] = [col(AnnotationItem.id)]
-        if project.queue_order == "uncertainty":  # least confident first, items without suggestions last
-            order = [col(AnnotationItem.confidence).is_(None), col(AnnotationItem.confidence), *order]
-        item = session.exec(select(AnnotationItem).where(*todo, free).order_by(*order).limit(1)
-                            .with_for_update(skip_locked=True)).first()
+        # Uncertainty: least confident first, items without suggestions last. Two queries that
+        # ix_annotation_items_queue answers in order, not one ORDER BY (confidence IS NULL, ...)
+        # that sorts every todo item (7 ms on SQLite for 8,000 items).
+        steps: list[tuple[list[Any], list[Any]]] = [([], [col(AnnotationItem.id)])]
+        if project.queue_order == "uncertainty":
+            confidence = col(AnnotationItem.confidence)
+            steps = [([confidence.is_not(None)], [confidence, col(AnnotationItem.id)]),
+                     ([confidence.is_(None)], [col(AnnotationItem.id)])]
+        for where, order in steps:
+            item = session.exec(select(AnnotationItem).where(*todo, free, *where).order_by(*order).limit(1)
+                                .with_for_update(skip_locked=True)).first()
+            if item is not None:
+                break
     if item is None:
         return None
     item.leased_by, item.lease_until = user.id, now + timedelta(seconds=lease_seconds)
