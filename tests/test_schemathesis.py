@@ -7,7 +7,7 @@ ones refused, ``Allow`` on 405 listing the path's methods. Once anonymous, once 
 token. Bounded: a fixed number of examples per operation (``CVFLOW_SCHEMATHESIS_EXAMPLES``),
 one worker, and a fixed seed so that CI is repeatable (``CVFLOW_SCHEMATHESIS_SEED`` to vary it).
 
-No check is turned off. Three operations accept 4xx answers to schema-valid requests, for
+No check is turned off. Six operations accept 4xx answers to schema-valid requests, for
 rules JSON Schema cannot state; each has its reason in ``CONFIG`` below.
 """
 
@@ -45,6 +45,24 @@ checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
 include-operation-id = "register"
 # A repository URL must resolve to a public address (no loopback, no private networks): that is
 # decided by resolving the host name at request time, not by the URL's shape.
+checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
+
+[[operations]]
+include-operation-id = "add_items"
+# Each image must be a blob the caller may reference (missing_blobs), a PNG or JPEG within the
+# limits (invalid_image), and its name must not clash with the project's (invalid_files).
+checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
+
+[[operations]]
+include-operation-id = "post_suggestions"
+# Suggestions are checked against the project's classes and each item's size (invalid_labels),
+# and no item may be named twice in one post: none of it is a value's shape.
+checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
+
+[[operations]]
+include-operation-id = "snapshot"
+# A package name's rules across its two halves (their lengths, reserved namespaces) are
+# checked by cvflow.names; JSON Schema's pattern cannot state them without look-ahead.
 checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
 
 [[operations]]

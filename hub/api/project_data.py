@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +27,7 @@ from hub.api.access import Access
 from hub.context import ctx, in_session, run_sync
 from hub.errors import ErrorCode
 from hub.models import AnnotationItem, AnnotationProject, row_id
+from hub.services.access import require_project_role
 from hub.services.accounts import Principal
 from hub.services.annotation import images, snapshots, suggestions
 from hub.services.annotation.labels import MAX_LABELS
@@ -50,7 +51,7 @@ Split = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description=
 Worker = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
                               description="the worker's name, shown with its leases")]
 SemVer = Annotated[str, Field(pattern=bodies.SEMVER_PATTERN, max_length=128, description="a SemVer 2.0 version")]
-ItemId = Annotated[int, Field(ge=0, le=2**31 - 1, description="an item's id")]
+ItemId = Annotated[int, Field(ge=0, le=2**31 - 1, description="an item's id"), BeforeValidator(bodies.integral)]
 
 
 class NewItem(bodies.Body):
@@ -70,8 +71,10 @@ class Claim(bodies.Body):
     """A worker asks for items to suggest labels for."""
 
     worker: Worker
-    limit: Annotated[int, Field(ge=1, le=suggestions.MAX_BATCH, description="most items to take")] = 16
-    lease_seconds: Annotated[int, Field(ge=10, le=3600, description="how long the items stay the worker's")] = 600
+    limit: Annotated[int, Field(ge=1, le=suggestions.MAX_BATCH, description="most items to take"),
+                     BeforeValidator(bodies.integral)] = 16
+    lease_seconds: Annotated[int, Field(ge=10, le=3600, description="how long the items stay the worker's"),
+                             BeforeValidator(bodies.integral)] = 600
 
 
 class SuggestionResult(bodies.Body):
@@ -121,12 +124,15 @@ async def add_items(request: Request) -> Response:
     body: NewItems = await read_body(request)
     namespace, name = _names(request)
     hub = ctx(request)
-    wanted = images.check_names([images.NewItem(i.sha256, i.file_name, i.split) for i in body.items])
+    asked = [images.NewItem(i.sha256, i.file_name, i.split) for i in body.items]
 
-    def check(session: Session) -> dict[str, int]:
-        return images.check_blobs(session, who, get_project(session, who, namespace, name), wanted)
+    def check(session: Session) -> tuple[list[images.NewItem], dict[str, int]]:
+        project = get_project(session, who, namespace, name)
+        require_project_role(session, who, project, "manage")  # before the names: a stranger learns nothing
+        wanted = images.check_names(asked)
+        return wanted, images.check_blobs(session, who, project, wanted)
 
-    sizes = await in_session(request, check, write=True)  # write: the blobs are marked wanted (gc)
+    wanted, sizes = await in_session(request, check, write=True)  # write: the blobs are marked wanted (gc)
     headers = await run_sync(images.read_headers, hub.store, wanted, sizes)
 
     def add(session: Session) -> images.Added:
