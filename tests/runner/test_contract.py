@@ -19,7 +19,7 @@ from tests.runner._images import EXAMPLES
 CLIENT = Path(__file__).resolve().parents[2] / "client" / "cvflow"
 
 
-@pytest.mark.parametrize("name", ["digits-lenet", "edge-sobel", "face-utility", "face-privacy"])
+@pytest.mark.parametrize("name", ["digits-lenet", "digits-detector", "edge-sobel", "face-utility", "face-privacy"])
 def test_each_example_validates_and_pins_what_it_needs(name):
     directory = EXAMPLES / name
     entries, problems = scan_package_files(directory)
@@ -96,7 +96,7 @@ def test_declared_inputs_must_match_what_infer_takes(tmp_path):
     assert "top_k: manifest says nothing, infer() takes integer" in message
 
 
-@pytest.mark.parametrize("name", ["digits-lenet", "edge-sobel", "face-utility", "face-privacy"])
+@pytest.mark.parametrize("name", ["digits-lenet", "digits-detector", "edge-sobel", "face-utility", "face-privacy"])
 def test_each_example_declares_its_solvers_inputs_and_outputs(name):
     for solver in load_package_dir(EXAMPLES / name).solvers:
         assert solver.inputs and solver.outputs, (name, solver.name)
