@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Quiet, report, tool, verdict, workdir  # noqa: E402
+from _common import Quiet, report, tool, workdir  # noqa: E402
 
 from cvflow.datasets import Box, Dataset, Item, export_dataset, write_package  # noqa: E402
 
@@ -225,7 +225,8 @@ def main() -> None:
             rows.append([fmt, label, f"{wall:.2f}", f"{cpu:.2f}", f"{args.items / wall:,.0f}",
                          f"{cpu / args.items * 10_000:.2f}", f"{wall / ours:.2f}x",
                          "< datumaro (media)" if is_target else "",
-                         verdict(ours < theirs) + f" ({theirs / ours:.2f}x faster)" if is_target else ""])
+                         (f"PASS ({theirs / ours:.2f}x faster)" if ours < theirs
+                          else f"MISS ({ours / theirs:.2f}x slower)") if is_target else ""])
     notes = [
         f"Dataset: {args.items:,} PNG images ({', '.join(f'{w}x{h}' for w, h in SIZES)}), {boxes:,} boxes, "
         f"{len(CLASSES)} classes, splits train/val 90/10; the package is {size_mb:.1f} MB and took {made_s:.1f} s "
