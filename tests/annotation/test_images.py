@@ -14,7 +14,12 @@ import pytest
 from sqlmodel import select
 
 from hub.db import session_scope
+from hub.errors import HubError
 from hub.models import AnnotationEvent, AnnotationItem, User, utcnow
+from hub.security import Scopes
+from hub.services.accounts import Principal
+from hub.services.annotation import images
+from hub.services.annotation.projects import find_project
 from hub.services.blobs import user_holder
 from hub.services.gc import collect_garbage
 from tests.annotation import Team, _token, make_team
@@ -197,3 +202,28 @@ def test_gc_keeps_the_images_of_items(team: Team, uploader: httpx.Client):
     assert hub.store.exists(kept) and not hub.store.exists(loose)
     image = team.alice.get(team.url(f"/items/{rows(team.hub)[0].id}/image"))
     assert image.status_code == 200 and image.content == png(8, 8, b"\x01")
+
+
+def test_one_call_naming_an_image_twice(team: Team, uploader: httpx.Client):
+    """The service adds a name once even when a caller (the website's form) did not collapse repeats."""
+
+    digest, other = upload(uploader, png(8, 8, b"\x05")), upload(uploader, png(8, 8, b"\x06"))
+    hub = team.hub.context
+    with session_scope(hub.engine) as session:
+        alice = session.exec(select(User).where(User.name == "alice")).one()
+    who = Principal(user=alice, scopes=Scopes.parse("annotate"))
+    twice = [images.NewItem(digest, "a.png"), images.NewItem(digest, "a.png")]
+    headers = images.read_headers(hub.store, twice, {digest: len(png(8, 8, b"\x05"))})
+    with session_scope(hub.engine, write=True) as session:
+        project = find_project(session, "alice", "street")
+        assert project is not None
+        added = images.add_items(session, who, project, twice, headers)
+    assert (added.added, added.existing) == (1, 0) and added.items[0] == added.items[1]
+    for clash in ([images.NewItem(other, "b.png"), images.NewItem(digest, "B.jpg")],
+                  [images.NewItem(other, "b.png"), images.NewItem(digest, "b.png")]):
+        with session_scope(hub.engine, write=True) as session, pytest.raises(HubError) as caught:
+            project = find_project(session, "alice", "street")
+            assert project is not None
+            images.add_items(session, who, project, clash, {**headers, other: headers[digest]})
+        assert caught.value.code == "invalid_files"
+    assert [r.file_name for r in rows(team.hub)] == ["a.png"]

@@ -201,14 +201,19 @@ def add_items(session: Session, who: Principal, project: AnnotationProject, item
     problems: list[dict[str, str]] = []
     result: list[tuple[int, str] | AnnotationItem] = []
     new: dict[str, AnnotationItem] = {}
+    new_stems: set[str] = set()
     existing = 0
     for i, item in enumerate(items):
-        row = have.get(stem(item.file_name))
-        if row is None:
+        row = have.get(stem(item.file_name)) or new.get(item.file_name)
+        if row is None and stem(item.file_name) in new_stems:
+            problems.append({"field": f"items[{i}].file_name", "message": f"{item.file_name} clashes with another "
+                             "name in this call"})
+        elif row is None:
             header = headers[item.sha256]
             new[item.file_name] = row = AnnotationItem(
                 project_id=row_id(project), sha256=item.sha256, file_name=item.file_name, split=item.split,
                 width=header.width, height=header.height)
+            new_stems.add(stem(item.file_name))
             result.append(row)
         elif row.file_name != item.file_name:
             problems.append({"field": f"items[{i}].file_name",
@@ -216,6 +221,8 @@ def add_items(session: Session, who: Principal, project: AnnotationProject, item
         elif row.sha256 != item.sha256 or row.split != item.split:
             problems.append({"field": f"items[{i}].file_name",
                              "message": f"the project has {item.file_name} already, with another image or split"})
+        elif row.id is None:  # named twice in this call, the same both times
+            result.append(row)
         else:
             existing += 1
             result.append((row_id(row), row.file_name))
