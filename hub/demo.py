@@ -34,10 +34,11 @@ PROJECT = "demo/digits-shifted"
 PROJECT_IMAGES = Path("digits-detector") / "demo" / "images"
 PROJECT_DESCRIPTION = ("Digits on uneven grey boards with stray strokes: a style demo/digits-detector was not"
                        " trained on. Fix its suggestions, snapshot, fine-tune.")
-#: How to run the suggestion worker for the demo project (``{url}``: the hub's address).
+#: How to run the suggestion worker for the demo project (``{url}``: the hub's address; ``{hub}``:
+#: ``cvflow-hub`` with the options that name serve's database).
 WORKER_HINT = (
     "demo: suggestions for {project} come from a worker on your machine (it installs demo/digits-detector):\n"
-    "  export CVFLOW_HUB={url} CVFLOW_TOKEN=$(cvflow-hub token create --user demo --scope read --scope annotate)\n"
+    "  export CVFLOW_HUB={url} CVFLOW_TOKEN=$({hub} token create --user demo --scope read --scope annotate)\n"
     "  cvflow annotate suggest {project}"
 )
 

@@ -203,6 +203,9 @@ def test_serve_demo_publishes_the_examples_once(tmp_path):
         files = client.get(f"/api/v1/packages/demo/edge-sobel/versions/{version}").json()["files"]
         assert {"cvflow.toml", "solver.py"} <= {f["path"] for f in files}
     assert "demo: published demo/edge-sobel@" in log.read_text()
+    assert "demo: demo/digits-shifted has 40 images (40 added)" in log.read_text()
+    assert "token create --user demo --scope read --scope annotate)\n  cvflow annotate suggest demo/digits-shifted\n" in (
+        log.read_text())
 
     # A second start on the same data keeps what is there.
     with serving(tmp_path, "--demo") as (client, log):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -38,7 +39,12 @@ def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: st
 
         for line in load_demo(context):
             click.echo(line)
-        click.echo(WORKER_HINT.format(project=PROJECT, url=f"http://{host}:{port}"))
+        root = ctx.find_root().params  # the worker's token comes from this hub's database
+        data_dir = explicit.get("data_dir") or root.get("data_dir")
+        hub = "cvflow-hub" + (f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else "")
+        if explicit.get("database_url") or root.get("database_url"):
+            hub += " --database-url ..."
+        click.echo(WORKER_HINT.format(project=PROJECT, url=f"http://{host}:{port}", hub=hub))
     app = create_app(settings, context=context)
     click.echo(f"cvflow-hub {__version__}: database {redact_url(settings.database_url)}, storage {context.store.url}")
     from hub.redact import uvicorn_log_config

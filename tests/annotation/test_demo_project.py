@@ -60,7 +60,7 @@ def test_the_demo_loader_creates_the_public_project_with_its_images_once(hub: Li
 
 
 def test_the_worker_hint_names_the_project_and_a_token_that_may_annotate() -> None:
-    hint = WORKER_HINT.format(project=PROJECT, url="http://127.0.0.1:8000")
+    hint = WORKER_HINT.format(project=PROJECT, url="http://127.0.0.1:8000", hub="cvflow-hub --data-dir /srv/hub")
     assert "CVFLOW_HUB=http://127.0.0.1:8000" in hint
-    assert "cvflow-hub token create --user demo --scope read --scope annotate" in hint
+    assert "$(cvflow-hub --data-dir /srv/hub token create --user demo --scope read --scope annotate)" in hint
     assert hint.endswith(f"cvflow annotate suggest {PROJECT}")
