@@ -36,7 +36,7 @@ def main() -> None:
     truth = {"info": {"description": f"{COUNT} canvases of style {SHIFTED.name!r}, seed {SEED}, held-out digits"},
              **coco(samples, names)}
     (HERE / "demo" / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
-    print(f"wrote {COUNT} images with {len(truth['annotations'])} digits to {images}")  # type: ignore[arg-type]
+    print(f"wrote {COUNT} images with {len(truth['annotations'])} digits to {images}")
 
 
 if __name__ == "__main__":

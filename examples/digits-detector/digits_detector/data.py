@@ -3,8 +3,8 @@
 A canvas is a grey image (``CANVAS`` pixels square by default) holding 1-4 digits from
 scikit-learn's bundled 8x8 digits, each scaled up, placed without overlap, and boxed tightly
 around its ink. A ``Style`` says how it looks; ``BASE`` is what the shipped model was trained
-on, ``SHIFTED`` is the look of the demo annotation project (scanned paper: dark ink on a light,
-uneven page, stray pen strokes), on which the model is useful but imperfect until it is
+on, ``SHIFTED`` is the look of the demo annotation project (light digits of more sizes on an
+unevenly lit grey board, with stray strokes), on which the model is useful but imperfect until it is
 fine-tuned on a few annotated images.
 
 The same ``(style, seed, count, digits)`` always gives the same canvases. scikit-learn is

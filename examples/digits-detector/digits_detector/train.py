@@ -63,7 +63,7 @@ def _batches(samples: Sequence[Sample], batch_size: int, rng: np.random.Generato
     for group in by_shape.values():
         order = rng.permutation(len(group))
         batches += [[group[j] for j in order[k:k + batch_size]] for k in range(0, len(group), batch_size)]
-    rng.shuffle(batches)  # type: ignore[arg-type]
+    rng.shuffle(batches)
     return batches
 
 
