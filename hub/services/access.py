@@ -293,6 +293,26 @@ def require_project_role(session: Session, principal: Principal, project: Annota
     return user
 
 
+def require_project_owner(session: Session, principal: Principal, project: AnnotationProject) -> User:
+    """The caller, if they own the project (or are an admin), whatever their token's scopes: the
+    caller checks the scope its action needs.
+
+    For a snapshot, which is a publish: the token needs a publish scope covering the package
+    (checked by the publish rules), not the ``annotate`` scope that :func:`require_project_role`
+    asks for. Raises ``unauthenticated``, ``project_not_found`` (the caller may not see the
+    project) and ``forbidden``.
+    """
+    user = principal.require_user()
+    if principal.is_admin:
+        return user
+    role = project_role(session, project, user)
+    if role is None and not can_read_project(session, principal, project):
+        raise HubError("project_not_found", f"no project {project.full_name}")
+    if role != "owner":
+        raise HubError("forbidden", f"only a project owner may do this in {project.full_name}")
+    return user
+
+
 def project_reader(session: Session, principal: Principal) -> Callable[[int], bool]:
     """``projects(project_id)`` for :func:`hub.services.blobs.referable`: whether ``principal``
     holds a role in the project (or is an admin) and may read its items. A public project's

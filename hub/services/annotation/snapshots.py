@@ -31,9 +31,9 @@ from cvflow.manifest import MANIFEST_FILENAME
 from cvflow.manifest.dataset import ANNOTATIONS_DIR, IMAGES_DIR
 from cvflow.versions import Version as SemVer
 from hub.errors import HubError, from_validation
-from hub.models import AnnotationItem, AnnotationProject, AnnotationSnapshot, Blob, Namespace, User, Version, row_id
+from hub.models import AnnotationItem, AnnotationProject, AnnotationSnapshot, Blob, Namespace, Version, row_id
 from hub.services import packages
-from hub.services.access import can_read, can_read_project, may_create_in, project_role, require_maintainer
+from hub.services.access import can_read, may_create_in, require_maintainer, require_project_owner
 from hub.services.accounts import Principal
 from hub.settings import Settings
 
@@ -92,34 +92,15 @@ def _may_publish(session: Session, who: Principal, package_name: str) -> bool:
     return False
 
 
-def require_owner(session: Session, who: Principal, project: AnnotationProject) -> User:
-    """The caller, if they own the project (or are an admin).
-
-    A snapshot is a publish: the token needs a publish scope covering the package (checked
-    with the publish rules), not the ``annotate`` scope that :func:`require_project_role`
-    asks for. Raises ``unauthenticated``, ``project_not_found`` (the caller may not see the
-    project) and ``forbidden``.
-    """
-    user = who.require_user()
-    if who.is_admin:
-        return user
-    role = project_role(session, project, user)
-    if role is None and not can_read_project(session, who, project):
-        raise HubError("project_not_found", f"no project {project.full_name}")
-    if role != "owner":
-        raise HubError("forbidden", f"only a project owner may publish a snapshot of {project.full_name}")
-    return user
-
-
 def plan(session: Session, who: Principal, project: AnnotationProject, *, version: str | None,
          package: str | None) -> Plan:
     """Gather the accepted items and write the package's files.
 
-    Raises what :func:`require_owner` raises, ``nothing_to_snapshot``, ``invalid_package_name``, ``invalid_version``, the publish
+    Raises what :func:`hub.services.access.require_project_owner` raises, ``nothing_to_snapshot``, ``invalid_package_name``, ``invalid_version``, the publish
     checks' ``insufficient_scope``/``forbidden``/``namespace_not_found``, and
     ``invalid_labels`` for a label whose class the project no longer has.
     """
-    require_owner(session, who, project)
+    require_project_owner(session, who, project)
     name = package or project.dataset_package
     if name.count("/") != 1:
         raise HubError("invalid_package_name", f"{name!r} is not namespace/name")
@@ -178,7 +159,7 @@ def publish(session: Session, settings: Settings, who: Principal, project: Annot
 
     Raises what :func:`hub.services.packages.publish` raises (``version_exists`` among them).
     """
-    user = require_owner(session, who, project)
+    user = require_project_owner(session, who, project)
     ns, name = snap.package.split("/", 1)
     version = packages.publish(session, settings, who, ns, name, manifest_toml=snap.manifest, files=snap.files(),
                                 private=snap.private)
