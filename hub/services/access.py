@@ -30,6 +30,9 @@ Annotation projects
     (:func:`can_read_project`). Writing needs the ``annotate`` scope (or unscoped ``publish``)
     and a role (:func:`require_project_role`): annotators and owners label, reviewers and owners
     review, owners manage the project. A member removed during a session loses the next call.
+    A snapshot is a publish: it needs the owner role (:func:`require_project_owner`) and a
+    publish scope covering the dataset package, not ``annotate``. A project's images may be
+    referenced in a version by its role holders who may read it (:func:`project_reader`).
 
 Admins are users with the admin flag *and* a token with the ``admin`` scope
 (:attr:`hub.services.accounts.Principal.is_admin`).
