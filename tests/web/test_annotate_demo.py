@@ -324,6 +324,8 @@ def test_the_demo_project_annotated_in_a_browser_publishes_exactly_what_was_done
             page.keyboard.press("Enter")
             expect(page.locator("#progress")).to_have_text(f"{n} done of 40")
             expect(page.locator("#save-status")).to_contain_text(f"Saved {doc['file_name']}.")
+            # The status says "Saved" before the next item comes: wait for that item.
+            expect(page.locator("#annotate")).not_to_have_attribute("data-item-id", str(item_id))
         page.screenshot(path=str(screenshots / "annotate-demo.png"), full_page=True)
     except BaseException:
         page.screenshot(path=str(screenshots / "annotate-demo-failure.png"), full_page=True)
