@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cvflow.errors import InvalidNameError
 from cvflow.manifest.dataset import MAX_CLASS_NAME, MAX_CLASSES
+from cvflow.names import RESERVED_NAMESPACES, PackageName
 from hub.api import bodies
 from hub.api._http import Registry, json_response, principal, read_body, read_query
 from hub.api.access import OPTIONAL, Access
@@ -42,9 +44,18 @@ ClassName = Annotated[str, Field(
     description="a class: no HTML, path or control characters, no space at either end")]
 ProjectName = Annotated[str, Field(pattern=bodies.NAME_PATTERN, min_length=bodies.NAME_LENGTH[0],
                                    max_length=bodies.NAME_LENGTH[1], description="the project's name")]
-PackageRef = Annotated[str, Field(
-    pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*/[a-z0-9]+(?:[-_.][a-z0-9]+)*$", max_length=104,
-    description="a package, namespace/name")]
+def _package_ref(value: str) -> str:
+    try:
+        return str(PackageName.parse(value))
+    except InvalidNameError as exc:
+        raise ValueError(exc.message) from None
+
+
+# As cvflow.names reads it; the document states the lengths with look-aheads (as bodies.SCOPE_PATTERN).
+_PACKAGE_PATTERN = (r"^(?=[^/]{2,39}/)[a-z0-9]+(?:-[a-z0-9]+)*/(?=[^/]{1,64}$)[a-z0-9]+(?:[-_.][a-z0-9]+)*$")
+PackageRef = Annotated[str, AfterValidator(_package_ref), WithJsonSchema({
+    "type": "string", "pattern": _PACKAGE_PATTERN, "description": "a package, namespace/name",
+    "not": {"pattern": "^(?:" + "|".join(sorted(RESERVED_NAMESPACES)) + ")/"}})]
 Description = Annotated[str, Field(max_length=projects.MAX_DESCRIPTION)]
 
 
