@@ -7,7 +7,7 @@ ones refused, ``Allow`` on 405 listing the path's methods. Once anonymous, once 
 token. Bounded: a fixed number of examples per operation (``CVFLOW_SCHEMATHESIS_EXAMPLES``),
 one worker, and a fixed seed so that CI is repeatable (``CVFLOW_SCHEMATHESIS_SEED`` to vary it).
 
-No check is turned off. Six operations accept 4xx answers to schema-valid requests, for
+No check is turned off. Seven operations accept 4xx answers to schema-valid requests, for
 rules JSON Schema cannot state; each has its reason in ``CONFIG`` below.
 """
 
@@ -51,6 +51,13 @@ checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
 include-operation-id = "add_items"
 # Each image must be a blob the caller may reference (missing_blobs), a PNG or JPEG within the
 # limits (invalid_image), and its name must not clash with the project's (invalid_files).
+checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
+
+[[operations]]
+include-operation-id = "add_items_from_dataset"
+# The version must be a dataset of the project's task whose classes the project has
+# (invalid_project), and its annotation files and images must hold what the layout says
+# (invalid_labels, invalid_image): rules on stored data, not on the request's shape.
 checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
 
 [[operations]]

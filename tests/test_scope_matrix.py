@@ -149,6 +149,8 @@ def _bodies(world: World) -> dict[tuple[str, str], Callable[[str], dict[str, Any
             "json": {"revision": 1, "verdict": "approve"}},
         ("POST", "/api/v1/projects/{namespace}/{name}/items"): lambda k: {
             "json": {"items": [{"sha256": world.image, "file_name": f"m{next(world.counter)}.png"}]}},
+        ("POST", "/api/v1/projects/{namespace}/{name}/items/from-dataset"): lambda k: {
+            "json": {"package": "alice/pkg", "version": "1.0.0"}},
         ("POST", "/api/v1/projects/{namespace}/{name}/suggestions/claim"): lambda k: {"json": {"worker": "matrix"}},
         ("POST", "/api/v1/projects/{namespace}/{name}/suggestions"): lambda k: {
             "json": {"worker": "matrix", "model_version": "1.0.0", "results": [{"item": world.item_id, "suggestions": []}]}},

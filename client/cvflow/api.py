@@ -286,6 +286,16 @@ class HubClient:
         (``missing_blobs``, ``invalid_image``, ``invalid_files``)."""
         return self._json("POST", project_path(project, "items"), json={"items": items})
 
+    def add_items_from_dataset(self, project: str, package: str, version: str, *, labels: bool = False,
+                               splits: list[str] | None = None) -> dict[str, Any]:
+        """Take a dataset version's images as items (``labels``: its labels too, the items then done):
+        ``{"added", "existing", "items"}``. Raises HubNotFoundError (``package_not_found``,
+        ``version_not_found``), HubError (``invalid_project``, ``invalid_labels``, ``invalid_files``)."""
+        body: dict[str, Any] = {"package": package, "version": version, "labels": labels}
+        if splits:
+            body["splits"] = splits
+        return self._json("POST", project_path(project, "items/from-dataset"), json=body)
+
     def claim_suggestions(self, project: str, *, limit: int, worker: str,
                           lease_seconds: int | None = None) -> dict[str, Any]:
         """Lease up to ``limit`` items to suggest labels for: ``{"model": {"package", "version", "solver"},

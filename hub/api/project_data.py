@@ -24,12 +24,13 @@ from starlette.responses import Response
 from hub.api import bodies
 from hub.api._http import Registry, json_response, principal, read_body
 from hub.api.access import Access
+from hub.api.projects import PackageRef
 from hub.context import ctx, in_session, run_sync
 from hub.errors import ErrorCode
 from hub.models import AnnotationItem, AnnotationProject, row_id
 from hub.services.access import require_project_role
 from hub.services.accounts import Principal
-from hub.services.annotation import images, snapshots, suggestions
+from hub.services.annotation import from_dataset, images, snapshots, suggestions
 from hub.services.annotation.labels import MAX_LABELS
 from hub.services.annotation.projects import get_project
 from hub.services.blobs import UploadService, user_holder
@@ -65,6 +66,18 @@ class NewItems(bodies.Body):
 
     codes: ClassVar[dict[str, ErrorCode]] = {"items": "invalid_files", "items.*": "invalid_files"}
     items: Annotated[list[NewItem], Field(min_length=1, max_length=images.MAX_ITEMS_PER_CALL)]
+
+
+class FromDataset(bodies.Body):
+    """A dataset version whose images (and, if asked, labels) become items."""
+
+    codes: ClassVar[dict[str, ErrorCode]] = {"package": "invalid_package_name", "version": "invalid_version"}
+    package: PackageRef
+    version: SemVer
+    splits: Annotated[list[Split], Field(min_length=1, max_length=100, description="the splits to take; every one "
+                                                                                   "unless given")] | None = None
+    labels: bool = Field(default=False, description="the dataset's labels become the new items' labels, "
+                                                    "which are then done")
 
 
 class Claim(bodies.Body):
@@ -104,6 +117,12 @@ class NewSnapshot(bodies.Body):
 # --- endpoints --------------------------------------------------------------------------------
 
 
+_ADDED = {"type": "object", "properties": {
+    "added": {"type": "integer"}, "existing": {"type": "integer", "description": "named already, same image"},
+    "items": {"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "file_name": {"type": "string"}}}}}}
+
+
 def _names(request: Request) -> tuple[str, str]:
     return request.path_params["namespace"], request.path_params["name"]
 
@@ -115,10 +134,7 @@ def _project_path(project: AnnotationProject) -> str:
 @endpoint("POST", "/api/v1/projects/{namespace}/{name}/items", "Add images (uploaded blobs) as items", "projects",
           access=Access("annotate", role="project's owner"), params=_PROJECT, body=NewItems, status=201,
           errors=(*_ROLE_ERRORS, "invalid_files", "missing_blobs", "invalid_image", "storage_unavailable"),
-          response={"type": "object", "properties": {
-              "added": {"type": "integer"}, "existing": {"type": "integer", "description": "named already, same image"},
-              "items": {"type": "array", "items": {"type": "object", "properties": {
-                  "id": {"type": "integer"}, "file_name": {"type": "string"}}}}}})
+          response=_ADDED)
 async def add_items(request: Request) -> Response:
     who = await principal(request, required=True)
     body: NewItems = await read_body(request)
@@ -137,6 +153,35 @@ async def add_items(request: Request) -> Response:
 
     def add(session: Session) -> images.Added:
         return images.add_items(session, who, get_project(session, who, namespace, name), wanted, headers)
+
+    added = await in_session(request, add, write=True)
+    return json_response({"added": added.added, "existing": added.existing,
+                          "items": [{"id": i, "file_name": f} for i, f in added.items]}, status=201)
+
+
+@endpoint("POST", "/api/v1/projects/{namespace}/{name}/items/from-dataset",
+          "Take a dataset version's images as items (they reference its blobs), with its labels if asked", "projects",
+          access=Access("annotate", role="project's owner"), params=_PROJECT, body=FromDataset, status=201,
+          errors=(*_ROLE_ERRORS, "package_not_found", "version_not_found", "invalid_package_name", "invalid_version",
+                  "invalid_project", "invalid_field", "invalid_labels", "invalid_files", "missing_blobs",
+                  "invalid_image", "storage_unavailable"),
+          response=_ADDED)
+async def add_items_from_dataset(request: Request) -> Response:
+    who = await principal(request, required=True)
+    body: FromDataset = await read_body(request)
+    namespace, name = _names(request)
+    hub = ctx(request)
+
+    def check(session: Session) -> from_dataset.Source:
+        project = get_project(session, who, namespace, name)
+        return from_dataset.source(session, who, project, body.package, body.version, body.splits)
+
+    src = await in_session(request, check, write=True)  # write: the blobs are marked wanted (gc)
+    taken = await run_sync(from_dataset.read, hub.store, src, labels=body.labels)
+
+    def add(session: Session) -> images.Added:
+        return images.add_items(session, who, get_project(session, who, namespace, name), taken.items, taken.headers,
+                                labels=taken.labels, note=src.note)
 
     added = await in_session(request, add, write=True)
     return json_response({"added": added.added, "existing": added.existing,

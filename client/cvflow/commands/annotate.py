@@ -107,12 +107,18 @@ def create(ctx: click.Context, project: str, task: str, classes: str, suggest: s
 
 @annotate.command()
 @click.argument("project", metavar="NAMESPACE/NAME")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR")
-@click.option("--split", default="train", show_default=True, help="The split these images belong to.")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="[DIR]",
+                required=False)
+@click.option("--split", help="The split these images belong to [default: train]; with --from-dataset, the "
+                               "split to take [default: every one].")
+@click.option("--from-dataset", "dataset", metavar="NS/NAME@VERSION",
+              help="Take a dataset version's images (already on the hub) instead of a folder's.")
+@click.option("--labels", is_flag=True, help="With --from-dataset: its labels too (those items are then done).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 @click.pass_context
 @handle_errors
-def push(ctx: click.Context, project: str, directory: Path, split: str, as_json: bool) -> None:
+def push(ctx: click.Context, project: str, directory: Path | None, split: str | None, dataset: str | None,
+         labels: bool, as_json: bool) -> None:
     """Upload the PNG and JPEG files of DIR and add them to a project as items.
 
     Files are checked first (PNG or JPEG headers, flat names with distinct stems): one bad
@@ -120,18 +126,33 @@ def push(ctx: click.Context, project: str, directory: Path, split: str, as_json:
     that was cut off resumes, and images the project has already are skipped, so running
     the same push again finishes it. Subfolders are not read.
 
+    With --from-dataset, the items are the images of a dataset version you may read, with
+    their names and splits (nothing is uploaded or copied); --labels makes its labels the
+    items' labels, so the project continues or corrects that dataset. Taking it again adds
+    only what is missing.
+
     \b
     Examples:
       cvflow annotate push alice/street ./photos
       cvflow annotate push alice/street ./held-out --split val
+      cvflow annotate push alice/street --from-dataset alice/street-data@1.0.0 --labels
     """
+    if (directory is None) == (dataset is None):
+        raise click.UsageError("name a folder of images (DIR) or --from-dataset NS/NAME@VERSION, one of the two")
+    if labels and dataset is None:
+        raise click.UsageError("--labels goes with --from-dataset: a folder's images have no labels")
+    if dataset is not None:
+        _push_dataset(ctx, project, dataset, split, labels, as_json)
+        return
+    assert directory is not None
     from cvflow.annotate.push import push_images
     from cvflow.progress import transfer_bar
 
     cfg = config(ctx)
     with hub_client(ctx, cfg=cfg) as client, transfer_bar(quiet=as_json) as bar:
         try:
-            report = push_images(client, project, directory, split=split, state_dir=cfg.state_dir, progress=bar)
+            report = push_images(client, project, directory, split=split or "train", state_dir=cfg.state_dir,
+                                 progress=bar)
         except HubError as exc:
             _explain(exc, project)
             raise
@@ -140,6 +161,26 @@ def push(ctx: click.Context, project: str, directory: Path, split: str, as_json:
         return
     click.echo(f"{project}: {report.added} images added, {report.existing} there already"
                f" ({report.uploaded} uploaded, {report.present} already on the hub)")
+
+
+def _push_dataset(ctx: click.Context, project: str, spec: str, split: str | None, labels: bool,
+                  as_json: bool) -> None:
+    package, _, version = spec.strip().partition("@")
+    if package.count("/") != 1 or not version:
+        raise click.BadParameter(f"{spec!r}: write it as NS/NAME@VERSION, e.g. alice/street-data@1.0.0",
+                                 param_hint="--from-dataset")
+    with hub_client(ctx) as client:
+        try:
+            doc = client.add_items_from_dataset(project, package, version, labels=labels,
+                                                splits=[split] if split else None)
+        except HubError as exc:
+            _explain(exc, project)
+            raise
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"{project}: {doc.get('added', 0)} images added from {package}@{version}"
+               f"{' with their labels' if labels else ''}, {doc.get('existing', 0)} there already")
 
 
 @annotate.command()

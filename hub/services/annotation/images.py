@@ -16,9 +16,10 @@ rules (docs/datasets.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -181,13 +182,19 @@ def _unique(items: Sequence[NewItem]) -> Iterator[NewItem]:
 
 
 def add_items(session: Session, who: Principal, project: AnnotationProject, items: Sequence[NewItem],
-              headers: dict[str, ImageHeader]) -> Added:
+              headers: dict[str, ImageHeader], *, labels: Mapping[str, list[dict[str, Any]]] | None = None,
+              note: str | None = None) -> Added:
     """Add the items (checked by :func:`check_names`, :func:`check_blobs` and :func:`read_headers`).
 
     A name the project has with the same digest is "existing" (adding is idempotent); with
     another digest, or a name whose stem another image has, it is ``invalid_files``. Each new
     item is recorded as an ``add`` event. The project's row is locked while names are
     compared, so two calls adding the same names wait for each other.
+
+    ``labels`` (file_name -> labels checked by :func:`hub.services.annotation.labels.check`)
+    become the current labels of the new items they name, which are then ``done``; existing
+    items keep theirs. ``note`` says where the items came from, in their ``add`` events'
+    ``model_version`` (:mod:`hub.services.annotation.from_dataset`).
     """
     user = require_project_role(session, who, project, "manage")  # again: a role may be gone by now
     session.exec(select(AnnotationProject.id).where(AnnotationProject.id == project.id).with_for_update()).one()
@@ -210,9 +217,12 @@ def add_items(session: Session, who: Principal, project: AnnotationProject, item
                              "name in this call"})
         elif row is None:
             header = headers[item.sha256]
+            given = labels.get(item.file_name) if labels is not None else None
             new[item.file_name] = row = AnnotationItem(
                 project_id=row_id(project), sha256=item.sha256, file_name=item.file_name, split=item.split,
                 width=header.width, height=header.height)
+            if given is not None:
+                row.labels, row.status, row.updated_by = list(given), "done", user.id
             new_stems.add(stem(item.file_name))
             result.append(row)
         elif row.file_name != item.file_name:
@@ -231,5 +241,6 @@ def add_items(session: Session, who: Principal, project: AnnotationProject, item
     session.add_all(new.values())
     session.flush()
     session.add_all(AnnotationEvent(project_id=row_id(project), item_id=row_id(row), user_id=user.id, action="add",
-                                    revision=0) for row in new.values())
+                                    revision=0, model_version=note, labels=row.labels if labels is not None else None)
+                    for row in new.values())
     return Added(len(new), existing, [r if isinstance(r, tuple) else (row_id(r), r.file_name) for r in result])
