@@ -2,11 +2,13 @@
 
 Pages: home, search, package (README, versions, solvers, files, dependencies, downloads),
 model zoo per task (an SVG chart drawn on the server), user and organisation pages, sign-in
-(password or OpenID Connect), API tokens, publishing from git, an admin page, and annotation
+(password or OpenID Connect), API tokens, publishing from git, importing a dataset from a zip and
+exporting a dataset version as one (:mod:`web.views.dataset_files`), an admin page, and annotation
 projects (the list, a project's page, the annotation page). No front-end build step: static
 scripts only, one that copies install lines to the clipboard, one that adds images to a project
-by drag and drop, and the annotation page's, which talks to the JSON routes under
-``/projects/NS/NAME/-/`` with the session and the CSRF token (:mod:`web.views.annotate`).
+by drag and drop, one that sends a dataset's zip, and the annotation page's, which talks to the
+JSON routes under ``/projects/NS/NAME/-/`` with the session and the CSRF token
+(:mod:`web.views.annotate`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def routes() -> list[BaseRoute]:
-    from web.views import accounts, admin, annotate, catalog, projects, repositories
+    from web.views import accounts, admin, annotate, catalog, dataset_files, projects, repositories
 
     return [
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -39,6 +41,8 @@ def routes() -> list[BaseRoute]:
         Route("/publish/git", repositories.register, methods=["POST"]),
         Route("/publish/git/{repository_id:int}/reindex", repositories.reindex, methods=["POST"],
               name="publish_git_reindex"),
+        Route("/publish/dataset", dataset_files.import_page, methods=["GET"], name="publish_dataset"),
+        Route("/publish/dataset", dataset_files.import_archive, methods=["POST"]),
         Route("/projects", projects.projects_page, methods=["GET"], name="projects"),
         Route("/projects", projects.create, methods=["POST"]),
         Route("/projects/{namespace}/{name}", projects.project_page, name="project"),
@@ -55,4 +59,5 @@ def routes() -> list[BaseRoute]:
         Route("/{namespace}/{name}", catalog.package_page, name="package"),
         Route("/{namespace}/{name}/v/{version}", catalog.package_page, name="package_version"),
         Route("/{namespace}/{name}/v/{version}/images/{image:path}", catalog.dataset_image, name="dataset_image"),
+        Route("/{namespace}/{name}/v/{version}/export/{fmt}.zip", dataset_files.export, name="dataset_export"),
     ]
