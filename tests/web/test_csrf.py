@@ -22,7 +22,8 @@ from tests.web.support import browser, csrf, live_tokens, sign_in
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 #: A value for every path parameter the website's routes use; a test fails on one not listed here.
 PARAMS = {"namespace": "alice", "name": "detector", "version": "1.1.0", "task": "detection",
-          "provider": "testidp", "repository_id": "1", "item_id": "1", "image": "train/a.png"}
+          "provider": "testidp", "repository_id": "1", "item_id": "1", "image": "train/a.png",
+          "fmt": "coco"}
 
 
 def website_paths() -> list[tuple[str, frozenset[str]]]:
@@ -77,7 +78,8 @@ def test_a_visitor_without_a_session_is_refused_too(hub: LiveHub) -> None:
 def test_the_real_token_gets_through_and_the_view_reads_the_whole_form(hub: LiveHub, detector: str) -> None:
     # What each view answers this form once it runs: never the middleware's 403.
     answers = {"/login": 401, "/logout": 303, "/settings/tokens": 200, "/publish/git": 400,
-               "/publish/git/1/reindex": 404, "/projects": 400, "/projects/alice/detector/-/members": 404,
+               "/publish/git/1/reindex": 404, "/publish/dataset": 400, "/projects": 400,
+               "/projects/alice/detector/-/members": 404,
                "/projects/alice/detector/-/images": 404, "/projects/alice/detector/-/snapshots": 404,
                "/projects/alice/detector/-/next": 404}
     for path, methods in website_paths():
