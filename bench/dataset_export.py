@@ -126,14 +126,21 @@ def count(out: Path, fmt: str) -> tuple[int, int]:
     return len(images), sum(p.read_text().count("<object>") for p in out.rglob("*.xml"))
 
 
-def timed_in_process(run: Callable[[], object]) -> tuple[float, float]:
+def settle() -> None:
+    """Write back what earlier rows (and their clean-up) left dirty, so no row pays for another's."""
+    os.sync()
     gc.collect()
+
+
+def timed_in_process(run: Callable[[], object]) -> tuple[float, float]:
+    settle()
     wall, cpu = time.perf_counter(), time.process_time()
     run()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def timed_child(argv: list[str]) -> tuple[float, float]:
+    settle()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
@@ -231,7 +238,7 @@ def main() -> None:
         f"Dataset: {args.items:,} PNG images ({', '.join(f'{w}x{h}' for w, h in SIZES)}), {boxes:,} boxes, "
         f"{len(CLASSES)} classes, splits train/val 90/10; the package is {size_mb:.1f} MB and took {made_s:.1f} s "
         "to write with `cvflow.datasets.write_package`. Every row reads that package from the page cache and writes "
-        f"a new directory on the same file system; best of {args.rounds} rounds; the export is counted back (images, "
+        f"a new directory on the same file system (after a `sync`, outside the clock); best of {args.rounds} rounds; the export is counted back (images, "
         "boxes) after each row, outside the clock.",
         "",
         "CVFlow's rows check the whole package before writing (each image's PNG header against the JSON's size, each "
