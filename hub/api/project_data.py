@@ -1,6 +1,6 @@
 """Annotation projects (docs/annotation.md): what touches blobs and workers.
 
-Adding images as items (owners), the suggestion workers' claims and posts (annotators and
+Adding images as items, uploaded or taken from a dataset version (owners), the suggestion workers' claims and posts (annotators and
 owners), and snapshots that publish the accepted labels as a dataset version (owners). The
 role is checked by :mod:`hub.services.annotation` once the project is loaded. A snapshot is a
 publish: it needs a token that may publish to the dataset package (declared ``publish:any``,
