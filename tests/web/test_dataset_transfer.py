@@ -7,10 +7,12 @@ entity expansion) are refused with their codes, and nothing is published or writ
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import stat
 import tempfile
+import threading
 import warnings
 import zipfile
 from collections import Counter
@@ -448,3 +450,61 @@ def test_unpack_checks_every_entry_before_writing_one(tmp_path: Path) -> None:
         dataset_files.unpack(io.BytesIO(archive), tmp_path)
     assert [p.code for p in caught.value.problems] == ["invalid_path"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_anonymous_form_goes_to_sign_in(hub: LiveHub) -> None:
+    visitor = browser(hub)
+    token = csrf(visitor.get("/login").text)  # a session of its own, with a token, but nobody signed in
+    r = post_import(visitor, make_zip(coco_entries()), token=token)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/publish/dataset"
+    r = post_import(visitor, make_zip(coco_entries()), token=token, header=True)
+    assert r.status_code == 401
+
+
+def test_exports_and_imports_past_the_concurrency_limit_wait(hub: LiveHub, digits: Dataset,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset_files, "_EXPORTS", threading.BoundedSemaphore(1))
+    assert dataset_files._EXPORTS.acquire(blocking=False)  # the one slot, taken
+    r = browser(hub).get("/alice/digits/v/1.0.0/export/coco.zip")
+    assert r.status_code == 503 and r.headers["retry-after"] == "60"
+    dataset_files._EXPORTS.release()
+    assert browser(hub).get("/alice/digits/v/1.0.0/export/coco.zip").status_code == 200
+    assert dataset_files._EXPORTS.acquire(blocking=False)  # the export gave its slot back
+    monkeypatch.setattr(dataset_files, "_IMPORTS", threading.BoundedSemaphore(1))
+    assert dataset_files._IMPORTS.acquire(blocking=False)
+    r = post_import(signed_in(hub, "carol"), make_zip(coco_entries()), namespace="carol")
+    assert r.status_code == 503 and "busy" in r.text
+
+
+def _tree(tmp_path: Path) -> Path:
+    (tmp_path / "out" / "train" / "empty-class").mkdir(parents=True)
+    (tmp_path / "out" / "train" / "cat").mkdir()
+    (tmp_path / "out" / "train" / "cat" / "a.png").write_bytes(png((8, 8)))
+    (tmp_path / "out" / "notes.json").write_text("{}" * 1000)
+    return tmp_path / "out"
+
+
+def test_zip_stream_keeps_empty_directories_and_closes_once(tmp_path: Path) -> None:
+    closed: list[int] = []
+    data = b"".join(dataset_files.zip_stream(_tree(tmp_path), "top", on_close=lambda: closed.append(1)))
+    assert closed == [1]
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        assert sorted(zf.namelist()) == ["top/", "top/notes.json", "top/train/", "top/train/cat/",
+                                         "top/train/cat/a.png", "top/train/empty-class/"]
+        assert zf.getinfo("top/train/cat/a.png").compress_type == zipfile.ZIP_STORED
+        assert zf.getinfo("top/notes.json").compress_type == zipfile.ZIP_DEFLATED
+
+
+def test_zip_stream_closes_when_dropped_or_cut_off(tmp_path: Path) -> None:
+    closed: list[str] = []
+    root = _tree(tmp_path)
+    unstarted = dataset_files.zip_stream(root, "top", on_close=lambda: closed.append("unstarted"))
+    del unstarted  # the server dropped the response before its first piece
+    gc.collect()
+    started = dataset_files.zip_stream(root, "top", on_close=lambda: closed.append("started"))
+    next(started)
+    started.close()  # the client went away mid-stream
+    del started
+    gc.collect()
+    assert closed == ["unstarted", "started"]

@@ -27,9 +27,11 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
+import weakref
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -76,6 +78,34 @@ _SKIPPED_TOP = "__MACOSX"
 
 
 # --- export ---------------------------------------------------------------------------------
+
+
+#: Exports and imports running at once in one hub process; more wait for a moment (503, Retry-After),
+#: since each may take a few GiB of temporary disk.
+MAX_CONCURRENT = 4
+_EXPORTS = threading.BoundedSemaphore(MAX_CONCURRENT)
+_IMPORTS = threading.BoundedSemaphore(MAX_CONCURRENT)
+
+
+class _Done:
+    """Removes a temporary directory and releases its slot, once, whoever calls it first."""
+
+    def __init__(self, tmp: Path, slot: threading.BoundedSemaphore) -> None:
+        self._tmp, self._slot, self._lock, self._done = tmp, slot, threading.Lock(), False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._slot.release()
+
+
+def _busy(request: Request) -> Response:
+    response = _page(request, 503, "Busy", "the hub is converting other datasets just now; try again in a minute")
+    response.headers["retry-after"] = "60"
+    return response
 
 
 @dataclass(frozen=True)
@@ -134,11 +164,14 @@ async def export(request: Request) -> Response:
                      f"{ref} holds {total / (1 << 30):.1f} GiB, more than the {MAX_EXPORT_BYTES >> 30} GiB the website "
                      f"exports. Export it on your machine: cvflow dataset export {fmt.name} "
                      f"\"$(cvflow pull -q {ref})\" ./{ref.split('/')[1].split('@')[0]}-{fmt.name}")
+    if not _EXPORTS.acquire(blocking=False):
+        return _busy(request)
     tmp = Path(tempfile.mkdtemp(prefix="cvflow-export-"))
+    done = _Done(tmp, _EXPORTS)
     try:
         await run_sync(_build_export, hub.store, wanted, fmt.name, tmp)
     except BaseException as exc:
-        await run_sync(shutil.rmtree, tmp, True)
+        await run_sync(done)
         if isinstance(exc, (BlobNotFound, StorageError)):
             return _page(request, 503, "Cannot export now", "a file of this version cannot be read from storage now")
         if isinstance(exc, ValidationError):  # the hub checks a dataset's file list at publish, not its labels
@@ -147,7 +180,7 @@ async def export(request: Request) -> Response:
     stem = f"{v.full_name.split('/')[1]}-{v.version}-{fmt.name}"
     headers = {"content-disposition": f'attachment; filename="{stem}.zip"',
                "cache-control": "private, no-store" if v.private else "public, max-age=3600"}
-    return StreamingResponse(zip_stream(tmp / "out", stem, cleanup=tmp), media_type="application/zip",
+    return StreamingResponse(zip_stream(tmp / "out", stem, on_close=done), media_type="application/zip",
                              headers=headers)
 
 
@@ -198,12 +231,21 @@ class _Pipe:
         return data
 
 
-def zip_stream(root: Path, top: str, *, cleanup: Path | None = None) -> Iterator[bytes]:
+def zip_stream(root: Path, top: str, *, on_close: Callable[[], None]) -> Iterator[bytes]:
     """The files and directories under ``root`` as a zip, in pieces of about a MiB, all under
     ``top/``; images are stored as they are (they do not compress), the rest deflated.
 
-    ``cleanup`` is removed when the stream ends, however it ends (a client that goes away too).
+    ``on_close`` runs once when the stream ends, however it ends: read to the end, closed by a
+    client that went away, or dropped before its first piece (when a generator's ``finally``
+    never runs, so a finalizer calls it).
     """
+    once: list[weakref.finalize[Any, Any]] = []
+    body = _zip_pieces(root, top, once)
+    once.append(weakref.finalize(body, on_close))  # a finalize runs its function once, whoever calls it
+    return body
+
+
+def _zip_pieces(root: Path, top: str, once: list[weakref.finalize[Any, Any]]) -> Iterator[bytes]:
     pipe = _Pipe()
     try:
         with zipfile.ZipFile(pipe, "w") as zf:  # no tell() or seek(): zipfile writes data descriptors
@@ -224,8 +266,7 @@ def zip_stream(root: Path, top: str, *, cleanup: Path | None = None) -> Iterator
                     yield data
         yield pipe.take()
     finally:
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
+        once[0]()
 
 
 # --- unpacking a zip ------------------------------------------------------------------------
@@ -419,11 +460,15 @@ async def import_archive(request: Request) -> Response:
             return JSONResponse({"error": {"code": "unauthenticated", "message": "sign in to do this"}}, status_code=401)
         return RedirectResponse(f"/login?next={PAGE}", status_code=303)
     values: dict[str, Any] = {"format": "detect", "namespace": who.user.name, "version": "1.0.0"}
-    tmp = Path(tempfile.mkdtemp(prefix="cvflow-import-"))
-    try:
-        result = await _import(request, who, values, tmp)
-    finally:
-        await run_sync(shutil.rmtree, tmp, True)
+    if not _IMPORTS.acquire(blocking=False):
+        result: str | _Refusal = _Refusal("busy", "the hub is converting other datasets just now; try again in a "
+                                                  "minute", 503)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="cvflow-import-"))
+        try:
+            result = await _import(request, who, values, tmp)
+        finally:
+            await run_sync(_Done(tmp, _IMPORTS))
     if isinstance(result, _Refusal):
         if wants_json:
             return JSONResponse(result.body(), status_code=result.status)
