@@ -4,7 +4,7 @@ Pages: home, search, package (README, versions, solvers, files, dependencies, do
 model zoo per task (an SVG chart drawn on the server), user and organisation pages, sign-in
 (password or OpenID Connect), API tokens, publishing from git, importing a dataset from a zip and
 exporting a dataset version as one (:mod:`web.views.dataset_files`), an admin page, and annotation
-projects (the list, a project's page, the annotation page). No front-end build step: static
+projects (the list, a project's page, the annotation page, the reviewer's page). No front-end build step: static
 scripts only, one that copies install lines to the clipboard, one that adds images to a project
 by drag and drop, one that sends a dataset's zip, and the annotation page's, which talks to the
 JSON routes under ``/projects/NS/NAME/-/`` with the session and the CSRF token
@@ -22,7 +22,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def routes() -> list[BaseRoute]:
-    from web.views import accounts, admin, annotate, catalog, dataset_files, projects, repositories
+    from web.views import accounts, admin, annotate, catalog, dataset_files, projects, repositories, review
 
     return [
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -47,6 +47,7 @@ def routes() -> list[BaseRoute]:
         Route("/projects", projects.create, methods=["POST"]),
         Route("/projects/{namespace}/{name}", projects.project_page, name="project"),
         Route("/projects/{namespace}/{name}/annotate", annotate.annotate_page, name="annotate"),
+        Route("/projects/{namespace}/{name}/review", review.review_page, name="review"),
         Route("/projects/{namespace}/{name}/-/members", projects.members, methods=["POST"]),
         Route("/projects/{namespace}/{name}/-/images", projects.upload, methods=["POST"]),
         Route("/projects/{namespace}/{name}/-/snapshots", projects.snapshot, methods=["POST"]),
@@ -55,6 +56,7 @@ def routes() -> list[BaseRoute]:
         Route("/projects/{namespace}/{name}/-/items/{item_id:int}/labels", annotate.save_labels, methods=["PUT"]),
         Route("/projects/{namespace}/{name}/-/items/{item_id:int}/lease", annotate.release, methods=["DELETE"]),
         Route("/projects/{namespace}/{name}/-/items/{item_id:int}/image", annotate.image, methods=["GET"]),
+        Route("/projects/{namespace}/{name}/-/items/{item_id:int}/review", review.review_item, methods=["POST"]),
         Route("/{namespace}", catalog.namespace_page, name="namespace"),
         Route("/{namespace}/{name}", catalog.package_page, name="package"),
         Route("/{namespace}/{name}/v/{version}", catalog.package_page, name="package_version"),

@@ -81,7 +81,7 @@ def test_the_real_token_gets_through_and_the_view_reads_the_whole_form(hub: Live
                "/publish/git/1/reindex": 404, "/publish/dataset": 400, "/projects": 400,
                "/projects/alice/detector/-/members": 404,
                "/projects/alice/detector/-/images": 404, "/projects/alice/detector/-/snapshots": 404,
-               "/projects/alice/detector/-/next": 404}
+               "/projects/alice/detector/-/next": 404, "/projects/alice/detector/-/items/1/review": 404}
     for path, methods in website_paths():
         if "POST" in methods:
             client, token = signed_in(hub)

@@ -169,6 +169,7 @@ def _project_context(session: Session, who: Principal, request: Request) -> dict
         "bar": {k: 100.0 * counts[k] / total for k in ("approved", "done", "todo")},
         "can_manage": role == "owner" or who.is_admin,
         "can_label": role in ("owner", "annotator") or who.is_admin,
+        "can_review": role in ("owner", "reviewer") or who.is_admin,
         "max_image_mib": MAX_IMAGE_BYTES >> 20, "max_files": MAX_UPLOAD_FILES,
     }
 
