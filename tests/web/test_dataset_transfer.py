@@ -508,3 +508,51 @@ def test_zip_stream_closes_when_dropped_or_cut_off(tmp_path: Path) -> None:
     del started
     gc.collect()
     assert closed == ["unstarted", "started"]
+
+
+def published_boxes(hub: LiveHub, name: str, splits: list[str]) -> dict[str, dict[str, list[Any]]]:
+    """split -> image stem -> sorted (class, x, y, w, h), read from the version's annotation files."""
+    client = hub.client()
+    classes = api_version(hub, name).json()["dataset"]["classes"]
+    out: dict[str, dict[str, list[Any]]] = {}
+    for split in splits:
+        doc = client.get(f"/api/v1/packages/{name}/versions/1.0.0/files/annotations/{split}.json").json()
+        boxes: dict[int, list[Any]] = {im["id"]: [] for im in doc["images"]}
+        for a in doc["annotations"]:
+            boxes[a["image_id"]].append((classes[a["category_id"] - 1], *a["bbox"]))
+        out[split] = {Path(im["file_name"]).stem: sorted(boxes[im["id"]]) for im in doc["images"]}
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "yolo"])
+def test_an_exported_zip_imports_back_unchanged(hub: LiveHub, digits: Dataset, fmt: str) -> None:
+    alice = signed_in(hub, "alice-two")
+    archive = alice.get(f"/alice/digits/v/1.0.0/export/{fmt}.zip")
+    assert archive.status_code == 200
+    r = post_import(alice, archive.content, token=csrf(alice.get("/publish/dataset").text), header=True,
+                    namespace="alice-two", name=f"digits-{fmt}")
+    assert r.status_code == 200, r.text
+    doc = api_version(hub, f"alice-two/digits-{fmt}").json()["dataset"]
+    assert doc["classes"] == CLASSES
+    assert doc["splits"] == digits.image_count()
+    assert_boxes_close(published_boxes(hub, f"alice-two/digits-{fmt}", list(digits.splits)), boxes_of(digits))
+
+
+def test_an_exported_imagefolder_zip_imports_back_unchanged(hub: LiveHub, tmp_path: Path) -> None:
+    src = build_imagefolder(tmp_path / "src")
+    import_dataset("imagefolder", src, tmp_path / "pkg", name="alice/digit-classes", version="1.0.0")
+    publish_package(hub, hub.create_user("alice"), tmp_path / "pkg")
+    bob = signed_in(hub, "bob")
+    archive = bob.get("/alice/digit-classes/v/1.0.0/export/imagefolder.zip").content
+    assert post_import(bob, archive, namespace="bob", name="digit-classes").status_code == 303
+    want = api_version(hub, "alice/digit-classes").json()["dataset"]
+    got = api_version(hub, "bob/digit-classes").json()["dataset"]
+    assert got["classes"] == want["classes"] and got["splits"] == want["splits"] == {"train": 9, "val": 3}
+    for split in ("train", "val"):
+        labels = []
+        for owner in ("alice", "bob"):
+            doc = hub.client().get(f"/api/v1/packages/{owner}/digit-classes/versions/1.0.0/files/annotations/"
+                                   f"{split}.json").json()
+            names = {im["id"]: Path(im["file_name"]).stem for im in doc["images"]}
+            labels.append(sorted((names[a["image_id"]], a["category_id"]) for a in doc["annotations"]))
+        assert labels[0] == labels[1]

@@ -31,7 +31,7 @@ import threading
 import weakref
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -231,7 +231,7 @@ class _Pipe:
         return data
 
 
-def zip_stream(root: Path, top: str, *, on_close: Callable[[], None]) -> Iterator[bytes]:
+def zip_stream(root: Path, top: str, *, on_close: Callable[[], None]) -> Generator[bytes, None, None]:
     """The files and directories under ``root`` as a zip, in pieces of about a MiB, all under
     ``top/``; images are stored as they are (they do not compress), the rest deflated.
 
@@ -245,7 +245,7 @@ def zip_stream(root: Path, top: str, *, on_close: Callable[[], None]) -> Iterato
     return body
 
 
-def _zip_pieces(root: Path, top: str, once: list[weakref.finalize[Any, Any]]) -> Iterator[bytes]:
+def _zip_pieces(root: Path, top: str, once: list[weakref.finalize[Any, Any]]) -> Generator[bytes, None, None]:
     pipe = _Pipe()
     try:
         with zipfile.ZipFile(pipe, "w") as zf:  # no tell() or seek(): zipfile writes data descriptors
