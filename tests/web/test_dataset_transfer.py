@@ -16,6 +16,7 @@ import threading
 import warnings
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 from sqlmodel import col, select
 
 from cvflow.datasets import Dataset, import_dataset, write_package
@@ -30,8 +32,9 @@ from cvflow.errors import DatasetError
 from hub.db import session_scope
 from hub.models import Package, User, Version
 from hub.services import accounts
+from tests.conftest import start_hub
 from tests.datasets.synth import CLASSES, assert_boxes_close, boxes_of, build_detection, build_imagefolder
-from tests.helpers import LiveHub
+from tests.helpers import PASSWORD, LiveHub
 from tests.web.support import browser, csrf, publish_direct, sign_in, text
 from web.views import dataset_files
 
@@ -556,3 +559,62 @@ def test_an_exported_imagefolder_zip_imports_back_unchanged(hub: LiveHub, tmp_pa
             names = {im["id"]: Path(im["file_name"]).stem for im in doc["images"]}
             labels.append(sorted((names[a["image_id"]], a["category_id"]) for a in doc["annotations"]))
         assert labels[0] == labels[1]
+
+
+@pytest.fixture
+def browser_site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
+    """A hub of its own on SQLite for the browser test (one backend: the page is the same on both)."""
+    live, server = start_hub(make_settings("sqlite-file"))
+    yield live
+    live.close_clients()
+    server.__exit__()
+    live.context.engine.dispose()
+
+
+def test_import_and_export_in_a_browser(chromium: Any, browser_site: LiveHub, screenshots: Path) -> None:
+    site = browser_site
+    site.create_user("alice")
+    big = make_zip(coco_entries(big=True))
+    assert len(big) > 1 << 20  # only the page's script can send this (the CSRF check reads forms up to 1 MiB)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    problems: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning")
+                and not m.text.startswith("Failed to load resource") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("dialog", lambda d: problems.append(f"dialog {d.message}"))
+        page.goto(site.url + "/login?next=/publish/dataset")
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/publish/dataset")
+        # Refused: the problems are listed as text, a class name with markup included.
+        bad = make_zip(coco_entries(['<img src=x onerror=alert(1)>', "square"]))
+        page.set_input_files("#d-archive", files=[{"name": "bad.zip", "mimeType": "application/zip", "buffer": bad}])
+        page.get_by_label("Name", exact=True).fill("shapes")
+        page.get_by_role("button", name="Import and publish").click()
+        alert = page.locator("#import-error .alert")
+        expect(alert).to_contain_text("invalid_class_name")
+        expect(alert).to_contain_text("<img src=x onerror=alert(1)>")
+        assert page.locator("#import-error img").count() == 0
+        page.screenshot(path=str(screenshots / "dataset-import-refused.png"), full_page=True)
+        # Published: the page opens the new version.
+        page.set_input_files("#d-archive", files=[{"name": "shapes.zip", "mimeType": "application/zip",
+                                                   "buffer": big}])
+        page.get_by_label("Description (optional)").fill("Shapes, imported in a browser")
+        page.get_by_role("button", name="Import and publish").click()
+        page.wait_for_url("**/alice/shapes/v/1.0.0")
+        expect(page.locator("ul.thumbs img").first).to_have_js_property("complete", True)
+        page.screenshot(path=str(screenshots / "dataset-imported.png"), full_page=True)
+        with page.expect_download() as download:
+            page.locator("p.downloads").get_by_role("link", name="yolo").click()
+        assert download.value.suggested_filename == "shapes-1.0.0-yolo.zip"
+        with zipfile.ZipFile(download.value.path()) as zf:
+            assert zf.read("shapes-1.0.0-yolo/obj.names").decode().split() == SHAPES
+            assert sorted(n for n in zf.namelist() if n.endswith(".txt") and "/labels/" in n) == [
+                "shapes-1.0.0-yolo/labels/train/a.txt", "shapes-1.0.0-yolo/labels/train/b.txt",
+                "shapes-1.0.0-yolo/labels/val/c.txt"]
+    finally:
+        context.close()
+    assert problems == []
