@@ -6,6 +6,8 @@ psycopg 3 is for production. The schema is created and changed only by Alembic.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,16 +68,43 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(sqlite_begin="IMMEDIATE")
 
 
+#: SQLite writers of one process queue on this lock before ``BEGIN IMMEDIATE``. SQLite's own
+#: busy handler makes a waiting writer sleep in growing steps (up to 100 ms) instead of waking
+#: it when the lock frees, which put 200-470 ms tails on concurrent annotation saves that each
+#: cost 10 ms (bench/annotate_page.py). Writers in other processes still meet the busy handler.
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_SQLITE_WRITERS_GUARD = threading.Lock()
+#: A writer that waited this long goes on to SQLite's own wait (and its 30 s busy timeout).
+_WRITER_WAIT = 30.0
+
+
+def _writer_lock(engine: Engine) -> threading.RLock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    with _SQLITE_WRITERS_GUARD:
+        lock = _SQLITE_WRITERS.get(engine)
+        if lock is None:
+            lock = _SQLITE_WRITERS[engine] = threading.RLock()
+        return lock
+
+
 @contextmanager
 def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
-    with Session(writer(engine) if write else engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    lock = _writer_lock(engine) if write else None
+    held = lock.acquire(timeout=_WRITER_WAIT) if lock is not None else False
+    try:
+        with Session(writer(engine) if write else engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    finally:
+        if held:
+            assert lock is not None
+            lock.release()
 
 
 def alembic_config(url: str) -> Config:

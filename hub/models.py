@@ -468,6 +468,8 @@ class AnnotationItem(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("project_id", "file_name", name="uq_annotation_items_project_file"),
         sa.Index("ix_annotation_items_queue", "project_id", "status", "confidence", "id"),
+        # The queue first looks for the item the caller holds: without this, a walk of the project.
+        sa.Index("ix_annotation_items_lease", "leased_by", "project_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="annotation_projects.id", index=True, ondelete="CASCADE")
