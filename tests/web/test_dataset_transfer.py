@@ -36,6 +36,7 @@ from tests.conftest import start_hub
 from tests.datasets.synth import CLASSES, assert_boxes_close, boxes_of, build_detection, build_imagefolder
 from tests.helpers import PASSWORD, LiveHub
 from tests.web.support import browser, csrf, publish_direct, sign_in, text
+from web import archives
 from web.views import dataset_files
 
 with warnings.catch_warnings():
@@ -428,11 +429,11 @@ def test_a_zip_bomb_is_refused_before_anything_is_unpacked(hub: LiveHub, monkeyp
 
 def test_an_archive_past_the_size_or_entry_limits_is_refused(hub: LiveHub, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = signed_in(hub, "alice")
-    monkeypatch.setattr(dataset_files, "MAX_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr(archives, "MAX_UNPACKED_BYTES", 1000)
     r = post_import(alice, make_zip(coco_entries()))
     assert r.status_code == 422 and "too_large" in r.text and "unpacks to" in r.text
-    monkeypatch.setattr(dataset_files, "MAX_UNPACKED_BYTES", 1 << 30)
-    monkeypatch.setattr(dataset_files, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(archives, "MAX_UNPACKED_BYTES", 1 << 30)
+    monkeypatch.setattr(archives, "MAX_ENTRIES", 3)
     r = post_import(alice, make_zip(coco_entries()))
     assert r.status_code == 422 and "entries" in r.text
 
@@ -450,7 +451,7 @@ def test_a_layout_of_no_format_asks_for_one(hub: LiveHub) -> None:
 def test_unpack_checks_every_entry_before_writing_one(tmp_path: Path) -> None:
     archive = make_zip({"ok.txt": b"fine", "../bad.txt": b"no"})
     with pytest.raises(DatasetError) as caught:
-        dataset_files.unpack(io.BytesIO(archive), tmp_path)
+        archives.unpack(io.BytesIO(archive), tmp_path)
     assert [p.code for p in caught.value.problems] == ["invalid_path"]
     assert list(tmp_path.iterdir()) == []
 
@@ -489,7 +490,7 @@ def _tree(tmp_path: Path) -> Path:
 
 def test_zip_stream_keeps_empty_directories_and_closes_once(tmp_path: Path) -> None:
     closed: list[int] = []
-    data = b"".join(dataset_files.zip_stream(_tree(tmp_path), "top", on_close=lambda: closed.append(1)))
+    data = b"".join(archives.zip_stream(_tree(tmp_path), "top", on_close=lambda: closed.append(1)))
     assert closed == [1]
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.testzip() is None
@@ -502,10 +503,10 @@ def test_zip_stream_keeps_empty_directories_and_closes_once(tmp_path: Path) -> N
 def test_zip_stream_closes_when_dropped_or_cut_off(tmp_path: Path) -> None:
     closed: list[str] = []
     root = _tree(tmp_path)
-    unstarted = dataset_files.zip_stream(root, "top", on_close=lambda: closed.append("unstarted"))
+    unstarted = archives.zip_stream(root, "top", on_close=lambda: closed.append("unstarted"))
     del unstarted  # the server dropped the response before its first piece
     gc.collect()
-    started = dataset_files.zip_stream(root, "top", on_close=lambda: closed.append("started"))
+    started = archives.zip_stream(root, "top", on_close=lambda: closed.append("started"))
     next(started)
     started.close()  # the client went away mid-stream
     del started
