@@ -57,7 +57,8 @@ checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
 include-operation-id = "add_items_from_dataset"
 # The version must be a dataset of the project's task whose classes the project has
 # (invalid_project), and its annotation files and images must hold what the layout says
-# (invalid_labels, invalid_image): rules on stored data, not on the request's shape.
+# (invalid_labels, invalid_image): rules on stored data, not on the request's shape. The
+# package name's rules across its two halves are cvflow.names's, as for snapshot.
 checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
 
 [[operations]]

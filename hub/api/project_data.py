@@ -24,7 +24,6 @@ from starlette.responses import Response
 from hub.api import bodies
 from hub.api._http import Registry, json_response, principal, read_body
 from hub.api.access import Access
-from hub.api.projects import PackageRef
 from hub.context import ctx, in_session, run_sync
 from hub.errors import ErrorCode
 from hub.models import AnnotationItem, AnnotationProject, row_id
@@ -72,7 +71,8 @@ class FromDataset(bodies.Body):
     """A dataset version whose images (and, if asked, labels) become items."""
 
     codes: ClassVar[dict[str, ErrorCode]] = {"package": "invalid_package_name", "version": "invalid_version"}
-    package: PackageRef
+    package: Annotated[str, Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*/[a-z0-9]+(?:[-_.][a-z0-9]+)*$", max_length=104,
+                                  description="the dataset package, namespace/name")]
     version: SemVer
     splits: Annotated[list[Split], Field(min_length=1, max_length=100, description="the splits to take; every one "
                                                                                    "unless given")] | None = None

@@ -76,15 +76,18 @@ def source(session: Session, who: Principal, project: AnnotationProject, package
            splits: list[str] | None) -> Source:
     """Check the caller, the dataset version and its blobs.
 
-    Raises what :func:`hub.services.access.require_project_role` raises, ``package_not_found``
+    Raises what :func:`hub.services.access.require_project_role` raises, ``invalid_package_name``,
+    ``package_not_found``
     (also for a private package the caller may not read), ``version_not_found``,
     ``invalid_project`` (not a dataset, another task, classes the project lacks),
     ``invalid_field`` (a split the dataset lacks, too many images), ``invalid_labels`` (a
     split without its annotation file) and what :func:`images.check_blobs` raises.
     """
     require_project_role(session, who, project, "manage")  # before the package: a stranger learns nothing
-    namespace, _, name = package.partition("/")
-    found = packages.get_package(session, who, namespace, name)
+    if package.count("/") != 1:
+        raise HubError("invalid_package_name", f"{package!r} is not namespace/name")
+    parsed = packages.parse_name(*package.split("/", 1))  # invalid_package_name: the rules across both halves
+    found = packages.get_package(session, who, parsed.namespace, parsed.name)
     row = packages.get_version(session, found, version)
     where = f"{found.full_name}@{row.version}"
     manifest = json.loads(row.manifest)
