@@ -201,6 +201,8 @@ def test_what_cannot_be_taken(team: Team, owner: httpx.Client, tmp_path: Path):
     publish_dir(owner, build(tmp_path, DATASET), DATASET)
     assert error_code(take(team, owner, version="9.9.9")) == "version_not_found"
     assert error_code(take(team, owner, package="alice/nothing")) == "package_not_found"
+    r = take(team, owner, package="api/data")  # a reserved namespace: the name's own rules
+    assert r.status_code == 422 and error_code(r) == "invalid_package_name", r.text
     assert items(owner, team) == {}
 
 
