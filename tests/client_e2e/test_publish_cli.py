@@ -231,7 +231,7 @@ def test_publish_empty_files_and_legacy_cvpm_packages(hub, env, tmp_path):
     assert {f["path"] for f in doc["files"]} == {"cvflow.toml", "cvpm.toml", "old_model/solver.py"}
     assert doc["manifest"]["solvers"] == [{"name": "detect-faces", "class": "old_model.solver:Detector",
                                            "description": None, "batch": None, "inputs": None,
-                                           "outputs": None}]
+                                           "outputs": None, "suggest": None}]
 
 
 def test_private_packages_stay_hidden_from_others(hub, env, tmp_path):

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import click
 import httpx
 import pytest
+from PIL import Image
 
 from cvflow.api import HubClient
 from cvflow.cli import main
@@ -38,11 +39,47 @@ def hub_b() -> Iterator[RecordingHub]:
 
 
 def leaf_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in group.commands.items():
+    """Every command under ``group``, lazy ones included (``group.commands`` holds only those loaded)."""
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             yield from leaf_commands(command, (*prefix, name))
         else:
             yield (*prefix, name)
+
+
+def write_png(path: Path, colour: tuple[int, int, int] = (200, 30, 30)) -> Path:
+    """A small valid PNG at ``path`` (its folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 12), colour).save(path, format="PNG")
+    return path
+
+
+def project_commands(tmp: Path) -> dict[tuple[str, ...], list[str]]:
+    """``cvflow annotate``: create alice/street (suggested by alice/detector's solver), push a folder
+    with one PNG to it, run a suggestion worker, show it, snapshot it; in this order."""
+    images = write_png(tmp / "photos" / "street-1.png").parent
+    return {
+        ("annotate", "create"): ["annotate", "create", "alice/street", "--task", "detection", "--classes", "car",
+                                 "--suggest", "alice/detector", "--solver", "detect"],
+        ("annotate", "push"): ["annotate", "push", "alice/street", str(images)],
+        ("annotate", "suggest"): ["annotate", "suggest", "alice/street"],
+        ("annotate", "status"): ["annotate", "status", "alice/street"],
+        ("annotate", "snapshot"): ["annotate", "snapshot", "alice/street"],
+    }
+
+
+def dataset_commands(tmp: Path) -> dict[tuple[str, ...], list[str]]:
+    """``cvflow dataset``: import an ImageFolder folder (one class, one image), export it, check it; in this order."""
+    source = write_png(tmp / "folder" / "car" / "car-1.png").parents[1]
+    return {
+        ("dataset", "import"): ["dataset", "import", "imagefolder", str(source), str(tmp / "cars"), "--name",
+                                "alice/cars", "-q"],
+        ("dataset", "export"): ["dataset", "export", "imagefolder", str(tmp / "cars"), str(tmp / "cars-out"), "-q"],
+        ("dataset", "check"): ["dataset", "check", str(tmp / "cars"), "-q"],
+    }
 
 
 def hub_commands(tmp: Path) -> dict[tuple[str, ...], list[list[str]]]:
@@ -59,6 +96,7 @@ def hub_commands(tmp: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("install",): [["install", "alice/detector", "--lock-file", str(tmp / "cvflow.lock")]],
         ("bundle",): [["bundle", "alice/detector", "-o", str(tmp / "out.cvflow")]],
         ("run",): [["run", "alice/detector"]],
+        **{command: [args] for command, args in project_commands(tmp).items()},
     }
 
 
@@ -77,6 +115,7 @@ def local_commands(tmp: Path) -> dict[tuple[str, ...], list[str]]:
         ("stop",): ["stop", "--all"],
         ("logs",): ["logs", "detector"],
         ("restart",): ["restart", "detector"],
+        **dataset_commands(tmp),
     }
 
 

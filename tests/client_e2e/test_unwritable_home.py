@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.client_e2e._recording_hub import cli_env, run_cli, write_package
-from tests.client_e2e.test_token_per_hub import leaf_commands
+from tests.client_e2e.test_token_per_hub import dataset_commands, leaf_commands, project_commands, write_png
 from tests.helpers import LiveHub, publish
 
 NAME = "alice/detector"
+QUEUE = "alice/queue"  # a project with an item to suggest for, filled by the test from a writable home
 
 
 def commands(tmp: Path, token: str) -> dict[tuple[str, ...], tuple[list[str], bool]]:
@@ -50,7 +51,18 @@ def commands(tmp: Path, token: str) -> dict[tuple[str, ...], tuple[list[str], bo
         ("stop",): (["stop", "--all"], False),
         ("logs",): (["logs", "detector"], False),
         ("restart",): (["restart", "detector"], False),
+        **{command: (args, False) for command, args in dataset_commands(tmp).items()},  # DIRs outside home
+        **annotate_commands(tmp),
     }
+
+
+def annotate_commands(tmp: Path) -> dict[tuple[str, ...], tuple[list[str], bool]]:
+    """Create alice/street, push a PNG to it (its upload session is kept in home, as publish's are,
+    so it adds nothing), show it, snapshot it (nothing labelled: a clear error); suggest claims
+    QUEUE's item and installs the model it names, alice/detector, into home."""
+    annotate = {command: (args, command == ("annotate", "push")) for command, args in project_commands(tmp).items()}
+    annotate[("annotate", "suggest")] = (["annotate", "suggest", QUEUE], True)
+    return annotate
 
 
 def _under_a_file(tmp: Path) -> Path:
@@ -92,6 +104,12 @@ def leaf_commands_of_cli() -> list[tuple[str, ...]]:
 def test_an_unwritable_home_is_one_clear_error(hub: LiveHub, home: Path, tmp_path: Path) -> None:
     token = hub.create_user("alice")
     assert publish(hub.client(token), NAME, "1.0.0").status_code == 201
+    assert publish(hub.client(token), NAME, "1.0.1").status_code == 201  # QUEUE's model once 1.0.0 is yanked
+    writable = cli_env(tmp_path / "writable-home", hub.url, token)
+    image = write_png(tmp_path / "queue" / "q.png", (0, 90, 200))  # not alice/street's: its push must upload
+    for args in (["annotate", "create", QUEUE, "--task", "detection", "--classes", "car", "--suggest", NAME,
+                  "--solver", "detect"], ["annotate", "push", QUEUE, str(image.parent)]):
+        assert run_cli(writable, *args).exit_code == 0, args
     work = tmp_path / "work"
     work.mkdir()
     env = cli_env(home, hub.url, token)
