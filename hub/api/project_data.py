@@ -26,13 +26,11 @@ from hub.api._http import Registry, json_response, principal, read_body
 from hub.api.access import Access
 from hub.context import ctx, in_session, run_sync
 from hub.errors import ErrorCode
-from hub.models import AnnotationItem, AnnotationProject, row_id
+from hub.models import AnnotationItem, AnnotationProject
 from hub.services.access import require_project_role
-from hub.services.accounts import Principal
 from hub.services.annotation import from_dataset, images, snapshots, suggestions
 from hub.services.annotation.labels import MAX_LABELS
 from hub.services.annotation.projects import get_project
-from hub.services.blobs import UploadService, user_holder
 
 endpoint = Registry()
 
@@ -271,7 +269,7 @@ async def snapshot(request: Request) -> Response:
                               package=body.package)
 
     plan = await in_session(request, prepare)
-    await run_sync(_store, hub.uploads, who, plan)
+    await run_sync(snapshots.store, hub.uploads, who, plan)
 
     def publish(session: Session) -> dict[str, Any]:
         row = snapshots.publish(session, hub.settings, who, get_project(session, who, namespace, name), plan)
@@ -279,10 +277,3 @@ async def snapshot(request: Request) -> Response:
 
     doc = await in_session(request, publish, write=True)
     return json_response(doc, status=201, headers={"location": f"/api/v1/packages/{doc['package']}/versions/{doc['version']}"})
-
-
-def _store(uploads: UploadService, who: Principal, plan: snapshots.Plan) -> None:
-    """Store a snapshot's new files as the caller's uploads (granted to them, as for a publish)."""
-    assert who.user is not None
-    for path, data in plan.texts.items():
-        plan.stored[path] = uploads.put_small(data, grant_to=user_holder(row_id(who.user)))

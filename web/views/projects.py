@@ -239,9 +239,7 @@ async def snapshot(request: Request) -> Response:
 
     try:
         plan = await in_session(request, prepare)
-        holder = user_holder(who.require_user().id)
-        for path, data in plan.texts.items():  # the new files, stored as the caller's uploads
-            plan.stored[path] = await run_sync(hub.uploads.put_small, data, grant_to=holder)
+        await run_sync(snapshots.store, hub.uploads, who, plan)
         full_name, version = await in_session(request, publish, plan, write=True)
     except HubError as exc:
         if exc.code == "project_not_found":

@@ -35,6 +35,7 @@ from hub.models import AnnotationItem, AnnotationProject, AnnotationSnapshot, Bl
 from hub.services import packages
 from hub.services.access import can_read, may_create_in, require_maintainer, require_project_owner
 from hub.services.accounts import Principal
+from hub.services.blobs import UploadService, user_holder
 from hub.settings import Settings
 
 
@@ -56,6 +57,16 @@ class Plan:
     def files(self) -> list[dict[str, object]]:
         new = [{"path": p, "size": len(b), "sha256": self.stored[p]} for p, b in self.texts.items()]
         return [*new, *self.images]
+
+
+def store(uploads: UploadService, who: Principal, plan: Plan) -> None:
+    """Store a snapshot's new files as the caller's uploads, granted to them as for a publish.
+
+    Called between :func:`plan` and :func:`publish`, outside any session: it writes to the store.
+    """
+    holder = user_holder(row_id(who.require_user()))
+    for path, data in plan.texts.items():
+        plan.stored[path] = uploads.put_small(data, grant_to=holder)
 
 
 def next_version(session: Session, who: Principal, package_name: str) -> str:
