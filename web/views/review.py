@@ -19,12 +19,12 @@ from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from cvflow.manifest.dataset import IMAGE_NAME_RE
 from hub.context import in_session
 from hub.errors import HubError
 from hub.services.access import require_project_role
 from hub.services.accounts import Principal
 from hub.services.annotation import projects, queue
-from hub.services.annotation.images import FILE_NAME_RE
 from web.session import web_principal
 from web.templating import render
 from web.views.projects import find, not_found, refuse_on_mirror, sign_in_first
@@ -55,7 +55,7 @@ async def review_page(request: Request) -> Response:
     notices = []
     for key, message in _NOTICES.items():
         value = request.query_params.get(key)
-        if value is not None and FILE_NAME_RE.match(value):
+        if value is not None and IMAGE_NAME_RE.match(value):
             notices.append(message.format(value))
     return await _render(request, who, page=_page(request.query_params.get("page", "1")), notices=notices)
 

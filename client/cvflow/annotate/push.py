@@ -12,7 +12,6 @@ are uploaded as a publish uploads them (resumable, each session kept in
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,13 @@ from typing import Any
 from cvflow.api import HubClient
 from cvflow.datasets.images import IMAGE_SUFFIXES, ImageHeader, ImageProblem, read_header
 from cvflow.errors import HubError, HubNotFoundError, Problem, ValidationError
+from cvflow.manifest.dataset import IMAGE_NAME_RE, SPLIT_RE
 from cvflow.progress import SILENT, Transfer, format_size
 from cvflow.publish import UploadState
 
 #: Items per ``POST .../items`` call.
 CHUNK = 500
 # The hub's rule for an item's name (hub/services/annotation/images.py), checked before uploading.
-FILE_NAME_RE = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9._-]{0,123}\.(?:[pP][nN][gG]|[jJ][pP][eE]?[gG])\Z")
-SPLIT_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ def scan_images(directory: Path) -> list[Image]:
     images = []
     for path in paths:
         name = path.name
-        if not FILE_NAME_RE.match(name):
+        if not IMAGE_NAME_RE.match(name):
             problems.append(Problem("invalid_path", name, f"{name}: an item's name is a flat portable name"
                                     " (letters, digits, '.', '_', '-', at most 128 characters); rename it"))
             continue

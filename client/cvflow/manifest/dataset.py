@@ -25,6 +25,8 @@ MAX_CLASS_NAME = 128
 MAX_SPLITS = 16
 MAX_COUNT = 10**9
 SPLIT_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
+#: An image's file name in ``images/<split>/`` and in an annotation project: flat and portable.
+IMAGE_NAME_RE = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9._-]{0,123}\.(?:[pP][nN][gG]|[jJ][pP][eE]?[gG])\Z")
 # A class name is shown on web pages and becomes a directory name in ImageFolder exports.
 _FORBIDDEN_IN_CLASS = frozenset('<>&"`/\\')
 IMAGES_DIR = "images"

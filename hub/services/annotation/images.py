@@ -15,7 +15,6 @@ rules (docs/datasets.md).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from cvflow.datasets.images import MAX_IMAGE_BYTES, ImageHeader, ImageProblem, read_header_from
+from cvflow.manifest.dataset import IMAGE_NAME_RE, SPLIT_RE
 from cvflow.paths import windows_reserved
 from hub.errors import HubError
 from hub.models import AnnotationEvent, AnnotationItem, AnnotationProject, row_id
@@ -39,8 +39,6 @@ MAX_ITEMS_PER_CALL = 1000
 MAX_SIDE = 30_000
 #: How far into a blob the header may lie (JPEG metadata segments come before the frame header).
 MAX_HEADER_BYTES = 4 << 20
-FILE_NAME_RE = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9._-]{0,123}\.(?:[pP][nN][gG]|[jJ][pP][eE]?[gG])\Z")
-SPLIT_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 _SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -70,7 +68,7 @@ def check_names(items: Sequence[NewItem]) -> list[NewItem]:
     stems: dict[str, str] = {}
     for i, item in enumerate(items):
         where = f"items[{i}]"
-        if not FILE_NAME_RE.match(item.file_name) or windows_reserved(item.file_name):
+        if not IMAGE_NAME_RE.match(item.file_name) or windows_reserved(item.file_name):
             problems.append({"field": f"{where}.file_name", "message": "a flat portable name: letters, digits, '.', "
                              "'_' and '-', ending in .png, .jpg or .jpeg, not a Windows device name"})
             continue
