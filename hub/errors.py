@@ -47,6 +47,7 @@ ErrorCode = Literal[
     "limiter_unavailable", "internal_error",
     "project_not_found", "item_not_found", "project_exists", "stale_revision", "item_leased",
     "nothing_to_snapshot", "no_suggestion_model", "invalid_project", "invalid_labels", "invalid_image",
+    "job_not_found", "lease_lost", "job_active", "no_trainer", "invalid_lineage", "invalid_training",
 ]
 
 #: code -> (HTTP status, meaning). The single source for responses and OpenAPI.
@@ -128,6 +129,12 @@ CODES: dict[ErrorCode, tuple[int, str]] = {
     "invalid_project": (422, "The project's settings break a rule (name, task, classes, suggestion model, members)."),
     "invalid_labels": (422, "The labels break a rule: a box outside its image or of no size, an unknown class, a malformed entry."),
     "invalid_image": (422, "The file is not a PNG or JPEG image, or it is larger than the hub accepts (pixels or bytes)."),
+    "job_not_found": (404, "No such training job, or it belongs to a project the caller may not see."),
+    "lease_lost": (409, "This worker no longer holds the training job's lease (it ran out and the job went back to the queue, or another worker holds it); stop working on it."),
+    "job_active": (409, "The project already has a training job queued or running; wait for it to finish."),
+    "no_trainer": (422, "The model version declares no trainer for the project's task (or none of the name given)."),
+    "invalid_lineage": (422, "The manifest's [lineage] names a base or dataset version that does not exist or that the publisher may not read, or one of the wrong kind."),
+    "invalid_training": (422, "The training settings or report break a rule: hyperparameters out of bounds, a result version without this job's lineage, a metric that is not a number."),
 }
 if set(CODES) != set(get_args(ErrorCode)):  # pragma: no cover - a table edit without the type, or the reverse
     raise AssertionError(f"hub.errors: CODES and ErrorCode differ: {set(CODES) ^ set(get_args(ErrorCode))}")

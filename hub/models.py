@@ -438,6 +438,16 @@ class AnnotationProject(SQLModel, table=True):
     model_version: str | None = Field(default=None, max_length=128)
     #: Where snapshots are published: a dataset package ``namespace/name``.
     dataset_package: str = Field(max_length=104)
+    #: Fine-tune after every N newly accepted items (``done`` or ``approved``); None: never by itself.
+    finetune_every: int | None = None
+    #: Where fine-tunes are published (``namespace/name``); None: the suggestion package itself.
+    finetune_target: str | None = Field(default=None, max_length=104)
+    finetune_trainer: str | None = Field(default=None, max_length=64)
+    finetune_hyperparameters: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    #: How many items were accepted when the last training job was queued.
+    finetune_accepted: int = 0
+    #: The suggestion model's validation metric, as the last training job measured it.
+    model_metric: float | None = None
     created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -531,3 +541,85 @@ class AnnotationSnapshot(SQLModel, table=True):
     labels: int
     created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- training: jobs that workers claim, and where fine-tuned versions came from ----------------
+
+#: Where a training job is.
+TrainingState = Literal["queued", "running", "done", "failed"]
+TRAINING_ACTIVE = ("queued", "running")
+
+
+class TrainingJob(SQLModel, table=True):
+    """A fine-tune of a base model version on a dataset version, for a project (docs/training.md).
+
+    A worker (``cvflow worker --train``) claims a queued job with a row lock and holds it with a
+    lease it renews by heartbeats; a job whose lease runs out goes back to the queue and the next
+    worker resumes from ``checkpoint_sha256``. The worker proves it holds the lease with the
+    secret the claim handed it (``lease_hash`` is its sha256). ``progress``, ``history`` (one
+    entry per epoch: loss and validation metrics) and ``log_tail`` feed the project page. At most
+    one job per project is queued or running.
+    """
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (
+        sa.Index("uq_training_jobs_one_active", "project_id", unique=True,
+                 sqlite_where=sa.text("state IN ('queued', 'running')"),
+                 postgresql_where=sa.text("state IN ('queued', 'running')")),
+        sa.Index("ix_training_jobs_state", "state", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="annotation_projects.id", index=True, ondelete="CASCADE")
+    state: TrainingState = Field(default="queued", sa_type=sa.String(16))
+    reason: str = Field(default="manual", max_length=16)  # "auto" (every N accepted) or "manual"
+    base_package: str = Field(max_length=104)
+    base_version: str = Field(max_length=128)
+    trainer: str = Field(max_length=64)
+    dataset_package: str = Field(max_length=104)
+    dataset_version: str = Field(max_length=128)
+    target_package: str = Field(max_length=104)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    accepted: int = 0  #: the project's accepted items when the job was queued
+    created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    claimed_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    worker: str | None = Field(default=None, max_length=200)
+    lease_hash: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
+    log_tail: str = Field(default="", sa_type=sa.Text)
+    checkpoint_sha256: str | None = Field(default=None, max_length=64, foreign_key="blobs.sha256")
+    checkpoint_state: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    preview_sha256: str | None = Field(default=None, max_length=64, foreign_key="blobs.sha256")
+    result_version: str | None = Field(default=None, max_length=128)
+    metric: str | None = Field(default=None, max_length=64)
+    base_metric: float | None = None
+    result_metric: float | None = None
+    promoted: bool | None = None
+    device: str | None = Field(default=None, max_length=64)
+    seconds: float | None = None
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class VersionLineage(SQLModel, table=True):
+    """A fine-tuned version's ``[lineage]``: its base version and the dataset version it was trained on.
+
+    The references are kept as written (``base_package``/``base_version``) and, when the version
+    exists on this hub, as row ids, so a base's page lists its fine-tunes with one indexed query.
+    A mirror may hold a fine-tune without its base: the ids are then None.
+    """
+
+    __tablename__ = "version_lineage"
+    version_id: int = Field(foreign_key="versions.id", primary_key=True, ondelete="CASCADE")
+    base_package: str = Field(max_length=104)
+    base_version: str = Field(max_length=128)
+    base_version_id: int | None = Field(default=None, foreign_key="versions.id", index=True, ondelete="SET NULL")
+    dataset_package: str = Field(max_length=104)
+    dataset_version: str = Field(max_length=128)
+    dataset_version_id: int | None = Field(default=None, foreign_key="versions.id", index=True,
+                                           ondelete="SET NULL")

@@ -19,7 +19,9 @@ sends in its JSON error bodies, so callers branch on the code, never on the text
     ├── ConfigError(CVFlowError)                code="invalid_config": e.g. a hub URL that is not http(s)
     ├── IntegrityError(CVFlowError)             code="digest_mismatch": bytes that fail their sha256
     ├── OfflineError(CVFlowError)               code="offline_miss": --offline and not in the cache
-    └── ResolutionError(CVFlowError)            code="resolution_impossible": requirements clash
+    ├── ResolutionError(CVFlowError)            code="resolution_impossible": requirements clash
+    └── TrainingError(CVFlowError)              code=no_trainer, class_mismatch, dataset_too_small,
+                                                invalid_hyperparameters or trainer_failed (docs/training.md)
 
 The hub's error codes reach callers unchanged: ``HubError.code`` is the ``code`` of the
 hub's JSON error body, and the class follows the HTTP status.
@@ -202,3 +204,23 @@ class ResolutionError(CVFlowError):
     """No set of versions satisfies every requirement; the message says which clash."""
 
     code = "resolution_impossible"
+
+
+class TrainingError(CVFlowError):
+    """A fine-tune cannot start or did not finish; ``code`` says why (docs/training.md)::
+
+        no_trainer               the base version declares no (such) trainer for the dataset's task
+        class_mismatch           a dataset class has no model class of the same name
+        dataset_too_small        empty, or too few images to split into training and validation
+        invalid_hyperparameters  a value out of bounds, of the wrong type, or not declared
+        trainer_failed           the trainer raised or its process died (the message ends with the log's tail)
+    """
+
+    code = "trainer_failed"
+    CODES = ("no_trainer", "class_mismatch", "dataset_too_small", "invalid_hyperparameters", "trainer_failed")
+
+    def __init__(self, message: str, *, code: str = "trainer_failed") -> None:
+        if code not in self.CODES:
+            raise ValueError(f"unknown training error code {code!r}")
+        super().__init__(message)
+        self.code = code

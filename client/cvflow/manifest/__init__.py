@@ -24,6 +24,7 @@ from cvflow.manifest.model import (
     Weight,
 )
 from cvflow.manifest.suggest import Suggest
+from cvflow.manifest.training import Hyperparameter, Lineage, Trainer
 
 __all__ = [
     "DATASET_TASKS",
@@ -36,9 +37,12 @@ __all__ = [
     "WEIGHT_FORMATS",
     "BatchPolicy",
     "DatasetInfo",
+    "Hyperparameter",
+    "Lineage",
     "Manifest",
     "Solver",
     "Suggest",
+    "Trainer",
     "Weight",
     "check_files_against_manifest",
     "load_package_dir",

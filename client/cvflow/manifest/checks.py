@@ -36,6 +36,7 @@ from cvflow.manifest.model import (
     Weight,
 )
 from cvflow.manifest.suggest import parse_suggest
+from cvflow.manifest.training import Lineage, Trainer, parse_lineage, parse_ref, parse_trainer
 from cvflow.names import PackageName
 from cvflow.paths import SHA256_RE, validate_path
 from cvflow.solver import declared_input
@@ -222,6 +223,8 @@ def build_manifest(data: dict[str, Any], *, legacy: bool, source: str) -> Manife
                           weights=bool(weights or data.get("weights")))
     if dataset is not None and task is None:
         task = dataset.task
+    trainers = _trainers(c, data, kind=kind, weights=weights)
+    lineage = _lineage(c, data, raw_name=raw_name, raw_version=raw_version)
 
     if c.problems or name is None or version is None:
         n = len(c.problems)
@@ -247,7 +250,56 @@ def build_manifest(data: dict[str, Any], *, legacy: bool, source: str) -> Manife
         legacy=legacy,
         kind=kind,
         dataset=dataset,
+        trainers=trainers,
+        lineage=lineage,
     )
+
+
+def _trainers(c: _Checker, data: dict[str, Any], *, kind: str, weights: list[Weight]) -> list[Trainer]:
+    """``[[trainers]]``: each parsed, names unique, the weights it writes among the package's."""
+    if "trainers" in data and kind != "model":
+        c.add("invalid_field", "trainers", "a dataset package has no trainers")
+        return []
+    trainers: list[Trainer] = []
+    paths = {w.path for w in weights}
+    for i, table in enumerate(c.table_list(data, "trainers")):
+        trainer, problems = parse_trainer(table, f"trainers[{i}]")
+        c.problems.extend(problems)
+        if trainer is None:
+            continue
+        if any(t.name == trainer.name for t in trainers):
+            c.add("duplicate_trainer", f"trainers[{i}].name", f"trainer {trainer.name!r} is defined twice")
+            continue
+        for path in trainer.weights:
+            if path not in paths:
+                c.add("invalid_field", f"trainers[{i}].weights", f"{path!r} is not one of the package's [[weights]]")
+        trainers.append(trainer)
+    return trainers
+
+
+def _lineage(c: _Checker, data: dict[str, Any], *, raw_name: str | None, raw_version: str | None) -> Lineage | None:
+    """``[lineage]``: well formed, names and versions valid, and not the version itself."""
+    if "lineage" not in data:
+        return None
+    lineage, problems = parse_lineage(data["lineage"])
+    c.problems.extend(problems)
+    if lineage is None:
+        return None
+    ok = True
+    for key, ref in (("base", lineage.base), ("dataset", lineage.dataset)):
+        parts = parse_ref(ref)
+        assert parts is not None
+        try:
+            name = str(PackageName.parse(parts[0]))
+            Version.parse(parts[1])
+        except ValidationError as exc:
+            c.wrap(exc, f"lineage.{key}")
+            ok = False
+            continue
+        if key == "base" and raw_name is not None and name == raw_name and parts[1] == raw_version:
+            c.add("invalid_field", "lineage.base", "a version cannot be fine-tuned from itself")
+            ok = False
+    return lineage if ok else None
 
 
 def _kind(c: _Checker, pkg: dict[str, Any], data: dict[str, Any], *, task: str | None, solvers: bool,

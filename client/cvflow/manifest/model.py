@@ -12,6 +12,7 @@ import tomli_w
 from cvflow.errors import ManifestError
 from cvflow.manifest.dataset import DatasetInfo
 from cvflow.manifest.suggest import Suggest
+from cvflow.manifest.training import Lineage, Trainer
 from cvflow.names import PackageName
 from cvflow.solver import declared_input
 from cvflow.versions import Version, VersionRange
@@ -58,7 +59,7 @@ _PACKAGE_KEYS = (
     "allow_pickle",
     "kind",
 )
-_SECTIONS = ("package", "dependencies", "solvers", "weights", "metrics", "dataset", "tool")
+_SECTIONS = ("package", "dependencies", "solvers", "weights", "metrics", "dataset", "trainers", "lineage", "tool")
 _SOLVER_NAME_RE = re.compile(r"\A[a-z0-9_-]{1,64}\Z")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _CLASS_RE = re.compile(rf"\A{_IDENT}(?:\.{_IDENT})*:{_IDENT}\Z")
@@ -145,6 +146,14 @@ class Manifest:
     legacy: bool = False  # read from cvpm.toml: URL weights may lack sha256 and size
     kind: str = "model"  # or "dataset" (docs/datasets.md)
     dataset: DatasetInfo | None = None  # the [dataset] table, exactly when kind == "dataset"
+    #: How the package fine-tunes (``[[trainers]]``, docs/training.md).
+    trainers: list[Trainer] = field(default_factory=list)
+    #: Where a fine-tuned version came from (``[lineage]``, written by ``cvflow finetune``).
+    lineage: Lineage | None = None
+
+    def trainer(self, name: str | None = None) -> Trainer | None:
+        """The trainer called ``name``, or the first one when ``name`` is None."""
+        return next((t for t in self.trainers if name is None or t.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON-serialisable form; ``Manifest.from_dict`` reads it back."""
@@ -172,6 +181,8 @@ class Manifest:
             "metrics": dict(self.metrics),
             "kind": self.kind,
             "dataset": None if self.dataset is None else self.dataset.to_dict(),
+            "trainers": [t.to_dict() for t in self.trainers],
+            "lineage": None if self.lineage is None else self.lineage.to_dict(),
         }  # fmt: skip
 
     @classmethod
@@ -183,13 +194,13 @@ class Manifest:
         """
         if not isinstance(data, dict):
             raise ManifestError("manifest must be an object")
-        sections = {"dependencies", "solvers", "weights", "metrics", "dataset", "legacy"}
+        sections = {"dependencies", "solvers", "weights", "metrics", "dataset", "trainers", "lineage", "legacy"}
         table: dict[str, Any] = {
             "package": {k: v for k, v in data.items() if k not in sections and v is not None}
         }
-        for key in ("dependencies", "solvers", "weights", "metrics", "dataset"):
+        for key in ("dependencies", "solvers", "weights", "metrics", "dataset", "trainers", "lineage"):
             value = data.get(key)
-            if isinstance(value, list | dict) and key == "dataset":
+            if isinstance(value, list | dict) and key in ("dataset", "lineage"):
                 value = _drop_none(value)
             if isinstance(value, list):
                 value = [_drop_none(x) for x in value]
@@ -207,7 +218,7 @@ class Manifest:
         """
         d = self.to_dict()
         table: dict[str, Any] = {"package": {k: d[k] for k in _PACKAGE_KEYS if d[k] and (k, d[k]) != ("kind", "model")}}
-        for key in ("dependencies", "solvers", "weights", "metrics", "dataset"):
+        for key in ("dependencies", "solvers", "weights", "metrics", "dataset", "trainers", "lineage"):
             if d[key]:
                 table[key] = [_drop_none(x) for x in d[key]] if isinstance(d[key], list) else d[key]
         return tomli_w.dumps(table)
