@@ -45,3 +45,28 @@ def test_a_package_venv_sees_its_snapshots_and_this_clients_cvflow_only(tmp_path
     value = subprocess.run([str(venv_python(target)), "-c", "import alice_utils; print(alice_utils.VALUE)"],
                            capture_output=True, text=True, env=env, check=True)
     assert value.stdout.strip() == "42"
+
+
+def test_a_venv_with_the_same_requirements_shares_the_installed_files_by_hard_links(tmp_path: Path) -> None:
+    """The second venv of the same pins is made from the first one's files (no second install): its
+    installed modules are the same inodes, it imports them, and its own sys.path is its own."""
+    venvs = tmp_path / "venvs"
+    first, second = venvs / "alice" / "a" / "1.0.0", venvs / "bob" / "b" / "2.0.0"
+    snap_a, snap_b = tmp_path / "snap-a", tmp_path / "snap-b"
+    snap_a.mkdir()
+    snap_b.mkdir()
+    build_venv(first, [str(snap_a)], ["six==1.17.0"], offline=False, label="alice/a@1.0.0", share_from=venvs)
+    build_venv(second, [str(snap_b)], ["six==1.17.0"], offline=True, label="bob/b@2.0.0", share_from=venvs)
+    # offline=True with nothing in a wheel folder would fail a real install: the second one was shared
+    a, b = site_packages(first) / "six.py", site_packages(second) / "six.py"
+    assert a.stat().st_ino == b.stat().st_ino
+    assert read_pth(second) == [str(snap_b)] and read_pth(first) == [str(snap_a)]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run([str(venv_python(second)), "-c", "import six, sys; print(six.__file__); print(sys.prefix)"],
+                          capture_output=True, text=True, env=env, check=True)
+    file, prefix = done.stdout.split()
+    assert Path(file).resolve().is_relative_to(second.resolve()) and Path(prefix).resolve() == second.resolve()
+
+    third = venvs / "carol" / "c" / "1.0.0"  # other pins: a fresh install, nothing shared
+    build_venv(third, [], ["six==1.16.0"], offline=False, label="carol/c@1.0.0", share_from=venvs)
+    assert (site_packages(third) / "six.py").stat().st_ino != a.stat().st_ino

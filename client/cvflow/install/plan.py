@@ -189,7 +189,8 @@ def _install_one(p: Planned, planned: Mapping[str, Planned], config: Config,
             == (record.snapshot, record.dependencies, record.requirements, record.uses)):
         return old, False  # already built exactly so: keep it (and its install time)
     _check_python(p)
-    build_venv(target, paths, requirements, offline=offline, label=f"{p.name}@{p.version}")
+    build_venv(target, paths, requirements, offline=offline, label=f"{p.name}@{p.version}",
+               share_from=config.venvs_dir)
     return record, True
 
 

@@ -1,8 +1,18 @@
 """One virtual environment per package version: built aside, requirements installed by uv or pip,
-the package's snapshots put on its ``sys.path``, then swapped into place."""
+the package's snapshots put on its ``sys.path``, then swapped into place.
+
+Venvs with the same requirements share their installed files: each venv records what it was
+built with (``cvflow-requirements.json``: the interpreter and the requirement list), and a new
+venv whose record matches an existing one's under the same venvs folder is made by hard-linking
+that venv's ``site-packages`` (and copying its console scripts) instead of installing again.
+A fine-tuned version, or any package with the same pins as one installed before (every torch
+demo package), then costs seconds and almost no disk. Installers replace files rather than
+write into them, so a later ``pip install`` in one venv does not change the other.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,8 +47,64 @@ def read_pth(venv: Path) -> list[str] | None:
         return None
 
 
-def build_venv(target: Path, paths: list[str], requirements: list[str], *, offline: bool, label: str) -> None:
+RECORD_NAME = "cvflow-requirements.json"
+
+
+def _record(requirements: list[str]) -> dict[str, object]:
+    return {"python": sys.executable, "version": list(sys.version_info[:3]), "requirements": list(requirements)}
+
+
+def find_donor(venvs_dir: Path, requirements: list[str], *, exclude: Path) -> Path | None:
+    """A built venv under ``venvs_dir`` (``<namespace>/<name>/<version>``) with exactly these requirements."""
+    wanted = _record(requirements)
+    for record in sorted(venvs_dir.glob(f"*/*/*/{RECORD_NAME}")):
+        venv = record.parent
+        if venv == exclude or venv.name.startswith("."):
+            continue
+        try:
+            if json.loads(record.read_text()) == wanted and read_pth(venv) is not None:
+                return venv
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _clone_installed(donor: Path, tmp: Path) -> None:
+    """Hard-link the donor's installed files into the new venv (copy across file systems)."""
+    src_sp, dst_sp = site_packages(donor), site_packages(tmp)
+    skip = {PTH_NAME, "_cvflow_link.py", "_cvflow_link.pth", "__pycache__"}
+    for root, dirs, files in os.walk(src_sp):
+        rel = Path(root).relative_to(src_sp)
+        if rel == Path("."):
+            dirs[:] = [d for d in dirs if d not in skip]
+        (dst_sp / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if rel == Path(".") and name in skip:
+                continue
+            src, dst = Path(root) / name, dst_sp / rel / name
+            if dst.exists():
+                continue
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+    scripts = "Scripts" if os.name == "nt" else "bin"
+    old, new = str(donor).encode(), str(tmp).encode()
+    for src in (donor / scripts).iterdir():
+        dst = tmp / scripts / src.name
+        if dst.exists() or dst.is_symlink() or src.is_symlink() or not src.is_file():
+            continue
+        data = src.read_bytes()
+        dst.write_bytes(data.replace(old, new))
+        shutil.copymode(src, dst)
+
+
+def build_venv(target: Path, paths: list[str], requirements: list[str], *, offline: bool, label: str,
+               share_from: Path | None = None) -> None:
     """Build a venv with ``requirements`` and ``paths`` on its ``sys.path``, then put it at ``target``.
+
+    With ``share_from`` (the venvs folder), a venv there built with the same requirements and
+    interpreter lends its installed files by hard links instead of a fresh install.
 
     Raises:
         InstallError: creating the venv or installing a requirement failed; ``target`` is untouched.
@@ -51,8 +117,13 @@ def build_venv(target: Path, paths: list[str], requirements: list[str], *, offli
             _run([uv, "venv", "--quiet", "--python", sys.executable, str(tmp)], f"{label}: uv venv")
         else:
             _run([sys.executable, "-m", "venv", "--without-pip", str(tmp)], f"{label}: python -m venv")
-        if requirements:
+        donor = None if share_from is None or not requirements else find_donor(share_from, requirements,
+                                                                                exclude=target)
+        if donor is not None:
+            _clone_installed(donor, tmp)
+        elif requirements:
             _pip_install(uv, tmp, requirements, offline=offline, label=label)
+        (tmp / RECORD_NAME).write_text(json.dumps(_record(requirements)))
         (site_packages(tmp) / PTH_NAME).write_text("".join(p + "\n" for p in paths))
         write_link(site_packages(tmp))
         _retarget(tmp, target)
