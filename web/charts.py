@@ -1,6 +1,7 @@
 """Charts drawn as SVG on the server: the model zoo's accuracy-vs-speed bubbles, the
-download history, and how an annotation project's suggestions were used per model version.
-No JavaScript; the numbers are also in a table beside each chart."""
+download history, how an annotation project's suggestions were used per model version, and a
+fine-tune's loss and validation-metric curves per epoch. No JavaScript; the numbers are also in a
+table beside each chart."""
 
 from __future__ import annotations
 
@@ -171,3 +172,144 @@ def usage_svg(versions: list[dict[str, Any]], *, width: int = 640, bar_height: i
     parts.append(f'<line x1="{left}" y1="{pad_t}" x2="{left}" y2="{height - 22}" class="axis"/>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+# --- fine-tuning curves (the project page's training panel) --------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a curve chart: its legend name, its CSS class and its (x, y) points."""
+
+    name: str
+    css: str
+    points: list[tuple[float, float]]
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (a worker's report may hold NaN, a
+    string or nothing; the chart skips those points rather than failing the page)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def curve_svg(series: list[Series], *, title: str, y_label: str, reference: tuple[str, float] | None = None,
+              width: int = 640, height: int = 240) -> str:
+    """Lines per epoch (x) with a dot and a tooltip per point, and an optional dashed
+    horizontal ``reference`` (label, value), e.g. the base model's metric. Every text in it
+    (names, labels) is escaped: metric names come from packages."""
+    series = [s for s in series if s.points]
+    if not series:
+        return ""
+    pad_l, pad_r, pad_t, pad_b = 56, 16, 30, 40
+    left, right, top, bottom = pad_l, width - pad_r, pad_t, height - pad_b
+    xs = [x for s in series for x, _ in s.points]
+    ys = [y for s in series for _, y in s.points] + ([reference[1]] if reference else [])
+    x_lo, x_hi = min(xs), max(xs)
+    if x_hi - x_lo < 1:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    y_lo, y_hi = min(ys), max(ys)
+    span = y_hi - y_lo
+    if span < 1e-9:
+        span = abs(y_hi) * 0.1 or 0.1
+        y_lo, y_hi = y_lo - span / 2, y_hi + span / 2
+    else:
+        y_lo, y_hi = y_lo - span * 0.08, y_hi + span * 0.08
+
+    def px(v: float) -> float:
+        return left + (v - x_lo) / (x_hi - x_lo) * (right - left)
+
+    def py(v: float) -> float:
+        return bottom - (v - y_lo) / (y_hi - y_lo) * (bottom - top)
+
+    title_id = "curve-" + "".join(c if c.isalnum() else "-" for c in title.lower())[:40]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-labelledby="{title_id}" class="chart curve">',
+        f'<title id="{title_id}">{escape(title)}</title>',
+    ]
+    for t in nice_ticks(y_lo, y_hi):
+        if y_lo <= t <= y_hi:
+            parts.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{right}" y2="{py(t):.1f}" class="grid"/>'
+                         f'<text x="{left - 6}" y="{py(t) + 4:.1f}" class="tick" text-anchor="end">{t:.4g}</text>')
+    for t in nice_ticks(x_lo, x_hi, count=min(8, max(2, int(x_hi - x_lo) + 1))):
+        if t == int(t) and x_lo <= t <= x_hi:  # epochs are whole numbers
+            parts.append(f'<text x="{px(t):.1f}" y="{bottom + 16}" class="tick" text-anchor="middle">{int(t)}</text>')
+    parts += [
+        f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" class="axis"/>',
+        f'<text x="{(left + right) / 2}" y="{height - 6}" class="label" text-anchor="middle">epoch</text>',
+        f'<text x="14" y="{(top + bottom) / 2}" class="label" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(top + bottom) / 2})">{escape(y_label)}</text>',
+    ]
+    if reference is not None:
+        name, value = reference
+        parts.append(f'<g class="reference"><line x1="{left}" y1="{py(value):.1f}" x2="{right}" y2="{py(value):.1f}" '
+                     f'class="ref"><title>{escape(name)}: {value:.4g}</title></line>'
+                     f'<text x="{right - 4}" y="{py(value) - 5:.1f}" class="tick" text-anchor="end">'
+                     f"{escape(name)} {value:.4g}</text></g>")
+    x = left
+    for s in series:  # the legend
+        label = escape(s.name if len(s.name) <= 32 else s.name[:31] + "…")
+        parts.append(f'<line x1="{x}" y1="12" x2="{x + 16}" y2="12" class="line {s.css}"/>'
+                     f'<text x="{x + 20}" y="16" class="tick">{label}</text>')
+        x += 20 + 8 * min(len(s.name), 32) + 18
+    for s in series:
+        pts = sorted(s.points)
+        coords = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in pts)
+        parts.append(f'<g class="series"><polyline points="{coords}" class="line {s.css}"/>')
+        for a, b in pts:
+            parts.append(f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" class="dot {s.css}">'
+                         f"<title>{escape(s.name)}, epoch {a:g}: {b:.4g}</title></circle>")
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _epoch_points(history: list[dict[str, Any]], value: Any) -> list[tuple[float, float]]:
+    out = []
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            continue
+        epoch = _finite(entry.get("epoch"))
+        y = _finite(value(entry))
+        if y is not None:
+            out.append((epoch if epoch is not None else float(i + 1), y))
+    return out
+
+
+def loss_curve_svg(history: list[dict[str, Any]]) -> str:
+    """A training job's loss per epoch (``history`` as the job JSON has it: ``[{"epoch",
+    "loss", "metrics"}]``); empty when no epoch reported a loss."""
+    points = _epoch_points(history, lambda e: e.get("loss"))
+    return curve_svg([Series("training loss", "s-loss", points)], title="Training loss per epoch", y_label="loss")
+
+
+def metric_names(history: list[dict[str, Any]], metric: str | None) -> list[str]:
+    """The validation metrics a job's history reports, the deciding ``metric`` first."""
+    names: list[str] = []
+    for entry in history:
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        for name in metrics if isinstance(metrics, dict) else ():
+            if isinstance(name, str) and name not in names:
+                names.append(name)
+    if metric in names:
+        names.remove(metric)
+        names.insert(0, metric)
+    return names
+
+
+def metric_curve_svg(history: list[dict[str, Any]], metric: str | None, base_metric: float | None = None) -> str:
+    """The validation metric(s) per epoch, the deciding one first and solid, with the base
+    model's value of the deciding metric as a dashed line: a fine-tune is promoted only when it
+    ends above that line (docs/training.md)."""
+    series = []
+    # More lines than four are unreadable; the table beside the chart has them all.
+    for i, name in enumerate(metric_names(history, metric)[:4]):
+        points = _epoch_points(history, lambda e, n=name: (e.get("metrics") or {}).get(n))
+        series.append(Series(name, "s-metric" if i == 0 else f"s-other{i}", points))
+    base = _finite(base_metric)
+    reference = (f"base {metric}", base) if base is not None and metric else None
+    return curve_svg(series, title="Validation metric per epoch", y_label=metric or "metric", reference=reference)
