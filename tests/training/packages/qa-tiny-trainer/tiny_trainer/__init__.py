@@ -1,0 +1,1 @@
+"""qa/tiny-trainer: the training runtime's test package (tests/training)."""
