@@ -47,7 +47,7 @@ def test_imagefolder_with_the_datasets_val_split(tmp_path: Path) -> None:
     # Every model class has its directory, even one without images (as torchvision reads it).
     assert sorted(p.name for p in (prepared.root / "train").iterdir()) == ["blue", "green", "red"]
     assert not list((prepared.root / "train" / "green").iterdir())
-    assert not (tmp_path / "work" / ".data.incomplete").exists()
+    assert not (tmp_path / "work" / ".data.incomplete").exists() and not (tmp_path / "work" / ".empty-image").exists()
 
 
 def test_split_by_file_name_hash_is_stable_and_per_image(tmp_path: Path) -> None:

@@ -183,21 +183,22 @@ def prepare(dataset_dir: Path, trainer: Trainer, work_dir: Path) -> PreparedData
     work_dir.mkdir(parents=True, exist_ok=True)
     root = work_dir / "data"
     tmp = work_dir / ".data.incomplete"
+    placeholder = work_dir / ".empty-image"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        placeholder = work_dir / ".empty-image"
         placeholder.write_bytes(b"")
         sources = {i.file_name: i.source for i in (*train, *val)}
         mapped = Dataset(ds.task, list(classes), {"train": _remap(train, ds, classes, placeholder),
                                                   "val": _remap(val, ds, classes, placeholder)})
         where = _write(mapped, trainer.layout, tmp, sources)
-        placeholder.unlink()
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        placeholder.unlink(missing_ok=True)
     located = {name: root / path.relative_to(tmp) for name, path in where.items()}
     splits = {name: [_sample(i, located[i.file_name], classes) for i in items] for name, items in mapped.splits.items()}
     data = {"format": DATA_FORMAT, "task": ds.task, "layout": trainer.layout, "classes": list(classes),

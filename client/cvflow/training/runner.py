@@ -109,12 +109,16 @@ def _argv(python: Path, spec_path: Path, nproc_per_node: int) -> list[str]:
     return [str(python), "-I", "-u", str(BOOT), "--spec", str(spec_path)]
 
 
-def _env(python: Path) -> dict[str, str]:
-    """The child's environment: ours without another venv's or Python path's settings."""
+def _env(python: Path, nproc_per_node: int) -> dict[str, str]:
+    """The child's environment: ours without another venv's or Python path's settings; with
+    N processes on one machine, each gets 1/N of the CPU cores for its threads unless
+    ``OMP_NUM_THREADS`` says otherwise (torchrun would give each one thread)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     venv = python.parent.parent
     env.update({"VIRTUAL_ENV": str(venv), "PATH": str(python.parent) + os.pathsep + env.get("PATH", ""),
                 "PYTHONUNBUFFERED": "1"})
+    if nproc_per_node > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc_per_node))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)  # a worker itself started by torchrun must not pass its rank on
     return env
@@ -182,7 +186,7 @@ def run_trainer(python: Path, package_dir: Path, trainer: Trainer, data: Prepare
         log.flush()
         try:
             popen = subprocess.Popen(_argv(python, spec_path, nproc_per_node), stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, env=_env(python), cwd=work_dir,
+                                     stderr=subprocess.STDOUT, env=_env(python, nproc_per_node), cwd=work_dir,
                                      start_new_session=True, close_fds=True)
         except OSError as exc:
             raise TrainingError(f"cannot start {python}: {exc.strerror or exc}", code="trainer_failed") from exc
