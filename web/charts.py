@@ -17,6 +17,9 @@ class ZooPoint:
     accuracy: float
     latency_ms: float
     memory_mb: float | None
+    #: The base a fine-tune came from, as the reader may see it (``name@version`` or "a private
+    #: package"); drawn as a diamond labelled "fine-tune of ...". None: not a fine-tune.
+    fine_tune_of: str | None = None
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -100,6 +103,16 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
         anchor = "end" if cx > left + (right - left) * 0.7 else "start" if cx < left + (right - left) * 0.3 else "middle"
         lx = cx + (r if anchor == "start" else -r if anchor == "end" else 0)
         ly = cy - r - 4 if cy - r - 4 > top + 10 else cy + r + 14
+        if p.fine_tune_of is not None:  # a fine-tune: a diamond, and whose fine-tune it is
+            of = escape(p.fine_tune_of)
+            parts.append(
+                f'<g class="point fine-tune"><path d="M{cx:.1f} {cy - r:.1f}L{cx + r:.1f} {cy:.1f}L{cx:.1f} '
+                f'{cy + r:.1f}L{cx - r:.1f} {cy:.1f}Z"><title>{escape(p.name)}: fine-tune of {of}, accuracy '
+                f"{p.accuracy:.4g}, {p.latency_ms:g} ms{f', {p.memory_mb:g} MB' if p.memory_mb else ''}</title></path>"
+                f'<text x="{lx:.1f}" y="{ly:.1f}" class="name" text-anchor="{anchor}">{label}'
+                f'<tspan class="lineage"> (fine-tune of {escape(p.fine_tune_of.split("/", 1)[-1])})</tspan></text></g>'
+            )
+            continue
         parts.append(
             f'<g class="point"><circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
             f"<title>{escape(p.name)}: accuracy {p.accuracy:.4g}, {p.latency_ms:g} ms"

@@ -26,7 +26,7 @@ from hub.models import (
     row_id,
     utcnow,
 )
-from hub.services import packages
+from hub.services import lineage, packages
 from hub.services.access import visible_filter
 from hub.services.accounts import Principal
 
@@ -86,6 +86,8 @@ def package_document(session: Session, package: Package) -> dict[str, Any]:
     ).all()
     doc = package_summary(package, tags)
     doc["versions"] = [version_summary(v) for v in versions]
+    # Versions of public packages fine-tuned from one of these (the same for every reader).
+    doc["fine_tunes"] = lineage.public_fine_tune_count(session, package)
     return doc
 
 
@@ -102,6 +104,8 @@ def version_document(session: Session, package: Package, version: Version) -> di
             # A dataset's task, classes and per-split image and box counts (its [dataset] table).
             "dataset": manifest.get("dataset"),
             "manifest": manifest,
+            # A fine-tune's [lineage] as written: base, dataset, trainer, metrics against the base's.
+            "lineage": manifest.get("lineage"),
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "url": base + quote(f.path)} for f in files],
             "dependencies": {d.package: d.range for d in deps},
             "source": {"repository": version.source_repository, "commit": version.source_commit}

@@ -42,6 +42,7 @@ from hub.models import (
     row_id,
     utcnow,
 )
+from hub.services import lineage
 from hub.services.access import can_read, may_create_in, project_reader, reader, require_maintainer, require_owner
 from hub.services.accounts import Principal
 from hub.services.blobs import referable, user_holder
@@ -180,6 +181,7 @@ def publish(
     if not settings.allow_shadowing and session.get(PackageOrigin, package.id) is not None:
         raise HubError("name_shadows_upstream", f"{pkg_name} is a copy of an upstream package; publish there",
                        details={"package": str(pkg_name)})
+    lineage.check(session, principal, manifest)  # [lineage]: input, never permission (invalid_lineage)
     version = add_version(session, package, manifest, manifest_toml, entries, published_by=user.id,
                           source_repository=source_repository, source_commit=source_commit)
     feed.emit(session, "publish", package.full_name, version.version)
@@ -200,7 +202,8 @@ def add_version(
     source_commit: str | None = None,
     created_at: datetime | None = None,
 ) -> Version:
-    """Write a validated version with its files and dependencies; the caller emits the change.
+    """Write a validated version with its files, dependencies and lineage row (:func:`hub.services.lineage.record`);
+    the caller emits the change.
 
     Raises ``version_exists`` when the package has this release already.
     """
@@ -247,6 +250,7 @@ def add_version(
         Dependency(version_id=row_id(version), package=dep, range=str(rng))
         for dep, rng in manifest.dependencies.items()
     )
+    lineage.record(session, package, version, manifest)
     apply_latest(session, package)
     session.flush()
     return version

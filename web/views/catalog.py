@@ -18,7 +18,7 @@ from cvflow.names import package_key
 from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import Dependency, File, Namespace, Organisation, Package, Version, utcnow
-from hub.services import access, accounts, catalog, packages
+from hub.services import access, accounts, catalog, lineage, packages
 from hub.services.accounts import Principal
 from hub.storage import BlobNotFound, StorageError
 from web.charts import ZooPoint, downloads_svg, zoo_svg
@@ -119,6 +119,9 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
         "can_publish": access.may_publish(session, who, package),
         "dataset": dataset_context(hub.store, manifest, files, split, f"{package.full_name}@{row.version}")
         if manifest.get("kind") == "dataset" else None,
+        # Fine-tuned from / trained on (links for their readers only), and this package's fine-tunes.
+        "lineage": lineage.lineage_view(session, who, row),
+        "fine_tunes": lineage.fine_tunes(session, who, package) if manifest.get("kind") != "dataset" else None,
     }
 
 
@@ -205,20 +208,32 @@ def _canonical_url(request: Request, full_name: str) -> str:
 
 
 def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
-    rows = session.exec(
-        select(Package.full_name, Version.manifest).join(Version, col(Version.package_id) == Package.id)
+    """Each visible model package's latest version with its accuracy and latency; a fine-tune is
+    marked with its base (``fine_tune_of``: ``name@version``, or "a private package" to those who
+    may not read it) and, since it keeps its base's network, lent the base's latency and memory
+    when its own ``[metrics]`` (replaced by the validation metrics) lack them and the reader may
+    read the base."""
+    rows = list(session.exec(
+        select(Version.id, Package.full_name, Version.manifest).join(Version, col(Version.package_id) == Package.id)
         .where(Package.task == task, Package.kind == "model", Version.version == Package.latest_version,
                access.visible_filter(session, who))
         .order_by(Package.full_name)
-    )
+    ))
+    marks = lineage.zoo_marks(session, who, [id_ for id_, _, _ in rows if id_ is not None])
     points = []
-    for name, manifest in rows:
+    for id_, name, manifest in rows:
         metrics = json.loads(manifest).get("metrics") or {}
+        mark = marks.get(id_) if id_ is not None else None
+        if mark is not None:
+            metrics = {**{k: mark["metrics"][k] for k in ("latency_ms", "memory_mb") if k in mark["metrics"]},
+                       **metrics}
         accuracy, latency = metrics.get("accuracy"), metrics.get("latency_ms")
         if isinstance(accuracy, (int, float)) and isinstance(latency, (int, float)) and latency > 0:
             memory = metrics.get("memory_mb")
             points.append({"name": name, "accuracy": float(accuracy), "latency_ms": float(latency),
-                           "memory_mb": float(memory) if isinstance(memory, (int, float)) else None})
+                           "memory_mb": float(memory) if isinstance(memory, (int, float)) else None,
+                           "fine_tune_of": None if mark is None else mark["label"],
+                           "fine_tune_url": None if mark is None else mark["url"]})
     return points
 
 
@@ -243,7 +258,8 @@ async def zoo(request: Request) -> Response:
         if task is None:
             return {"task": None, "counts": task_counts(session, who)}
         points = zoo_points(session, who, task)
-        chart = zoo_svg([ZooPoint(p["name"], p["accuracy"], p["latency_ms"], p["memory_mb"]) for p in points])
+        chart = zoo_svg([ZooPoint(p["name"], p["accuracy"], p["latency_ms"], p["memory_mb"], p["fine_tune_of"])
+                         for p in points])
         return {"task": task, "points": points, "chart": chart}
 
     return render(request, "zoo.html", **await in_session(request, work))
