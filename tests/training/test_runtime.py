@@ -1,7 +1,8 @@
 """The training runtime end to end, as real processes: qa/tiny-trainer run by
 cvflow.training.runner.run_trainer in a real venv with torch (one process here; torchrun in
-test_torchrun.py), and a standard-library trainer written here, run with the test venv's own
-python, for the ways a trainer fails (fast: no torch to import).
+test_torchrun.py), and a standard-library trainer written here, run in a bare venv (nothing
+installed: the child needs the standard library alone), for the ways a trainer fails (fast: no
+torch to import).
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 import textwrap
 import time
+import venv
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cvflow.errors import TrainingError
+from cvflow.install.venv import venv_python
 from cvflow.manifest import load_package_dir
 from cvflow.manifest.training import Hyperparameter, Trainer
 from cvflow.training.data import PreparedData, prepare
@@ -200,17 +202,25 @@ def plain_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return package
 
 
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a venv with nothing installed."""
+    where = tmp_path_factory.mktemp("bare") / "venv"
+    venv.create(where, with_pip=False)
+    return venv_python(where)
+
+
 PLAIN_TRAINER = Trainer(name="plain", class_path="plain_trainer:Plain", task="classification", layout="imagefolder",
                         classes=("red", "green", "blue"), weights=("weights/w.bin",),
                         hyperparameters={"mode": Hyperparameter("mode", "ok")})
 
 
-def test_the_child_sees_the_prepared_data(plain_package: Path, dataset: Path, tmp_path: Path,
+def test_the_child_sees_the_prepared_data(bare_python: Path, plain_package: Path, dataset: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "work"
     prepared = prepare(dataset, PLAIN_TRAINER, work)
     seen: list[dict[str, Any]] = []
-    outcome = run_trainer(Path(sys.executable), plain_package, PLAIN_TRAINER, prepared, work, {}, verbose=True,
+    outcome = run_trainer(bare_python, plain_package, PLAIN_TRAINER, prepared, work, {}, verbose=True,
                           on_event=seen.append)
     assert outcome.metrics == {"accuracy": 0.75, "loss": 0.5}  # what is not a number is dropped
     assert outcome.base_metrics == {"accuracy": 0.25, "loss": 1.0} and outcome.device == "cpu"
@@ -235,12 +245,12 @@ def test_the_child_sees_the_prepared_data(plain_package: Path, dataset: Path, tm
     ("no_weights", "the trainer failed: fit() did not write weights/w.bin (context.output_path('weights/w.bin'))"),
     ("no_metric", "the trainer failed: evaluate() returned no finite number for the declared metric 'accuracy'"),
 ])
-def test_a_failing_trainer_fails_with_the_log_tail(plain_package: Path, dataset: Path, tmp_path: Path, mode: str,
-                                                   message: str) -> None:
+def test_a_failing_trainer_fails_with_the_log_tail(bare_python: Path, plain_package: Path, dataset: Path,
+                                                   tmp_path: Path, mode: str, message: str) -> None:
     work = tmp_path / "work"
     seen: list[dict[str, Any]] = []
     with pytest.raises(TrainingError) as err:
-        run_trainer(Path(sys.executable), plain_package, PLAIN_TRAINER, prepare(dataset, PLAIN_TRAINER, work), work,
+        run_trainer(bare_python, plain_package, PLAIN_TRAINER, prepare(dataset, PLAIN_TRAINER, work), work,
                     {"mode": mode}, on_event=seen.append)
     assert err.value.code == "trainer_failed" and err.value.message.startswith(message)
     assert f"--- the last lines of {work / 'train.log'} ---" in err.value.message
