@@ -29,7 +29,7 @@ from hub.errors import ErrorCode, HubError
 from hub.mirror.feed import SerialTracker
 from hub.mirror.middleware import ReadOnlyMiddleware, SerialHeaderMiddleware
 from hub.mirror.upstream import upstream_pool
-from hub.services import throttle
+from hub.services import throttle, training
 from hub.settings import Settings
 from web import security as web_security
 
@@ -77,6 +77,7 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
         lifespan=partial(_lifespan, owns_context=context is None),
     )
     app.state.hub = hub
+    training.attach(hub)  # saves and approvals on this engine may queue fine-tunes (docs/training.md)
     app.state.serial = serial
     app.state.oauth = _oauth(settings)  # configuration only: Authlib opens a client per call
     return app

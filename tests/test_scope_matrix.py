@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from hub import api
 from hub.api.access import Access
 from hub.db import session_scope
-from hub.models import AnnotationItem, Repository, Token, User, row_id, utcnow
+from hub.models import AnnotationItem, Repository, Token, TrainingJob, User, row_id, utcnow
 from hub.security import Scopes
 from hub.services import accounts
 from hub.services.accounts import Principal
@@ -98,12 +98,16 @@ class World:
                                               namespace="alice", name="pkg", task="detection", classes=["a", "b"])
             item = AnnotationItem(project_id=row_id(project), sha256=digest, file_name="a.png", width=8, height=6)
             session.add(item)
+            job = TrainingJob(project_id=row_id(project), base_package="alice/pkg", base_version="1.0.0",
+                              trainer="t", dataset_package="alice/pkg-data", dataset_version="1.0.0",
+                              target_package="alice/pkg")  # a queued training job of the project
+            session.add(job)
             session.flush()
-            self.item_id = item.id
+            self.item_id, self.job_id = item.id, job.id
 
     def path_params(self) -> dict[str, Any]:
         return {**PATH, "token_id": self.spare_token_id, "upload_id": self.upload_id,
-                "repository_id": self.repository_id, "item_id": self.item_id}
+                "repository_id": self.repository_id, "item_id": self.item_id, "job_id": self.job_id}
 
     def token_scopes(self, kind: str) -> list[str]:
         return {"bob": ["read", "publish"]}.get(kind, kind.split())
@@ -155,6 +159,13 @@ def _bodies(world: World) -> dict[tuple[str, str], Callable[[str], dict[str, Any
         ("POST", "/api/v1/projects/{namespace}/{name}/suggestions"): lambda k: {
             "json": {"worker": "matrix", "model_version": "1.0.0", "results": [{"item": world.item_id, "suggestions": []}]}},
         ("POST", "/api/v1/projects/{namespace}/{name}/snapshots"): lambda k: {"json": {}},
+        ("PATCH", "/api/v1/projects/{namespace}/{name}/training"): lambda k: {"json": {"every": 3}},
+        ("POST", "/api/v1/training-jobs/claim"): lambda k: {"json": {"worker": "matrix"}},
+        ("POST", "/api/v1/training-jobs/{job_id:id}/heartbeat"): lambda k: {"json": {"lease": "matrix"}},
+        ("POST", "/api/v1/training-jobs/{job_id:id}/finish"): lambda k: {"json": {"lease": "matrix", "state": "failed"}},
+        ("PUT", "/api/v1/training-jobs/{job_id:id}/checkpoint"): lambda k: {"content": b"x", "headers": {"cvflow-lease": "m"}},
+        ("GET", "/api/v1/training-jobs/{job_id:id}/checkpoint"): lambda k: {"headers": {"cvflow-lease": "m"}},
+        ("PUT", "/api/v1/training-jobs/{job_id:id}/preview"): lambda k: {"content": b"x", "headers": {"cvflow-lease": "m"}},
     }
 
 

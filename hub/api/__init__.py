@@ -39,10 +39,11 @@ from hub.api import (  # noqa: E402  (they use ``:id``)
     project_data,
     projects,
     repositories,
+    training,
 )
 from hub.api._http import Endpoint  # noqa: E402
 
-MODULES = (health, accounts, packages, blobs, repositories, changes, projects, project_data)
+MODULES = (health, accounts, packages, blobs, repositories, changes, projects, project_data, training)
 
 
 def endpoints() -> list[Endpoint]:

@@ -44,6 +44,8 @@ class Endpoint:
     request_type: str = "application/json"
     response: dict[str, Any] | None = None
     status: int = 200
+    #: Other success answers the endpoint gives: status -> what it means (e.g. 204: nothing to claim).
+    also: dict[int, str] = field(default_factory=dict)
     params: tuple[tuple[str, str, str], ...] = ()  # (name, in, description)
     headers: dict[str, str] = field(default_factory=dict)
 

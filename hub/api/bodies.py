@@ -14,7 +14,7 @@ its model is a ``422 invalid_field`` (or the field's own code: ``invalid_scope``
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
@@ -224,6 +224,90 @@ class Changes(Query):
     limit: QueryInt = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE, description="most events to return")
 
 
+# --- training (docs/training.md) ---------------------------------------------------------------
+
+_PACKAGE = r"^[a-z0-9]+(?:-[a-z0-9]+)*/[a-z0-9]+(?:[-_.][a-z0-9]+)*$"
+_PROJECT = r"^[a-z0-9]+(?:-[a-z0-9]+)*/[a-z0-9]+(?:[-_.][a-z0-9]+)*$"
+MetricName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a metric's name")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=2**53), BeforeValidator(integral)]
+Lease = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
+                             description="the lease secret the claim answered")]
+LeaseSeconds = Annotated[int, Field(ge=30, le=86_400, description="how long the lease lasts without a heartbeat"),
+                         BeforeValidator(integral)]
+Metrics = Annotated[dict[MetricName, Finite], Field(max_length=64)]
+HyperparameterValue = Annotated[bool | int | Finite | Annotated[str, Field(max_length=256)],
+                                Field(description="a number, true/false or a string")]
+
+
+class TrainingSettings(Body):
+    """A project's fine-tune settings; only the fields given change (null resets one)."""
+
+    codes: ClassVar[dict[str, ErrorCode]] = {k: "invalid_training" for k in (
+        "every", "target", "trainer", "hyperparameters", "hyperparameters.*")}
+    every: Annotated[int, Field(ge=1, le=100_000, description="fine-tune after every N newly accepted items; "
+                                "null: never by itself"), BeforeValidator(integral)] | None = None
+    target: Annotated[str, Field(pattern=_PACKAGE, max_length=104, description=(
+        "the package fine-tunes are published to (namespace/name); null: the suggestion package"))] | None = None
+    trainer: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$", description=(
+        "the base's trainer to use; null: its first for the project's task"))] | None = None
+    hyperparameters: Annotated[dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")],
+                                    HyperparameterValue], Field(max_length=32, description=(
+        "overrides, checked against the trainer's bounds when a job is queued"))] | None = None
+
+
+class ClaimTraining(Body):
+    """A training worker asks for a job (a JSON object; every field may be left out)."""
+
+    worker: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                 description="the worker's name, shown on the job")] | None = None
+    lease_seconds: LeaseSeconds = 600
+    projects: Annotated[list[Annotated[str, Field(pattern=_PROJECT, max_length=104)]], Field(
+        max_length=100, description="only jobs of these projects (namespace/name)")] | None = None
+
+
+class TrainingProgress(Body):
+    step: Count | None = None
+    total: Count | None = None
+    epoch: Count | None = None
+    loss: Finite | None = None
+
+
+class TrainingEpoch(Body):
+    """One point of the curves: an epoch's training loss and validation metrics."""
+
+    epoch: Count
+    loss: Finite | None = None
+    metrics: Annotated[dict[MetricName, Finite], Field(max_length=32)] = Field(default_factory=dict)
+
+
+class TrainingHeartbeat(Body):
+    """The lease's holder reports progress and renews the lease."""
+
+    lease: Lease
+    progress: TrainingProgress | None = None
+    history: Annotated[list[TrainingEpoch], Field(max_length=1000, description=(
+        "every epoch so far (the whole list each time)"))] | None = None
+    log_tail: Annotated[str, Field(max_length=1 << 20, description="the log's end; the hub keeps its last 8 KiB")
+                        ] | None = None
+    lease_seconds: LeaseSeconds | None = None
+
+
+class FinishTraining(Body):
+    """The lease's holder ends the job: done (naming the version it published) or failed."""
+
+    lease: Lease
+    state: Literal["done", "failed"]
+    version: Annotated[str, Field(pattern=SEMVER_PATTERN, max_length=128, description=(
+        "done: the version published to the job's target"))] | None = None
+    metrics: Metrics | None = None
+    base_metrics: Metrics | None = None
+    device: Annotated[str, Field(max_length=64)] | None = None
+    seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    message: Annotated[str, Field(max_length=8000, description="failed: why")] | None = None
+    log_tail: Annotated[str, Field(max_length=1 << 20)] | None = None
+
+
 #: Path (and header) parameters, by name: what the document says each one is.
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     **{key: {"type": "string", "pattern": NAMESPACE_PATTERN, "minLength": NAMESPACE_LENGTH[0],
@@ -234,6 +318,8 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "token_id": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     "repository_id": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     "item_id": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+    "job_id": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+    "CVFlow-Lease": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[A-Za-z0-9_-]+$"},
     "upload_id": {"type": "string"},
     "Upload-Offset": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
     "path": {"type": "string"},

@@ -81,6 +81,7 @@ def build() -> dict[str, Any]:
         if ep.headers:
             ok["headers"] = {h: {"description": d, "schema": {"type": "string"}} for h, d in ep.headers.items()}
         responses: dict[str, Any] = {str(ep.status): ok}
+        responses.update({str(status): {"description": what} for status, what in ep.also.items()})
         by_status: dict[int, list[ErrorCode]] = {}
         for code in ep.errors:
             by_status.setdefault(CODES[code][0], []).append(code)

@@ -15,4 +15,5 @@
 | ``urls`` | which repository and weight URLs may be fetched |
 | ``jobs`` | the ``index_jobs`` table the indexer's workers claim from |
 | ``annotation/`` | annotation projects: labels, projects and members, the queue, images, suggestions, snapshots |
+| ``training/`` | the fine-tune loop in a project: settings, the trigger, training jobs and their leases, promotion |
 """

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from hub.db import session_scope
-from hub.models import AnnotationItem, Blob, File, Upload, utcnow
+from hub.models import AnnotationItem, Blob, File, TrainingJob, Upload, utcnow
 from hub.settings import Settings
 from hub.storage import BlobStore
 
@@ -48,7 +48,9 @@ def collect_garbage(
     cutoff = now - timedelta(seconds=settings.gc_grace)
     report = GcReport()
     unreferenced = sa.and_(~sa.exists().where(col(File.sha256) == Blob.sha256),
-                           ~sa.exists().where(col(AnnotationItem.sha256) == Blob.sha256))
+                           ~sa.exists().where(col(AnnotationItem.sha256) == Blob.sha256),
+                           ~sa.exists().where(col(TrainingJob.checkpoint_sha256) == Blob.sha256),
+                           ~sa.exists().where(col(TrainingJob.preview_sha256) == Blob.sha256))
 
     with session_scope(engine) as session:
         candidates = session.exec(

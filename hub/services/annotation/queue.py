@@ -18,6 +18,7 @@ from sqlmodel import Session, col, func, select
 
 from hub.errors import HubError
 from hub.models import AnnotationEvent, AnnotationItem, AnnotationProject, ItemStatus, User, row_id, utcnow
+from hub.services import training
 from hub.services.access import project_role, require_project_role
 from hub.services.accounts import Principal
 from hub.services.annotation import labels as rules
@@ -173,6 +174,7 @@ def save_labels(session: Session, who: Principal, project: AnnotationProject, it
         model_version=item.suggestion_version, labels=checked, accepted=counts.accepted, edited=counts.edited,
         rejected=counts.rejected, added=counts.added, duration_ms=duration))
     session.flush()
+    training.after_accept(session, project)  # a fine-tune may be due once this commits (docs/training.md)
     return item
 
 
@@ -220,6 +222,7 @@ def review(session: Session, who: Principal, project: AnnotationProject, item_id
     session.add(AnnotationEvent(project_id=row_id(project), item_id=row_id(item), user_id=user.id, at=now, action=verdict,
                                 revision=item.revision, model_version=item.suggestion_version, labels=item.labels))
     session.flush()
+    training.after_accept(session, project)  # an approval may make a fine-tune due (docs/training.md)
     return item
 
 
