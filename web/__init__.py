@@ -4,11 +4,12 @@ Pages: home, search, package (README, versions, solvers, files, dependencies, do
 model zoo per task (an SVG chart drawn on the server), user and organisation pages, sign-in
 (password or OpenID Connect), API tokens, publishing from git, importing a dataset from a zip and
 exporting a dataset version as one (:mod:`web.views.dataset_files`), an admin page, and annotation
-projects (the list, a project's page, the annotation page, the reviewer's page). No front-end build step: static
+projects (the list, a project's page with its fine-tuning panel, the annotation page, the reviewer's page). No front-end build step: static
 scripts only, one that copies install lines to the clipboard, one that adds images to a project
 by drag and drop, one that sends a dataset's zip, and the annotation page's, which talks to the
 JSON routes under ``/projects/NS/NAME/-/`` with the session and the CSRF token
-(:mod:`web.views.annotate`).
+(:mod:`web.views.annotate`), and one that follows a running fine-tune on a project's page
+(:mod:`web.views.training`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def routes() -> list[BaseRoute]:
-    from web.views import accounts, admin, annotate, catalog, dataset_files, projects, repositories, review
+    from web.views import accounts, admin, annotate, catalog, dataset_files, projects, repositories, review, training
 
     return [
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -57,6 +58,11 @@ def routes() -> list[BaseRoute]:
         Route("/projects/{namespace}/{name}/-/items/{item_id:int}/lease", annotate.release, methods=["DELETE"]),
         Route("/projects/{namespace}/{name}/-/items/{item_id:int}/image", annotate.image, methods=["GET"]),
         Route("/projects/{namespace}/{name}/-/items/{item_id:int}/review", review.review_item, methods=["POST"]),
+        Route("/projects/{namespace}/{name}/-/training", training.training_json, methods=["GET"]),
+        Route("/projects/{namespace}/{name}/-/training", training.save_settings, methods=["POST"]),
+        Route("/projects/{namespace}/{name}/-/training-jobs", training.queue_now, methods=["POST"]),
+        Route("/projects/{namespace}/{name}/-/training-jobs/{job_id:int}/preview.png", training.preview,
+              methods=["GET"]),
         Route("/{namespace}", catalog.namespace_page, name="namespace"),
         Route("/{namespace}/{name}", catalog.package_page, name="package"),
         Route("/{namespace}/{name}/v/{version}", catalog.package_page, name="package_version"),

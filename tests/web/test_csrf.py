@@ -23,7 +23,7 @@ UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 #: A value for every path parameter the website's routes use; a test fails on one not listed here.
 PARAMS = {"namespace": "alice", "name": "detector", "version": "1.1.0", "task": "detection",
           "provider": "testidp", "repository_id": "1", "item_id": "1", "image": "train/a.png",
-          "fmt": "coco"}
+          "fmt": "coco", "job_id": "1"}
 
 
 def website_paths() -> list[tuple[str, frozenset[str]]]:
@@ -81,7 +81,8 @@ def test_the_real_token_gets_through_and_the_view_reads_the_whole_form(hub: Live
                "/publish/git/1/reindex": 404, "/publish/dataset": 400, "/projects": 400,
                "/projects/alice/detector/-/members": 404,
                "/projects/alice/detector/-/images": 404, "/projects/alice/detector/-/snapshots": 404,
-               "/projects/alice/detector/-/next": 404, "/projects/alice/detector/-/items/1/review": 404}
+               "/projects/alice/detector/-/next": 404, "/projects/alice/detector/-/items/1/review": 404,
+               "/projects/alice/detector/-/training": 404, "/projects/alice/detector/-/training-jobs": 404}
     for path, methods in website_paths():
         if "POST" in methods:
             client, token = signed_in(hub)

@@ -158,6 +158,8 @@ async def project_page(request: Request) -> Response:
 
 
 def _project_context(session: Session, who: Principal, request: Request) -> dict[str, Any]:
+    from web.views.training import panel  # the fine-tuning panel's module imports this one
+
     project = find(session, who, request)
     doc = projects.project_document(session, who, project)
     role = doc.get("role")
@@ -171,6 +173,7 @@ def _project_context(session: Session, who: Principal, request: Request) -> dict
         "can_label": role in ("owner", "annotator") or who.is_admin,
         "can_review": role in ("owner", "reviewer") or who.is_admin,
         "max_image_mib": MAX_IMAGE_BYTES >> 20, "max_files": MAX_UPLOAD_FILES,
+        "training": panel(session, who, project),
     }
 
 
