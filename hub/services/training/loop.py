@@ -25,7 +25,6 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -432,8 +431,15 @@ def _claim_due(session: Session, project: AnnotationProject, every: int) -> None
     if moved != 1:
         return
     project.finetune_accepted = accepted
-    start: Callable[[Session], None] = lambda _s: _start(context, project_id)  # noqa: E731
-    event.listen(session, "after_commit", start, once=True)
+    started: list[bool] = []
+
+    def start(committed: Session) -> None:
+        # after_commit fires for savepoints too (this one among them): act on the save's own commit only.
+        if not started and committed.get_nested_transaction() is None:
+            started.append(True)
+            _start(context, project_id)
+
+    event.listen(session, "after_commit", start)
 
 
 def _start(context: HubContext, project_id: int) -> None:
