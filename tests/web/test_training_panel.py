@@ -306,6 +306,12 @@ def test_a_private_projects_panel_preview_and_json_are_404_to_strangers(loop: Lo
     assert r.status_code == 201, r.text
     r = loop.web["alice"].get(f"/projects/alice/other/-/training-jobs/{claimed.job.id}/preview.png")
     assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    # A failed job says why, in the owner's panel: the hub's message and the log, as text.
+    loop.worker(service.finish, claimed.job.id, claimed.lease, state="failed",
+                message="trainer_failed: <b>CUDA</b> out of memory", log_tail=LOG)
+    panel = loop.panel()
+    assert "failed: trainer_failed: <b>CUDA</b> out of memory" in text(panel) and "<b>CUDA" not in panel
+    assert '<details class="training-log" open>' in panel and "<script>alert" not in panel
     # A public project's panel is open to everyone (read-only), its poll JSON too.
     page = anonymous.get("/projects/alice/other")
     assert page.status_code == 200 and "No fine-tune yet." in text(section(page.text, "training-h"))
