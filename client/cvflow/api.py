@@ -320,6 +320,86 @@ class HubClient:
         body = {} if version is None else {"version": version}
         return self._json("POST", project_path(project, "snapshots"), json=body)
 
+    # -- training jobs (docs/training.md); a job's holder proves its lease with the claim's secret
+
+    def training(self, project: str) -> dict[str, Any]:
+        """The project's fine-tune settings and recent jobs: ``{"settings", "jobs"}``."""
+        return self._json("GET", project_path(project, "training"))
+
+    def update_training(self, project: str, **settings: Any) -> dict[str, Any]:
+        """Change fine-tune settings (``every``, ``target``, ``trainer``, ``hyperparameters``; owners)."""
+        return self._json("PATCH", project_path(project, "training"), json=settings)
+
+    def queue_training_job(self, project: str) -> dict[str, Any]:
+        """Queue a fine-tune of the project's model on a new snapshot now (owners): the job.
+        Raises HubConflictError (``job_active``, ``nothing_to_snapshot``), HubError (``no_trainer``)."""
+        return self._json("POST", project_path(project, "training-jobs"), json={})
+
+    def training_job(self, job_id: int) -> dict[str, Any]:
+        """One job. Raises HubNotFoundError (``job_not_found``)."""
+        return self._json("GET", f"/api/v1/training-jobs/{int(job_id)}")
+
+    def claim_training_job(self, *, worker: str, lease_seconds: int | None = None,
+                           projects: Iterable[str] = ()) -> dict[str, Any] | None:
+        """Take the oldest queued job this token may train: ``{"job", "lease"}``, or None when there is none."""
+        body: dict[str, Any] = {"worker": worker}
+        if lease_seconds is not None:
+            body["lease_seconds"] = lease_seconds
+        if projects:
+            body["projects"] = list(projects)
+        response = self.request("POST", "/api/v1/training-jobs/claim", json=body)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            document: dict[str, Any] = loads_json(response.content, max_depth=MAX_DOCUMENT_DEPTH)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HubUnavailableError(f"{self.base_url} did not answer like a CVFlow hub") from exc
+        return document
+
+    def training_heartbeat(self, job_id: int, lease: str, *, progress: dict[str, Any] | None = None,
+                           history: list[dict[str, Any]] | None = None, log_tail: str | None = None) -> dict[str, Any]:
+        """Renew the lease and report. Raises HubConflictError (``lease_lost``): stop working on it."""
+        body: dict[str, Any] = {"lease": lease}
+        optional = {"progress": progress, "history": history, "log_tail": log_tail}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._json("POST", f"/api/v1/training-jobs/{int(job_id)}/heartbeat", json=body)
+
+    def put_training_checkpoint(self, job_id: int, lease: str, source: BinaryIO, size: int) -> dict[str, Any]:
+        """Upload the job's checkpoint (``checkpoint.safetensors``), replacing the previous one."""
+        headers = {"cvflow-lease": lease, "content-type": "application/octet-stream", "content-length": str(size)}
+        return self._json("PUT", f"/api/v1/training-jobs/{int(job_id)}/checkpoint", content=_file_views(source),
+                          headers=headers)
+
+    def get_training_checkpoint(self, job_id: int, lease: str, dest: Path) -> int:
+        """Download the job's checkpoint into ``dest`` (written aside, then renamed); its size."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        size = 0
+        with self.stream(f"/api/v1/training-jobs/{int(job_id)}/checkpoint", headers={"cvflow-lease": lease}) as r, \
+                tmp.open("wb") as f:
+            for chunk in r.iter_bytes(1 << 20):
+                f.write(chunk)
+                size += len(chunk)
+        tmp.replace(dest)
+        return size
+
+    def put_training_preview(self, job_id: int, lease: str, png: bytes) -> dict[str, Any]:
+        """Upload the job's preview grid (a PNG)."""
+        return self._json("PUT", f"/api/v1/training-jobs/{int(job_id)}/preview", content=png,
+                          headers={"cvflow-lease": lease, "content-type": "image/png"})
+
+    def finish_training_job(self, job_id: int, lease: str, *, state: str, version: str | None = None,
+                            metrics: dict[str, float] | None = None, base_metrics: dict[str, float] | None = None,
+                            device: str | None = None, seconds: float | None = None,
+                            message: str | None = None) -> dict[str, Any]:
+        """End the job ``done`` (naming the published version) or ``failed`` (with a message): the job,
+        ``promoted`` said. Raises HubConflictError (``lease_lost``), HubError (``invalid_training``)."""
+        body: dict[str, Any] = {"lease": lease, "state": state}
+        optional = {"version": version, "metrics": metrics, "base_metrics": base_metrics, "device": device,
+                    "seconds": seconds, "message": message}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._json("POST", f"/api/v1/training-jobs/{int(job_id)}/finish", json=body)
+
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     """(scheme, host, port) with the default port filled in: what "same origin" compares."""
@@ -345,3 +425,9 @@ def _views(data: bytes, step: int = 1 << 20) -> Iterator[memoryview]:
     view = memoryview(data)
     for start in range(0, len(view), step):
         yield view[start : start + step]
+
+
+def _file_views(source: BinaryIO, step: int = 1 << 20) -> Iterator[bytes]:
+    """A file's bytes in 1 MiB pieces: a streamed request body that never holds the whole file."""
+    while piece := source.read(step):
+        yield piece

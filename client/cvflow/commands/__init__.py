@@ -12,6 +12,7 @@ from cvflow.commands.lazy import Entry
 _ACCOUNT, _PACKAGES, _PULL = "cvflow.commands.account", "cvflow.commands.packages", "cvflow.commands.pull"
 _INSTALL, _BUNDLE, _RUN = "cvflow.commands.install", "cvflow.commands.bundle", "cvflow.commands.run"
 _DATASET, _ANNOTATE = "cvflow.commands.dataset", "cvflow.commands.annotate"
+_TRAINING = "cvflow.commands.training"
 
 #: Every command: its name, module, attribute and short help (the first line of its own help;
 #: ``tests/client/test_cli_startup.py`` checks that they agree).
@@ -45,4 +46,8 @@ COMMANDS: tuple[Entry, ...] = (
     Entry("dataset", _DATASET, "dataset", "Import and export datasets: COCO, Pascal VOC, YOLO and ImageFolder."),
     Entry("annotate", _ANNOTATE, "annotate",
           "Annotation projects: create one, push images, run a suggestion worker, snapshot."),
+    Entry("finetune", _TRAINING, "finetune",
+          "Fine-tune a model version on a dataset version and publish the result as a new version."),
+    Entry("worker", _TRAINING, "worker",
+          "Run a worker that claims fine-tune jobs from the hub and publishes what it trains."),
 )
