@@ -48,24 +48,28 @@ def _not_logged_in_hint(client: HubClient, exc: HubAuthError, token: str | None)
 @click.option("--task", type=click.Choice(sorted(TASKS)), default=DEFAULT_TASK, show_default=True,
               help="What the model does.")
 @click.option("--description", metavar="TEXT", help="One line about the package.")
+@click.option("--trainer", is_flag=True,
+              help="Also write trainer.py and a [[trainers]] entry, for `cvflow finetune` (classification).")
 @handle_errors
-def init(directory: Path, name: str, task: str, description: str | None) -> None:
+def init(directory: Path, name: str, task: str, description: str | None, trainer: bool) -> None:
     """Create a new package that validates and publishes as it is.
 
     Writes cvflow.toml, solver.py, README.md and weights/ into DIRECTORY (default: here,
-    created if missing). Never replaces an existing file.
+    created if missing), and trainer.py with --trainer. Never replaces an existing file.
 
     \b
     Example:
       cvflow init my-model --name alice/my-model --task detection
+      cvflow init my-model --name alice/my-model --trainer
     """
-    made = scaffold(directory, name, task=task, description=description)
+    made = scaffold(directory, name, task=task, description=description, trainer=trainer)
     click.echo(f"created {name} in {made.root}:")
     for rel in made.written:
         click.echo(f"  {rel}")
     for rel in made.kept:
         click.echo(f"  {rel} (kept the existing file)")
-    click.echo(f"next: edit solver.py, then `cvflow validate {made.root}` and `cvflow publish {made.root}`")
+    edit = "solver.py and trainer.py" if trainer else "solver.py"
+    click.echo(f"next: edit {edit}, then `cvflow validate {made.root}` and `cvflow publish {made.root}`")
 
 
 @click.command()

@@ -20,17 +20,24 @@ def iou(a: Detection | Box, b: Detection | Box) -> float:
 
 def detect(model: DigitDetector, samples: Sequence[Sample], *, threshold: float,
            batch_size: int = 64) -> list[list[Detection]]:
-    """The model's boxes for each sample (same-sized images)."""
+    """The model's boxes for each sample, in order (images of one size go through together)."""
     from digits_detector.train import grey_tensor
 
     model.eval()
-    found: list[list[Detection]] = []
+    device = next(model.parameters()).device
+    found: dict[int, list[Detection]] = {}
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(samples):
+        by_shape.setdefault(s.image.shape, []).append(i)
     with torch.inference_mode():
-        for k in range(0, len(samples), batch_size):
-            batch = samples[k:k + batch_size]
-            sizes = [(s.image.shape[1], s.image.shape[0]) for s in batch]
-            found += decode(model(grey_tensor([s.image for s in batch])), threshold=threshold, sizes=sizes)
-    return found
+        for members in by_shape.values():
+            for k in range(0, len(members), batch_size):
+                batch = [samples[i] for i in members[k:k + batch_size]]
+                sizes = [(s.image.shape[1], s.image.shape[0]) for s in batch]
+                output = model(grey_tensor([s.image for s in batch]).to(device)).cpu()
+                found.update(zip(members[k:k + batch_size], decode(output, threshold=threshold, sizes=sizes),
+                                 strict=True))
+    return [found[i] for i in range(len(samples))]
 
 
 def _match(found: list[Detection], truth: list[Box], iou_min: float) -> list[bool]:

@@ -67,32 +67,80 @@ def _batches(samples: Sequence[Sample], batch_size: int, rng: np.random.Generato
     return batches
 
 
+class Fit:
+    """One training run, an epoch at a time: Adam with a one-cycle (cosine) schedule over ``epochs``,
+    and a cache of the targets. :func:`train` runs every epoch; a fine-tune calls :meth:`epoch`
+    itself to report, evaluate and checkpoint between epochs, and :meth:`skip` to resume.
+
+    ``module`` is what the batches go through: ``model`` itself, or its ``DistributedDataParallel``
+    wrapper, in which case ``rank``/``world_size`` give each process its share of the batches."""
+
+    def __init__(self, model: DigitDetector, samples: Sequence[Sample], *, epochs: int, lr: float,
+                 batch_size: int = 32, seed: int = 0, module: torch.nn.Module | None = None, rank: int = 0,
+                 world_size: int = 1) -> None:
+        torch.manual_seed(seed)
+        self.model, self.module = model, module if module is not None else model
+        self.samples, self.batch_size = list(samples), batch_size
+        self.rank, self.world_size = rank, world_size
+        self.rng = np.random.default_rng(seed)
+        self.steps_per_epoch = len(self._share(_batches(self.samples, batch_size, np.random.default_rng(0))))
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimiser, max_lr=lr, total_steps=max(epochs * self.steps_per_epoch, 1), pct_start=0.1)
+        self._targets: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _share(self, batches: list[list[Sample]]) -> list[list[Sample]]:
+        """This process's batches: every ``world_size``-th, padded by wrapping round so that every
+        process runs as many steps (DDP needs it)."""
+        if self.world_size == 1 or not batches:
+            return batches
+        per_rank = math.ceil(len(batches) / self.world_size)
+        padded = (batches * self.world_size)[:per_rank * self.world_size]
+        return padded[self.rank::self.world_size]
+
+    def skip(self, epochs: int) -> None:
+        """Move the batch order and the schedule on by ``epochs`` epochs already trained (a resumed
+        run, whose model and optimiser state came from a checkpoint)."""
+        import warnings
+
+        for _ in range(epochs):
+            _batches(self.samples, self.batch_size, self.rng)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epochs * self.steps_per_epoch):
+                self.schedule.step()
+
+    def epoch(self, on_step: Callable[[int, int, float], None] | None = None) -> float:
+        """Train one epoch; its mean loss. ``on_step(step, steps, mean_loss)`` after each batch."""
+        self.module.train()
+        total, n = 0.0, 0
+        batches = self._share(_batches(self.samples, self.batch_size, self.rng))
+        for batch in batches:
+            x = grey_tensor([s.image for s in batch])
+            grid = (x.shape[-2] // STRIDE, x.shape[-1] // STRIDE)
+            made = [self._targets.setdefault(id(s), targets(s, grid)) for s in batch]
+            heat, box, mask = (torch.from_numpy(np.stack(parts)) for parts in zip(*made, strict=True))
+            device = next(self.model.parameters()).device
+            self.optimiser.zero_grad()
+            value = loss(self.module(x.to(device)), heat.to(device), box.to(device), mask.to(device))
+            value.backward()
+            self.optimiser.step()
+            self.schedule.step()
+            total, n = total + float(value.detach()), n + 1
+            if on_step:
+                on_step(n, len(batches), total / n)
+        self.model.eval()
+        return total / max(n, 1)
+
+
 def train(model: DigitDetector, samples: Sequence[Sample], *, epochs: int, lr: float, batch_size: int = 32,
           seed: int = 0, log: Callable[[str], None] | None = None) -> list[float]:
     """Fit ``model`` to ``samples`` with Adam (cosine-decayed ``lr``) for ``epochs``; the mean loss
     of each epoch. The model is left in eval mode."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    steps = epochs * len(_batches(samples, batch_size, np.random.default_rng(0)))
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
-    cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    fit = Fit(model, samples, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     history = []
-    model.train()
     for epoch in range(epochs):
-        total, n = 0.0, 0
-        for batch in _batches(samples, batch_size, rng):
-            x = grey_tensor([s.image for s in batch])
-            grid = (x.shape[-2] // STRIDE, x.shape[-1] // STRIDE)
-            made = [cache.setdefault(id(s), targets(s, grid)) for s in batch]
-            heat, box, mask = (torch.from_numpy(np.stack(parts)) for parts in zip(*made, strict=True))
-            optimiser.zero_grad()
-            value = loss(model(x), heat, box, mask)
-            value.backward()
-            optimiser.step()
-            schedule.step()
-            total, n = total + float(value.detach()), n + 1
-        history.append(total / max(n, 1))
+        history.append(fit.epoch())
         if log:
             log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
     model.eval()
