@@ -341,7 +341,9 @@ class HubClient:
 
     def claim_training_job(self, *, worker: str, lease_seconds: int | None = None,
                            projects: Iterable[str] = ()) -> dict[str, Any] | None:
-        """Take the oldest queued job this token may train: ``{"job", "lease"}``, or None when there is none."""
+        """Take the oldest queued job this token may train: ``{"job", "lease", "lease_expires_at",
+        "checkpoint"}`` (``checkpoint``: ``{"sha256", "size", "state"}`` to resume from, or None), or None
+        when nothing is queued that it may run. Raises HubAuthError (a token without ``annotate``)."""
         body: dict[str, Any] = {"worker": worker}
         if lease_seconds is not None:
             body["lease_seconds"] = lease_seconds
@@ -357,10 +359,12 @@ class HubClient:
         return document
 
     def training_heartbeat(self, job_id: int, lease: str, *, progress: dict[str, Any] | None = None,
-                           history: list[dict[str, Any]] | None = None, log_tail: str | None = None) -> dict[str, Any]:
-        """Renew the lease and report. Raises HubConflictError (``lease_lost``): stop working on it."""
+                           history: list[dict[str, Any]] | None = None, log_tail: str | None = None,
+                           lease_seconds: int | None = None) -> dict[str, Any]:
+        """Renew the lease (by ``lease_seconds``, else the claim's length) and report progress, every
+        epoch so far and the log's end. Raises HubConflictError (``lease_lost``): stop working on it."""
         body: dict[str, Any] = {"lease": lease}
-        optional = {"progress": progress, "history": history, "log_tail": log_tail}
+        optional = {"progress": progress, "history": history, "log_tail": log_tail, "lease_seconds": lease_seconds}
         body.update({k: v for k, v in optional.items() if v is not None})
         return self._json("POST", f"/api/v1/training-jobs/{int(job_id)}/heartbeat", json=body)
 
@@ -383,20 +387,20 @@ class HubClient:
         tmp.replace(dest)
         return size
 
-    def put_training_preview(self, job_id: int, lease: str, png: bytes) -> dict[str, Any]:
-        """Upload the job's preview grid (a PNG)."""
-        return self._json("PUT", f"/api/v1/training-jobs/{int(job_id)}/preview", content=png,
-                          headers={"cvflow-lease": lease, "content-type": "image/png"})
+    def put_training_preview(self, job_id: int, lease: str, png: bytes) -> None:
+        """Upload the job's preview grid (a PNG or JPEG of at most 8 MiB)."""
+        self.request("PUT", f"/api/v1/training-jobs/{int(job_id)}/preview", content=png,
+                     headers={"cvflow-lease": lease, "content-type": "application/octet-stream"})
 
     def finish_training_job(self, job_id: int, lease: str, *, state: str, version: str | None = None,
                             metrics: dict[str, float] | None = None, base_metrics: dict[str, float] | None = None,
                             device: str | None = None, seconds: float | None = None,
-                            message: str | None = None) -> dict[str, Any]:
+                            message: str | None = None, log_tail: str | None = None) -> dict[str, Any]:
         """End the job ``done`` (naming the published version) or ``failed`` (with a message): the job,
         ``promoted`` said. Raises HubConflictError (``lease_lost``), HubError (``invalid_training``)."""
         body: dict[str, Any] = {"lease": lease, "state": state}
         optional = {"version": version, "metrics": metrics, "base_metrics": base_metrics, "device": device,
-                    "seconds": seconds, "message": message}
+                    "seconds": seconds, "message": message, "log_tail": log_tail}
         body.update({k: v for k, v in optional.items() if v is not None})
         return self._json("POST", f"/api/v1/training-jobs/{int(job_id)}/finish", json=body)
 

@@ -214,7 +214,7 @@ def finetune(ctx: click.Context, base: str, data: str, target: str, trainer: str
 @click.option("--once", is_flag=True, help="Claim one job (or none), run it, and stop.")
 @click.option("--nproc-per-node", type=click.IntRange(1, 64), default=1, show_default=True, metavar="N",
               help="Processes per job on this machine (torchrun, one per GPU).")
-@click.option("--lease", type=click.IntRange(2, 3600), metavar="SECONDS",
+@click.option("--lease", type=click.IntRange(30, 86_400), metavar="SECONDS",
               help="How long the hub keeps a job for this worker between heartbeats [default: the hub's].")
 @click.option("--poll", type=click.FloatRange(0.1, 3600), default=10, show_default=True, metavar="SECONDS",
               help="The wait between claims while nothing is queued.")

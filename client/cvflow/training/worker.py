@@ -118,6 +118,8 @@ class TrainWorker:
         if claim is None:
             return None
         job, lease = dict(claim["job"]), str(claim["lease"])
+        if claim.get("checkpoint"):
+            job["has_checkpoint"] = True
         return _Job(self, job, lease).run()
 
 
@@ -151,7 +153,8 @@ class _Job:
     def run(self) -> JobReport:
         resumed = bool(self.job.get("has_checkpoint"))
         self.say(f"claimed: {self.job.get('base')} on {self.job.get('dataset')} -> {self.job.get('target')}"
-                 f" (trainer {self.job.get('trainer')}, attempt {self.job.get('attempts', 1)})"
+                 f" (trainer {self.job.get('trainer')})"
+                 + (f"; {self.job.get('attempts')} lease(s) lost before" if self.job.get("attempts") else "")
                  + ("; resuming from its checkpoint" if resumed else ""))
         shutil.rmtree(self.dir, ignore_errors=True)  # what an earlier attempt on this machine left
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +222,7 @@ class _Job:
                 progress, history = self.progress, list(self.history)
             try:
                 self.client.training_heartbeat(self.id, self.lease, progress=progress, history=history,
-                                               log_tail=self._log_tail())
+                                               log_tail=self._log_tail(), lease_seconds=lease)
             except HubError as exc:
                 if self._note_lost(exc):
                     self.say("lease lost: the hub gave the job to another worker; stopping")
@@ -296,7 +299,7 @@ class _Job:
         except HubError as exc:
             if self._note_lost(exc):
                 return self._lost()
-            raise
+            return self._failed(exc)  # e.g. invalid_training: the hub refused the version as this job's
         promoted = doc.get("promoted")
         self.say(f"promoted: {doc.get('target') or result.name}=={result.version} now suggests labels"
                  if promoted else "kept: the project's model stays (the fine-tune did not beat it)")
@@ -305,14 +308,16 @@ class _Job:
 
     def _failed(self, exc: BaseException) -> JobReport:
         code = getattr(exc, "code", None)
-        message = f"{exc} [{code}]" if code and code not in str(exc) else str(exc)
+        text = str(exc)
+        first, _, rest = text.partition("\n")
+        message = f"{first} [{code}]" if code and f"[{code}]" not in first else first
         # A refusal before training (no trainer, bad data) has no log worth sending.
         tail = "" if isinstance(exc, TrainingError) and exc.code != "trainer_failed" else self._log_tail()
-        full = message if not tail or tail.strip() in message else f"{message}\n{tail}"
-        self.say(f"failed: {message.splitlines()[0] if message else type(exc).__name__}")
+        self.say(f"failed: {message}")
         try:
-            self._call(lambda: self.client.finish_training_job(self.id, self.lease, state="failed",
-                                                               message=full[-2000:]))
+            self._call(lambda: self.client.finish_training_job(
+                self.id, self.lease, state="failed", message=f"{message}\n{rest}".strip()[:8000],
+                log_tail=tail or None))
         except HubError as finish_error:
             if self._note_lost(finish_error):
                 return self._lost()
