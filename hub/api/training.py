@@ -18,7 +18,7 @@ from starlette.responses import Response
 from hub.api._http import Registry, json_response, principal, read_body
 from hub.api.access import OPTIONAL, Access
 from hub.api.blobs import _stream_into
-from hub.api.bodies import ClaimTraining, FinishTraining, TrainingHeartbeat, TrainingSettings, parse
+from hub.api.bodies import ClaimTraining, FinishTraining, TrainingHeartbeat, TrainingSettings
 from hub.api.downloads import blob_response
 from hub.context import ctx, in_session, run_sync
 from hub.errors import ErrorCode, HubError
@@ -144,8 +144,7 @@ async def get_training_preview(request: Request) -> Response:
               "checkpoint": {"anyOf": [_CHECKPOINT, {"type": "null"}], "description": "where to resume from"}}})
 async def claim_training_job(request: Request) -> Response:
     who = await principal(request, required=True)
-    empty = request.headers.get("content-length", "0" if "transfer-encoding" not in request.headers else "") == "0"
-    body: ClaimTraining = parse(ClaimTraining, {}) if empty else await read_body(request)  # no body: the defaults
+    body: ClaimTraining = await read_body(request)
     worker = body.worker or (who.user.name if who.user else "worker")
     claimed = await run_sync(leases.claim, ctx(request).engine, who, worker=worker,
                              lease_seconds=body.lease_seconds, projects=body.projects)

@@ -234,36 +234,32 @@ def test_a_worse_fine_tune_is_not_promoted_and_a_wrong_lineage_is_refused(loop: 
     assert loop.view()["settings"]["model_metric"] == 0.5
 
 
-def test_a_failed_finish_records_the_message_and_log_tail(loop: Loop):
+def test_two_workers_claiming_at_once_get_the_job_once_and_a_failure_is_recorded(loop: Loop):
     loop.save(2)
     job = loop.queue()
-    claimed = loop.claim()
-    r = loop.worker.post(f"/api/v1/training-jobs/{job['id']}/finish", json={
-        "lease": claimed["lease"], "state": "failed", "message": "trainer_failed: CUDA out of memory",
-        "log_tail": "Traceback ...\nRuntimeError: CUDA out of memory"})
-    assert r.status_code == 200, r.text
-    assert r.json()["state"] == "failed" and r.json()["message"] == "trainer_failed: CUDA out of memory"
-    assert r.json()["log_tail"].endswith("RuntimeError: CUDA out of memory") and r.json()["finished_at"]
-    assert loop.view()["jobs"][0]["state"] == "failed"
-    assert loop.queue()["state"] == "queued"  # the project may queue the next one
-
-
-def test_two_workers_claiming_at_once_get_the_job_once(loop: Loop):
-    loop.save(2)
-    loop.queue()
     barrier = threading.Barrier(2)
-    statuses: list[int] = []
+    answers: list[tuple[httpx.Client, httpx.Response]] = []
 
     def take(client: httpx.Client) -> None:
         barrier.wait()
-        statuses.append(client.post("/api/v1/training-jobs/claim", json={"worker": "w"}).status_code)
+        answers.append((client, client.post("/api/v1/training-jobs/claim", json={"worker": "w"})))
 
     threads = [threading.Thread(target=take, args=(c,)) for c in (loop.worker, loop.worker2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(statuses) == [200, 204]
+    assert sorted(r.status_code for _, r in answers) == [200, 204]
+    holder, won = next((c, r) for c, r in answers if r.status_code == 200)
+    # The winner's trainer fails: the job records the message and the log's tail
+    r = holder.post(f"/api/v1/training-jobs/{job['id']}/finish", json={
+        "lease": won.json()["lease"], "state": "failed", "message": "trainer_failed: CUDA out of memory",
+        "log_tail": "Traceback ...\nRuntimeError: CUDA out of memory"})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "failed" and r.json()["message"] == "trainer_failed: CUDA out of memory"
+    assert r.json()["log_tail"].endswith("RuntimeError: CUDA out of memory") and r.json()["finished_at"]
+    assert loop.view()["jobs"][0]["state"] == "failed"
+    assert loop.queue()["state"] == "queued"  # the project may queue the next one
 
 
 def test_a_job_is_claimed_only_by_who_may_read_its_project_and_publish_its_target(loop: Loop):
@@ -318,24 +314,6 @@ def test_a_lost_lease_requeues_the_job_and_the_next_worker_resumes_from_its_chec
     assert doc["state"] == "failed" and doc["attempts"] == 3 and doc["has_checkpoint"] and "3 times" in doc["message"]
 
 
-def test_a_stale_or_foreign_lease_is_lease_lost(loop: Loop):
-    loop.save(2)
-    job = loop.queue()
-    claimed = loop.claim()
-    url = f"/api/v1/training-jobs/{job['id']}"
-    for client, lease in ((loop.worker, "wrong"), (loop.worker2, claimed["lease"])):
-        # worker2 is alice too, with another token: the same user, so the secret decides
-        r = client.post(url + "/heartbeat", json={"lease": lease})
-        assert (r.status_code == 409) == (lease == "wrong"), r.text
-    other = loop.hub.client(_token(loop.hub, "ann", "annotate"))  # a project member, not the holder
-    r = other.post(url + "/heartbeat", json={"lease": claimed["lease"]})
-    assert r.status_code == 409 and error_code(r) == "lease_lost"
-    r = loop.worker.post(url + "/finish", json={"lease": "wrong", "state": "failed"})
-    assert r.status_code == 409 and error_code(r) == "lease_lost"
-    r = loop.worker.put(url + "/preview", content=png(8, 8))
-    assert r.status_code == 400 and error_code(r) == "bad_request"  # no CVFlow-Lease header
-
-
 def test_checkpoint_and_preview_are_checked(loop: Loop, monkeypatch: pytest.MonkeyPatch):
     loop.save(2)
     job = loop.queue()
@@ -369,6 +347,18 @@ def test_checkpoint_and_preview_are_checked(loop: Loop, monkeypatch: pytest.Monk
     assert loop.team.eve.get(url + "/preview.png").status_code == 404
     doc = loop.team.alice.get(url).json()
     assert doc["has_preview"] and doc["has_checkpoint"]
+
+    # A stale or foreign lease is lease_lost; the same user with the secret holds it
+    for client, secret in ((loop.worker, "wrong"), (loop.worker2, lease)):
+        r = client.post(url + "/heartbeat", json={"lease": secret})
+        assert (r.status_code == 409) == (secret == "wrong"), r.text
+    other = loop.hub.client(_token(loop.hub, "ann", "annotate"))  # a project member, not the holder
+    r = other.post(url + "/heartbeat", json={"lease": lease})
+    assert r.status_code == 409 and error_code(r) == "lease_lost"
+    r = loop.worker.post(url + "/finish", json={"lease": "wrong", "state": "failed"})
+    assert r.status_code == 409 and error_code(r) == "lease_lost"
+    r = loop.worker.put(url + "/preview", content=grid)
+    assert r.status_code == 400 and error_code(r) == "bad_request"  # no CVFlow-Lease header
 
 
 def wait_for_jobs(loop: Loop, count: int = 1, timeout: float = 30) -> list[dict[str, Any]]:

@@ -464,13 +464,18 @@ def auto_queue(context: HubContext, project_id: int) -> TrainingJob | None:
         with session_scope(context.engine) as session:
             return session.get(TrainingJob, doc["id"])
     except HubError as exc:
-        if exc.code == "job_active":
-            return None
+        if exc.code == "job_active" or _has_active(context, project_id):
+            return None  # queued meanwhile (by an owner, or by a trigger that won a race with this one)
         return _failed(context, project_id, f"the automatic fine-tune could not start: {exc.message}")
     except Exception:
         log.exception("the automatic fine-tune of project %s failed", project_id)
         return _failed(context, project_id, "the automatic fine-tune could not start: an unexpected error "
                                             "(the hub logged it)")
+
+
+def _has_active(context: HubContext, project_id: int) -> bool:
+    with session_scope(context.engine) as session:
+        return active_job(session, project_id) is not None
 
 
 def _failed(context: HubContext, project_id: int, message: str) -> TrainingJob | None:
