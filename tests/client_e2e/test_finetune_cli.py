@@ -86,7 +86,7 @@ def sha_of(doc: dict[str, Any], path: str) -> str:
 def test_help_teaches_with_an_example(env: dict[str, str | None]) -> None:
     result = run_cli(env, "finetune", "--help")
     assert result.exit_code == 0
-    assert "cvflow finetune demo/digits-lenet@1.0.0 --data" in result.output
+    assert "cvflow finetune demo/digits-detector@1.0.0 --data" in result.output
     assert "--no-publish" in result.output and "--nproc-per-node" in result.output
 
 

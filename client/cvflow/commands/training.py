@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +133,25 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM as SystemExit while the block runs, so the runner stops the trainer's process group
+    (it runs in a session of its own, which a signal to this process does not reach) before this
+    process ends; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @click.command()
 @click.argument("base", metavar="BASE")
 @click.option("--data", "data", required=True, metavar="NS/DATASET@VERSION",
@@ -163,8 +185,8 @@ def finetune(ctx: click.Context, base: str, data: str, target: str, trainer: str
 
     \b
     Examples:
-      cvflow finetune demo/digits-lenet@1.0.0 --data demo/digits-shifted-data@1.0.0 \\
-          --to alice/digits-lenet-shifted --epochs 4
+      cvflow finetune demo/digits-detector@1.0.0 --data demo/digits-shifted-data@1.0.0 \\
+          --to alice/digits-detector-shifted --epochs 4
       cvflow finetune demo/digits-lenet --data alice/digits-data@^1 --to alice/digits-lenet \\
           --set lr=0.0005 --no-publish --out ./digits-ft
       cvflow finetune alice/detector@2.1.0 --data alice/street-data@1.3.0 --to alice/detector \\
@@ -178,7 +200,7 @@ def finetune(ctx: click.Context, base: str, data: str, target: str, trainer: str
         out_dir = Path.cwd() / f"{target.strip().rpartition('/')[2] or 'finetune'}-finetune"
     shown_epochs = hyperparameters.get("epochs")
     try:
-        with hub_client(ctx, cfg=cfg) as client, _Display(quiet=as_json, epochs=shown_epochs
+        with _exit_on_sigterm(), hub_client(ctx, cfg=cfg) as client, _Display(quiet=as_json, epochs=shown_epochs
                                                          if isinstance(shown_epochs, int) else None) as display:
             result = run_finetune(client, cfg.cache(), cfg, base, data, target, trainer=trainer,
                                   hyperparameters=hyperparameters, nproc_per_node=nproc_per_node,
@@ -261,7 +283,7 @@ def worker(ctx: click.Context, train: bool, once: bool, nproc_per_node: int, lea
     def log(line: str) -> None:
         click.echo(line, err=as_json)
 
-    with hub_client(ctx, cfg=cfg) as client:
+    with _exit_on_sigterm(), hub_client(ctx, cfg=cfg) as client:
         runner = TrainWorker(client, cfg, options, log=log)
         if not once:
             log(f"worker {options.name}: waiting for fine-tune jobs on {cfg.hub}"
