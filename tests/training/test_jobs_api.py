@@ -21,9 +21,10 @@ import sqlalchemy as sa
 
 from hub.db import session_scope
 from hub.models import TrainingJob, utcnow
+from hub.services.gc import collect_garbage
 from hub.services.training import leases
 from tests.annotation import Team, _token, add_items, make_team
-from tests.helpers import LiveHub, error_code, publish
+from tests.helpers import LiveHub, error_code, publish, sha256
 from tests.runner._images import png
 
 BASE = "alice/model"
@@ -347,6 +348,12 @@ def test_checkpoint_and_preview_are_checked(loop: Loop, monkeypatch: pytest.Monk
     assert loop.team.eve.get(url + "/preview.png").status_code == 404
     doc = loop.team.alice.get(url).json()
     assert doc["has_preview"] and doc["has_checkpoint"]
+    # gc keeps the blobs a job names, however old
+    ctx = loop.hub.context
+    report = collect_garbage(ctx.engine, ctx.store, ctx.settings, now=utcnow() + timedelta(days=1))
+    assert sha256(good) not in report.blobs_removed and sha256(grid) not in report.blobs_removed
+    assert loop.team.ann.get(url + "/preview.png").content == grid
+    assert loop.worker.get(url + "/checkpoint", headers=headers, follow_redirects=True).content == good
 
     # A stale or foreign lease is lease_lost; the same user with the secret holds it
     for client, secret in ((loop.worker, "wrong"), (loop.worker2, lease)):
