@@ -118,14 +118,17 @@ def test_finetune_publishes_the_next_version_with_its_lineage(
     assert sha_of(doc, "tiny_trainer/trainer.py") == sha_of(base, "tiny_trainer/trainer.py")
     assert sha_of(doc, "weights/model.safetensors") != sha_of(base, "weights/model.safetensors")
     assert doc["manifest"]["name"] == "ftalice/tiny-colors" and doc["manifest"]["trainers"]
+    assert train_hub.client().get("/api/v1/packages/ftalice/tiny-colors").json()["private"] is False
 
     second = run_cli(env, "finetune", BASE, "--data", datasets["colors"], "--to", "ftalice/tiny-colors",
-                     "--epochs", "1", "--json")
+                     "--epochs", "1", "--json", "--private")
     assert second.exit_code == 0, second.output + second.stderr
     result = json.loads(second.output)
     assert (result["version"], result["published"]) == ("1.1.0", True)
     assert result["lineage"]["hyperparameters"]["epochs"] == 1
-    assert version_doc(train_hub, "ftalice/tiny-colors", "1.1.0")["manifest"]["lineage"] == result["lineage"]
+    with HubClient(train_hub.url, env["CVFLOW_TOKEN"]) as owner:
+        assert owner.version("ftalice/tiny-colors", "1.1.0")["manifest"]["lineage"] == result["lineage"]
+        assert owner.package("ftalice/tiny-colors")["private"] is True  # as `cvflow publish --private`
 
 
 def test_next_version_counts_yanked_and_prereleases(train_hub: LiveHub, env: dict[str, str | None],

@@ -108,6 +108,7 @@ def test_a_worker_claims_trains_publishes_and_finishes(
     assert (lineage["base"], lineage["dataset"]) == (job["base"], job["dataset"])
     assert lineage["hyperparameters"]["epochs"] == 2
     assert client.project(f"{USER}/street")["suggest"]["package"] == f"{USER}/tiny-street"
+    assert client.package(f"{USER}/tiny-street")["private"] is True  # as its (private) project
     assert not (tmp_path / "work" / f"job-{job['id']}").exists()  # a finished job's folder goes
 
     nothing = run_cli(env, "worker", "--train", "--once")

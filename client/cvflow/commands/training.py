@@ -169,12 +169,15 @@ def _exit_on_sigterm() -> Iterator[None]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=True, path_type=Path), metavar="DIR",
               help="Keep the new package folder here (a new or empty folder) [default with --no-publish:"
                    " ./NAME-finetune].")
+@click.option("--private/--public", default=None,
+              help="Who may see the --to package, as with `cvflow publish` [default: a new package is public,"
+                   " an existing one stays as it is].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (version, lineage, metrics) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo the trainer's own output as it runs.")
 @click.pass_context
 def finetune(ctx: click.Context, base: str, data: str, target: str, trainer: str | None, epochs: int | None,
-             settings: tuple[str, ...], nproc_per_node: int, no_publish: bool, out_dir: Path | None, as_json: bool,
-             verbose: bool) -> None:
+             settings: tuple[str, ...], nproc_per_node: int, no_publish: bool, out_dir: Path | None,
+             private: bool | None, as_json: bool, verbose: bool) -> None:
     """Fine-tune a model version on a dataset version and publish the result as a new version.
 
     Pulls BASE (NS/NAME[@VERSION], a model package with [[trainers]]) and the dataset, installs
@@ -205,7 +208,7 @@ def finetune(ctx: click.Context, base: str, data: str, target: str, trainer: str
             result = run_finetune(client, cfg.cache(), cfg, base, data, target, trainer=trainer,
                                   hyperparameters=hyperparameters, nproc_per_node=nproc_per_node,
                                   publish=not no_publish, out_dir=out_dir, on_event=display, progress=display,
-                                  verbose=verbose)
+                                  private=private, verbose=verbose)
     except ValidationError as exc:
         click.secho(f"error: {_error_line(exc)}", fg="red", err=True)
         for problem in exc.problems:

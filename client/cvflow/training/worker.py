@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cvflow.errors import CVFlowError, HubError, TrainingError
+from cvflow.errors import CVFlowError, HubError, HubNotFoundError, TrainingError
 from cvflow.training.finetune import FinetuneResult, finetune
 from cvflow.transfer import is_transient
 
@@ -103,7 +103,13 @@ class TrainWorker:
     def run(self) -> list[JobReport]:
         """Claim and run jobs; returns what each claimed job came to."""
         while True:
-            report = self.run_one()
+            try:
+                report = self.run_one()
+            except HubError as exc:
+                if self.options.once or not is_transient(exc):
+                    raise
+                self.log(f"the hub did not answer the claim ({exc}); trying again in {self.options.poll:g} s")
+                report = None
             if report is not None:
                 self.reports.append(report)
             if self.options.once:
@@ -159,16 +165,16 @@ class _Job:
         shutil.rmtree(self.dir, ignore_errors=True)  # what an earlier attempt on this machine left
         self.dir.mkdir(parents=True, exist_ok=True)
         beat = threading.Thread(target=self._heartbeats, name=f"cvflow-train-heartbeat-{self.id}", daemon=True)
+        beat.start()  # the lease is renewed while the checkpoint, the packages and the venv come too
         try:
             if resumed:
                 self.client.get_training_checkpoint(self.id, self.lease, self.dir / "checkpoint" / CHECKPOINT_FILE)
-            beat.start()
             result = finetune(
                 self.client, self.worker.config.cache(), self.worker.config, str(self.job["base"]),
                 str(self.job["dataset"]), str(self.job["target"]), trainer=self.job.get("trainer"),
                 hyperparameters=dict(self.job.get("hyperparameters") or {}),
                 nproc_per_node=self.worker.options.nproc_per_node, work_dir=self.dir,
-                on_event=self._on_event, verbose=self.worker.options.verbose)
+                on_event=self._on_event, private=self._private(), verbose=self.worker.options.verbose)
         except LeaseLost:
             return self._lost()
         except (CVFlowError, OSError) as exc:
@@ -183,6 +189,20 @@ class _Job:
             return self._lost()
         self._wait_for_upload()
         return self._finish(result)
+
+    def _private(self) -> bool | None:
+        """True when a private project's fine-tune starts its target package (a public one would
+        show the names of the private dataset in its lineage). None otherwise: an existing
+        package keeps whoever may see it (a publish that says private changes it)."""
+        try:
+            if not self.client.project(self.project).get("private"):
+                return None
+            self.client.package(str(self.job["target"]))
+        except HubNotFoundError:
+            return True  # the target is new (or one this token may not read, which the publish refuses)
+        except HubError:
+            return None
+        return None
 
     # -- events from the trainer (the runner's thread)
 
