@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from typing import Any
 import pytest
 
 from cvflow.api import HubClient
-from cvflow.training.finetune import next_version
+from cvflow.config import Config
+from cvflow.manifest import Lineage
+from cvflow.training.finetune import FinetuneResult, _publish, new_manifest_text, next_version
 from cvflow.versions import Version
 from hub.demo import load_examples
 from tests.client_e2e._publish_helpers import cli_env, run_cli
@@ -194,3 +197,65 @@ def test_refusals_say_why_with_their_code_and_publish_nothing(
     assert words in result.stderr
     assert "cvflow/commands" not in result.stderr  # the trainer's own traceback may be in its log's tail
     assert train_hub.client().get("/api/v1/packages/ftalice/refused").status_code == 404
+
+
+def test_a_publish_that_loses_the_race_for_its_version_takes_the_next(
+        train_hub: LiveHub, env: dict[str, str | None], tmp_path: Path) -> None:
+    """Two workers fine-tuning into one package both count 1.1.0 as next: the second publish is
+    answered version_exists, and takes the next version again (here 1.0.0 is taken already)."""
+    manifest = ('[package]\nname = "ftalice/race"\nversion = "1.0.0"\ndescription = "x"\ntask = "classification"\n'
+                '\n[[solvers]]\nname = "s"\nclass = "m:C"\n')
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "cvflow.toml").write_text(manifest)
+    (first / "m.py").write_text("class C: ...\n")
+    assert run_cli(env, "publish", str(first)).exit_code == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cvflow.toml").write_text(manifest)
+    (mine / "m.py").write_text("class C: 'fine-tuned'\n")
+    config = Config(home=Path(str(env["CVFLOW_HOME"])), hub=train_hub.url, token=env["CVFLOW_TOKEN"])
+    lineage = Lineage(base=BASE, dataset="ftalice/colors@1.0.0", trainer="finetune")
+    result = FinetuneResult(name="ftalice/race", version="1.0.0", lineage=lineage, metric="accuracy", folder=mine)
+    with HubClient(train_hub.url, env["CVFLOW_TOKEN"]) as client:
+        _publish(client, config, mine, result, Version(1, 0, 0), private=None, progress=None, emit=lambda e: None)
+        assert (result.version, result.published) == ("1.1.0", True)
+        assert client.version("ftalice/race", "1.1.0")["manifest"]["version"] == "1.1.0"
+
+
+def test_the_new_manifest_keeps_the_base_and_makes_rewritten_url_weights_files() -> None:
+    base = """[package]
+name = "qa/base"
+version = "2.3.0"
+description = "a base"
+task = "classification"
+
+[[weights]]
+path = "weights/model.safetensors"
+url = "https://example.org/model.safetensors"
+sha256 = "{a}"
+size = 10
+
+[[weights]]
+path = "weights/other.safetensors"
+url = "https://example.org/other.safetensors"
+sha256 = "{b}"
+size = 20
+
+[metrics]
+accuracy = 0.5
+latency_ms = 3.0
+
+[tool.somebody]
+keep = true
+""".replace("{a}", "a" * 64).replace("{b}", "b" * 64)
+    lineage = Lineage(base="qa/base@2.3.0", dataset="qa/data@1.0.0", trainer="finetune",
+                      metrics={"accuracy": 0.9}, base_metrics={"accuracy": 0.5})
+    text = new_manifest_text(base, "ftalice/new", Version(1, 0, 0), lineage, {"weights/model.safetensors"})
+    data = tomllib.loads(text)
+    assert (data["package"]["name"], data["package"]["version"]) == ("ftalice/new", "1.0.0")
+    assert data["weights"][0] == {"path": "weights/model.safetensors"}  # now a file of the package
+    assert data["weights"][1]["url"] == "https://example.org/other.safetensors"  # not rewritten: still fetched
+    assert data["metrics"] == {"accuracy": 0.9}  # the validation metrics, not the base's table
+    assert data["tool"] == {"somebody": {"keep": True}}
+    assert data["lineage"]["base"] == "qa/base@2.3.0" and list(data)[-1] == "lineage"
