@@ -97,6 +97,8 @@ def hub_commands(tmp: Path) -> dict[tuple[str, ...], list[list[str]]]:
         ("bundle",): [["bundle", "alice/detector", "-o", str(tmp / "out.cvflow")]],
         ("run",): [["run", "alice/detector"]],
         **{command: [args] for command, args in project_commands(tmp).items()},
+        ("finetune",): [["finetune", "alice/detector", "--data", "alice/street-data@1.0.0", "--to", "alice/ft"]],
+        ("worker",): [["worker", "--train", "--once"]],
     }
 
 

@@ -53,6 +53,9 @@ def commands(tmp: Path, token: str) -> dict[tuple[str, ...], tuple[list[str], bo
         ("restart",): (["restart", "detector"], False),
         **{command: (args, False) for command, args in dataset_commands(tmp).items()},  # DIRs outside home
         **annotate_commands(tmp),
+        # a model as the data (and alice/detector declares no trainer): refused before anything is written
+        ("finetune",): (["finetune", NAME, "--data", f"{NAME}@1.0.0", "--to", "alice/ft"], False),
+        ("worker",): (["worker", "--train", "--once"], False),  # a token without annotate: refused by the hub
     }
 
 

@@ -147,8 +147,8 @@ def finetune(
                             " version that declares [[trainers]] (the dataset goes in --data)", code="no_trainer")
     data_name, data_version, data_doc = _resolve(client, data_spec)
     if (data_doc.get("kind") or "model") != "dataset":
-        raise DatasetError(f"{data_name}@{data_version} is a model, not a dataset: --data takes a dataset package",
-                           [Problem("not_a_dataset", "data", f"{data_name}@{data_version} is a model package")])
+        message = f"{data_name}@{data_version} is a model, not a dataset: --data takes a dataset package"
+        raise DatasetError(message, [Problem("not_a_dataset", "", message)])
     task = str((data_doc.get("dataset") or {}).get("task") or "")
     base_manifest = _manifest_of(base_doc, f"{base_name}@{base_version}")
     chosen = pick_trainer(base_manifest, task, trainer, base=f"{base_name}@{base_version}")
