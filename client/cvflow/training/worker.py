@@ -19,7 +19,9 @@ queues it again, with the last checkpoint uploaded, and the next worker resumes 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import shutil
 import socket
 import threading
@@ -43,6 +45,8 @@ Log = Callable[[str], None]
 #: How much of train.log goes into each heartbeat (the project page shows it).
 LOG_TAIL_CHARS = 4000
 CHECKPOINT_FILE = "checkpoint.safetensors"
+#: A metric name as the hub takes one in a heartbeat's history.
+_METRIC_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 
 class LeaseLost(CVFlowError):
@@ -212,10 +216,13 @@ class _Job:
         kind = event.get("event")
         if kind == "progress":
             with self.lock:
-                self.progress = {k: event.get(k) for k in ("step", "total", "epoch", "loss")}
+                self.progress = {"step": _count(event.get("step")), "total": _count(event.get("total")),
+                                 "epoch": _count(event.get("epoch")), "loss": _finite(event.get("loss"))}
         elif kind == "epoch":
-            scores = dict(event.get("metrics") or {})
-            entry = {"epoch": event.get("epoch"), "loss": event.get("loss"), "metrics": scores}
+            # What the hub takes: a NaN loss (it happens) must not make every later heartbeat invalid.
+            scores = dict(list({str(k): _finite(v) for k, v in dict(event.get("metrics") or {}).items()
+                                if _finite(v) is not None and _METRIC_NAME.match(str(k))}.items())[:32])
+            entry = {"epoch": _count(event.get("epoch")) or 0, "loss": _finite(event.get("loss")), "metrics": scores}
             with self.lock:
                 self.history = [h for h in self.history if h.get("epoch") != entry["epoch"]] + [entry]
             metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in scores.items())
@@ -370,3 +377,13 @@ def _fmt(value: object) -> str:
         return f"{value:.4g}"
     return "?" if value is None else str(value)
 
+
+def _finite(value: object) -> float | None:
+    """A number the hub's JSON takes (finite), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
