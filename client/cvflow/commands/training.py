@@ -99,6 +99,9 @@ class _Display:
         kind = event.get("event")
         if kind == "stage":
             self.log(str(event.get("message")))
+            epochs = (event.get("hyperparameters") or {}).get("epochs")
+            if isinstance(epochs, int) and not isinstance(epochs, bool):
+                self.epochs = epochs  # the trainer's default when --epochs was not given
         elif kind == "progress":
             self._progress(event)
         elif kind == "epoch":

@@ -177,11 +177,12 @@ def finetune(
         record = next(p for p in report.packages if p.name == base_name)
         snapshot = Path(record.snapshot)
         emit({"event": "stage", "stage": "train", "message": f"training {base_name}@{base_version} with"
-              f" {chosen.name} on {data_name}@{data_version}"})
+              f" {chosen.name} on {data_name}@{data_version}", "hyperparameters": dict(resolved)})
         events: list[Event] = []
 
         def relay(event: Event) -> None:
-            events.append(event)
+            if event.get("event") != "progress":  # up to 5 a second: the result keeps the rest
+                events.append(event)
             emit(event)
 
         outcome = run_trainer(record.python, snapshot, chosen, prepared, work, dict(resolved),
@@ -197,6 +198,8 @@ def finetune(
             seconds=round(float(outcome.seconds), 3))
         version = next_version(client, target_name, base_name=base_name, base_version=base_version)
         folder = out_dir if out_dir is not None else work / "package"
+        if out_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)  # an earlier run's: never write through its links
         emit({"event": "stage", "stage": "build", "message": f"building {target_name}@{version} in {folder}"})
         build_package(snapshot, base_doc, folder, target_name, version, lineage, outcome.outputs)
         result = FinetuneResult(name=target_name, version=str(version), lineage=lineage, metric=chosen.metric,
@@ -388,6 +391,6 @@ def _link_or_copy(source: Path, dest: Path) -> None:
     try:
         os.link(source, dest)
     except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES, errno.EEXIST):
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
             raise
         shutil.copyfile(source, dest)
