@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from cvflow.api import HubClient
+from cvflow.errors import HubNotFoundError
 from hub.db import session_scope
 from hub.demo import load_examples
 from hub.models import TrainingJob, utcnow
@@ -171,3 +172,24 @@ def test_a_killed_worker_leaves_the_job_to_the_next_one_which_resumes_from_the_c
     done = client.training_job(job["id"])
     assert done["state"] == "done" and done["attempts"] == 1 and done["result_version"] == "1.0.0"
     assert client.version(f"{USER}/tiny-resume", "1.0.0")["manifest"]["lineage"]["hyperparameters"]["epochs"] == 3
+
+
+def test_a_trainer_that_fails_ends_the_job_failed_with_the_error_and_the_log(
+        env: dict[str, str | None], client: HubClient, dataset: str, tmp_path: Path) -> None:
+    job = queue_job(client, dataset, f"{USER}/broken", f"{USER}/tiny-broken", epochs=1, crash="fit")
+    result = run_cli(env, "worker", "--train", "--once", "--work-dir", str(tmp_path / "work"))
+    assert result.exit_code == 1, result.output + result.stderr  # --once: a failed job is a failed run
+    assert f"job {job['id']} ({USER}/broken): failed: " in result.output and "[trainer_failed]" in result.output
+    failed = client.training_job(job["id"])
+    assert failed["state"] == "failed" and failed["result_version"] is None
+    assert "[trainer_failed]" in failed["message"] and "asked to crash in fit" in failed["message"]
+    assert "RuntimeError: asked to crash in fit" in failed["log_tail"]  # train.log's end, for the project page
+    assert worker_hub_has_no(client, f"{USER}/tiny-broken")
+
+
+def worker_hub_has_no(client: HubClient, name: str) -> bool:
+    try:
+        client.package(name)
+    except HubNotFoundError:
+        return True
+    return False
