@@ -76,7 +76,8 @@ class World:
         created = self.owner.post("/api/v1/uploads", json={"size": 4})
         assert created.status_code == 201, created.text
         self.params = {"namespace": "alice", "name": "pkg", "version": "1.0.0", "org": "acme", "user": "bob",
-                       "upload_id": created.json()["location"].rstrip("/").rsplit("/", 1)[1], "item_id": "1", "repository_id": "1"}
+                       "upload_id": created.json()["location"].rstrip("/").rsplit("/", 1)[1], "item_id": "1", "repository_id": "1",
+                       "job_id": "1"}
 
     def url(self, path: str) -> str:
         for key, value in self.params.items():
