@@ -245,17 +245,25 @@ class _Job:
         lease = self.worker.options.lease
         every = self.worker.options.heartbeat if lease is None else min(self.worker.options.heartbeat, lease / 3)
         while not self.done.wait(max(0.2, every)):
-            with self.lock:
-                progress, history = self.progress, list(self.history)
-            try:
-                self.client.training_heartbeat(self.id, self.lease, progress=progress, history=history,
-                                               log_tail=self._log_tail(), lease_seconds=lease)
-            except HubError as exc:
-                if self._note_lost(exc):
-                    self.say("lease lost: the hub gave the job to another worker; stopping")
-                    return
-                if not is_transient(exc):
-                    self.say(f"heartbeat refused: {exc}")
+            if not self._beat():
+                return
+        if not self.lost.is_set():
+            self._beat()  # the last epochs and log lines: a short run may end between two beats
+
+    def _beat(self) -> bool:
+        """One heartbeat with the progress, the curves and the log tail; False once the lease is lost."""
+        with self.lock:
+            progress, history = self.progress, list(self.history)
+        try:
+            self.client.training_heartbeat(self.id, self.lease, progress=progress, history=history,
+                                           log_tail=self._log_tail(), lease_seconds=self.worker.options.lease)
+        except HubError as exc:
+            if self._note_lost(exc):
+                self.say("lease lost: the hub gave the job to another worker; stopping")
+                return False
+            if not is_transient(exc):
+                self.say(f"heartbeat refused: {exc}")
+        return True
 
     def _note_lost(self, exc: BaseException) -> bool:
         if isinstance(exc, HubError) and exc.code in ("lease_lost", "job_not_found"):
