@@ -39,8 +39,13 @@ PROJECT_DESCRIPTION = ("Digits on uneven grey boards with stray strokes: a style
 WORKER_HINT = (
     "demo: suggestions for {project} come from a worker on your machine (it installs demo/digits-detector):\n"
     "  export CVFLOW_HUB={url} CVFLOW_TOKEN=$({hub} token create --user demo --scope read --scope annotate)\n"
-    "  cvflow annotate suggest {project}"
+    "  cvflow annotate suggest {project}\n"
+    "and every {every} accepted items the hub queues a fine-tune, which a training worker runs and publishes:\n"
+    "  CVFLOW_TOKEN=$({hub} token create --user demo --scope read --scope annotate --scope publish)"
+    " cvflow worker --train"
 )
+#: The demo project fine-tunes its detector after every so many accepted items (docs/training.md).
+FINETUNE_EVERY = 20
 
 
 def load_demo(hub: HubContext, examples: Path = EXAMPLES) -> Iterator[str]:
@@ -105,6 +110,10 @@ def load_project(hub: HubContext, image_dir: Path) -> Iterator[str]:
                            classes=[str(d) for d in range(10)], description=PROJECT_DESCRIPTION, private=False,
                            queue_order="uncertainty", dataset_package="demo/digits-shifted-data",
                            suggest={"package": "demo/digits-detector", "range": "*", "solver": "detect"})
+            project = find_project(session, namespace, name)
+            assert project is not None
+            project.finetune_every = FINETUNE_EVERY  # fine-tunes go to demo/digits-detector's next versions
+            session.add(project)
             yield f"demo: created the annotation project {PROJECT}"
     # As `cvflow annotate push` adds them: uploaded blobs, checked like any upload, then items.
     wanted = images.check_names([images.NewItem(hub.uploads.put_small(f.read_bytes(), grant_to=user_holder(owner.id)),

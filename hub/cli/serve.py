@@ -35,7 +35,7 @@ def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: st
     settings = settings_from(ctx, **explicit)
     context = build_context(settings)
     if demo:
-        from hub.demo import PROJECT, WORKER_HINT, load_demo
+        from hub.demo import FINETUNE_EVERY, PROJECT, WORKER_HINT, load_demo
 
         for line in load_demo(context):
             click.echo(line)
@@ -44,7 +44,7 @@ def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: st
         hub = "cvflow-hub" + (f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else "")
         if explicit.get("database_url") or root.get("database_url"):
             hub += " --database-url ..."
-        click.echo(WORKER_HINT.format(project=PROJECT, url=f"http://{host}:{port}", hub=hub))
+        click.echo(WORKER_HINT.format(project=PROJECT, url=f"http://{host}:{port}", hub=hub, every=FINETUNE_EVERY))
     app = create_app(settings, context=context)
     click.echo(f"cvflow-hub {__version__}: database {redact_url(settings.database_url)}, storage {context.store.url}")
     from hub.redact import uvicorn_log_config

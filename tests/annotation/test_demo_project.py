@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from hub.demo import EXAMPLES, PROJECT, PROJECT_IMAGES, WORKER_HINT, load_demo
+from hub.demo import EXAMPLES, FINETUNE_EVERY, PROJECT, PROJECT_IMAGES, WORKER_HINT, load_demo
 from tests.helpers import LiveHub
 
 IMAGES = EXAMPLES / PROJECT_IMAGES
@@ -60,7 +60,10 @@ def test_the_demo_loader_creates_the_public_project_with_its_images_once(hub: Li
 
 
 def test_the_worker_hint_names_the_project_and_a_token_that_may_annotate() -> None:
-    hint = WORKER_HINT.format(project=PROJECT, url="http://127.0.0.1:8000", hub="cvflow-hub --data-dir /srv/hub")
+    hint = WORKER_HINT.format(project=PROJECT, url="http://127.0.0.1:8000", hub="cvflow-hub --data-dir /srv/hub",
+                              every=FINETUNE_EVERY)
     assert "CVFLOW_HUB=http://127.0.0.1:8000" in hint
     assert "$(cvflow-hub --data-dir /srv/hub token create --user demo --scope read --scope annotate)" in hint
-    assert hint.endswith(f"cvflow annotate suggest {PROJECT}")
+    assert f"cvflow annotate suggest {PROJECT}\n" in hint
+    assert hint.endswith(" cvflow worker --train") and f"every {FINETUNE_EVERY} accepted items" in hint
+    assert "token create --user demo --scope read --scope annotate --scope publish)" in hint
