@@ -29,7 +29,7 @@ rejected), over the boxes the solver suggests at its default threshold. Wall sec
 ``run_trainer``'s (the trainer's own clock, base evaluation and checkpoints included); CPU seconds
 are the trainer process's user + system time (``getrusage(RUSAGE_CHILDREN)`` before and after).
 
-    .venv/bin/python bench/finetune.py                                  # 5-15 minutes on 2 CPUs
+    .venv/bin/python bench/finetune.py                                  # about 4 minutes on 2 CPUs (+1 for the venv)
     .venv/bin/python bench/finetune.py --home ~/.cache/cvflow-bench-finetune   # keep the torch venv
     .venv/bin/python bench/finetune.py --only classification --sizes 50,200 --epochs 10
 """
