@@ -257,7 +257,7 @@ def build_manifest(data: dict[str, Any], *, legacy: bool, source: str) -> Manife
 
 def _trainers(c: _Checker, data: dict[str, Any], *, kind: str, weights: list[Weight]) -> list[Trainer]:
     """``[[trainers]]``: each parsed, names unique, the weights it writes among the package's."""
-    if "trainers" in data and kind != "model":
+    if data.get("trainers") and kind != "model":  # an empty list is what to_dict writes for none
         c.add("invalid_field", "trainers", "a dataset package has no trainers")
         return []
     trainers: list[Trainer] = []
