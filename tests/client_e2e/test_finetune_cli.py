@@ -31,16 +31,9 @@ from tests.client_e2e._publish_helpers import cli_env, run_cli
 from tests.conftest import start_hub
 from tests.helpers import LiveHub
 from tests.training.colors import colors_package
-from tests.training.conftest import PACKAGES
+from tests.training.conftest import PACKAGES, shared_home
 
 BASE = "qa/tiny-trainer@1.0.0"
-
-
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One CVFLOW_HOME for every fine-tune test of the session: the torch venv is built once."""
-    home = tmp_path_factory.getbasetemp() / "cvflow-training-home"
-    home.mkdir(exist_ok=True)
-    return home
 
 
 @pytest.fixture(scope="module")

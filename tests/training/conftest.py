@@ -26,6 +26,14 @@ _READY = ".cvflow-test-ready"
 _built: list[Path] = []
 
 
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CVFLOW_HOME for every fine-tune test of the session (cvflow finetune, the worker, the
+    loop): the packages' torch venv is built once there."""
+    home = tmp_path_factory.getbasetemp() / "cvflow-training-home"
+    home.mkdir(exist_ok=True)
+    return home
+
+
 def build_torch_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's torch venv, built on the first call."""
     if _built:

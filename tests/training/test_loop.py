@@ -24,7 +24,7 @@ from cvflow.api import HubClient
 from cvflow.datasets import Dataset, Item, write_package
 from tests.client_e2e._publish_helpers import cli_env, run_cli
 from tests.helpers import LiveHub
-from tests.training.test_worker import shared_home
+from tests.training.conftest import shared_home
 
 LENET = Path(__file__).resolve().parents[2] / "examples" / "digits-lenet"
 EVERY, TOTAL = 50, 90

@@ -32,17 +32,10 @@ from tests.client_e2e._publish_helpers import CVFLOW, cli_env, run_cli
 from tests.conftest import start_hub
 from tests.helpers import LiveHub
 from tests.training.colors import colors_package
-from tests.training.conftest import PACKAGES
+from tests.training.conftest import PACKAGES, shared_home
 
 USER = "wkalice"
 CLASSES = ["red", "green", "blue"]
-
-
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's CVFLOW_HOME for fine-tunes (as in tests/client_e2e/test_finetune_cli.py)."""
-    home = tmp_path_factory.getbasetemp() / "cvflow-training-home"
-    home.mkdir(exist_ok=True)
-    return home
 
 
 @pytest.fixture(scope="module")
