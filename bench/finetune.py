@@ -45,7 +45,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -225,6 +225,26 @@ def first_target(rows: list[Row], detection: bool) -> str:
 # --- classification
 
 
+def sweep(args: argparse.Namespace, python: Path, tmp: Path, package: Path, task: str, name: str,
+          train: list[Item], val: list[Item], score: Callable[[Path, str], Row], metric: str) -> list[Row]:
+    """The base row, then a fine-tune on the first N training items for each size, each scored."""
+    rows = [score(package / WEIGHT, "base (shipped 1.0.0)")]
+    print(f"{task} base: {metric} {rows[0].metric:.3f}", file=sys.stderr, flush=True)
+    hyper = {"epochs": args.epochs} if args.epochs else {}
+    for size in args.sizes:
+        dataset = tmp / f"{package.name}-data-{size}"
+        write_package(Dataset(task, DIGITS, {"train": train[:size], "val": val}), dataset,
+                      name=name, version=f"1.0.{size}")
+        row = finetune(python, package, dataset, tmp / f"{package.name}-work-{size}", hyper, f"{size} labels")
+        assert row.weights is not None
+        scored = score(row.weights, row.label)
+        row.metric, row.accepted, row.suggestions = scored.metric, scored.accepted, scored.suggestions
+        rows.append(row)
+        print(f"{task} {size}: {metric} {row.metric:.3f}, {row.wall_s:.1f} s ({row.cpu_s:.1f} s CPU)",
+              file=sys.stderr, flush=True)
+    return rows
+
+
 def classification(args: argparse.Namespace, python: Path, tmp: Path, quiet: Quiet) -> None:
     shifted = module(LENET / "digits_lenet" / "shifted.py", "_bench_lenet_shifted")
     split = shifted.digit_split()
@@ -249,20 +269,7 @@ def classification(args: argparse.Namespace, python: Path, tmp: Path, quiet: Qui
         right = sum(int(a["digit"]) == t for a, t in zip(answers, truth, strict=True))
         return Row(label, right / len(truth), right, len(truth))
 
-    rows = [score(LENET / WEIGHT, "base (shipped 1.0.0)")]
-    print(f"classification base: accuracy {rows[0].metric:.3f}", file=sys.stderr, flush=True)
-    hyper = {"epochs": args.epochs} if args.epochs else {}
-    for size in args.sizes:
-        dataset = tmp / f"lenet-data-{size}"
-        write_package(Dataset("classification", DIGITS, {"train": train[:size], "val": val}), dataset,
-                      name="bench/digits-shifted", version=f"1.0.{size}")
-        row = finetune(python, LENET, dataset, tmp / f"lenet-work-{size}", hyper, f"{size} labels")
-        assert row.weights is not None
-        scored = score(row.weights, row.label)
-        row.metric, row.accepted, row.suggestions = scored.metric, scored.accepted, scored.suggestions
-        rows.append(row)
-        print(f"classification {size}: accuracy {row.metric:.3f}, {row.wall_s:.1f} s ({row.cpu_s:.1f} s CPU)", file=sys.stderr,
-              flush=True)
+    rows = sweep(args, python, tmp, LENET, "classification", "bench/digits-shifted", train, val, score, "accuracy")
 
     last = next((r for r in rows if r.label == "200 labels"), None)
     speed = (f"**Target: 200-label digits-lenet fine-tune <= {LENET_200_SECONDS:.0f} s: "
@@ -319,20 +326,7 @@ def detection(args: argparse.Namespace, python: Path, tmp: Path, quiet: Quiet) -
             accepted, suggestions = accepted + len(right), suggestions + len(shown)
         return Row(label, map50(truth_doc, detections), accepted, suggestions)
 
-    rows = [score(DETECTOR / WEIGHT, "base (shipped 1.0.0)")]
-    print(f"detection base: mAP@0.5 {rows[0].metric:.3f}", file=sys.stderr, flush=True)
-    hyper = {"epochs": args.epochs} if args.epochs else {}
-    for size in args.sizes:
-        dataset = tmp / f"detector-data-{size}"
-        write_package(Dataset("detection", DIGITS, {"train": train[:size], "val": val}), dataset,
-                      name="bench/digits-canvases", version=f"1.0.{size}")
-        row = finetune(python, DETECTOR, dataset, tmp / f"detector-work-{size}", hyper, f"{size} labels")
-        assert row.weights is not None
-        scored = score(row.weights, row.label)
-        row.metric, row.accepted, row.suggestions = scored.metric, scored.accepted, scored.suggestions
-        rows.append(row)
-        print(f"detection {size}: mAP@0.5 {row.metric:.3f}, {row.wall_s:.1f} s ({row.cpu_s:.1f} s CPU)", file=sys.stderr,
-              flush=True)
+    rows = sweep(args, python, tmp, DETECTOR, "detection", "bench/digits-canvases", train, val, score, "mAP@0.5")
 
     epochs = hyper_text(args, DETECTOR)
     notes = [first_target(rows, True),
