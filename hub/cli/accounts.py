@@ -51,9 +51,22 @@ def token() -> None:
                    "[default: read, publish].")
 @click.option("--name", default="cli", show_default=True, help="A label to recognise the token by.")
 @click.option("--expires-in", type=int, help="Seconds until it expires [default: never].")
+@click.option("--hub-url", default="http://127.0.0.1:8000", show_default=True, metavar="URL",
+              help="The hub's address as clients reach it, for the `cvflow login` line printed next.")
 @click.pass_context
-def token_create(ctx: click.Context, username: str, scopes: tuple[str, ...], name: str, expires_in: int | None) -> None:
-    """Create an API token and print it. It is shown only this once."""
+def token_create(ctx: click.Context, username: str, scopes: tuple[str, ...], name: str, expires_in: int | None,
+                 hub_url: str) -> None:
+    """Create an API token and print it. It is shown only this once.
+
+    Only the token goes to standard output, so `$(cvflow-hub token create ...)` captures it; the
+    `cvflow login` line to run next goes to standard error (naming $CVFLOW_TOKEN when standard
+    output is not a terminal, so the token itself is not shown).
+
+    \b
+    Examples:
+      cvflow-hub token create --user alice
+      export CVFLOW_TOKEN=$(cvflow-hub token create --user alice --hub-url https://hub.example.org)
+    """
     from hub.db import session_scope
     from hub.security import DEFAULT_SCOPES, Scopes
     from hub.services import accounts
@@ -67,6 +80,8 @@ def token_create(ctx: click.Context, username: str, scopes: tuple[str, ...], nam
         owner = accounts.get_user(session, username)
         _, secret = accounts.create_token(session, owner, parsed, name=name, expires_in=expires_in)
     click.echo(secret)
+    shown = secret if sys.stdout.isatty() else '"$CVFLOW_TOKEN"'
+    click.echo(f"next: cvflow login --hub {hub_url.rstrip('/')} --token {shown}", err=True)
 
 
 @click.group()

@@ -72,7 +72,10 @@ def test_init_validate_publish_info(hub, env, tmp_path):
     published = run_cli(env, "publish", str(pkg))
     assert published.exit_code == 0, published.output
     url = f"{hub.url}/api/v1/packages/alice/hello/versions/0.1.0"
-    assert published.stdout.splitlines() == [f"published alice/hello@0.1.0 (4 files, {_size(pkg)})", url]
+    page = f"{hub.url}/alice/hello/v/0.1.0"  # the version's page on the website
+    assert published.stdout.splitlines() == [f"published alice/hello@0.1.0 (4 files, {_size(pkg)})",
+                                             f"page: {page}", f"api:  {url}"]
+    assert httpx.get(page).status_code == 200
     assert "4 to upload" in published.stderr  # progress lines go to stderr
     assert httpx.get(url).json()["version"] == "0.1.0"
 
@@ -321,7 +324,8 @@ def test_the_installed_command_end_to_end(hub, token, tmp_path):
         done = run_script(env, *args)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         out[args[0]] = done.stdout
-    assert out["publish"].splitlines()[-1] == f"{hub.url}/api/v1/packages/alice/detector/versions/0.1.0"
+    assert out["publish"].splitlines()[1:] == [f"page: {hub.url}/alice/detector/v/0.1.0",
+                                               f"api:  {hub.url}/api/v1/packages/alice/detector/versions/0.1.0"]
     assert json.loads(out["search"])["results"][0]["name"] == "alice/detector"
     assert json.loads(out["info"])["version"]["manifest"]["task"] == "detection"
     again = run_script(env, "publish", str(pkg))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 from rich.console import Console
@@ -123,7 +124,8 @@ def publish(ctx: click.Context, directory: Path, private: bool | None, namespace
 
     Checks DIRECTORY (default: here) like `cvflow validate`, uploads only the files the hub lacks (largest first;
     an interrupted upload resumes on the next run), then publishes the version and prints
-    its URL. Versions are immutable: publishing one again is refused.
+    its page on the hub's website and its API URL. Versions are immutable: publishing one
+    again is refused.
 
     With --git URL the hub's indexer fetches the repository and publishes each SemVer tag
     (v1.2.0 or 1.2.0) as a version, now and whenever a webhook or its poll finds new tags.
@@ -149,12 +151,15 @@ def publish(ctx: click.Context, directory: Path, private: bool | None, namespace
         except HubAuthError as exc:
             _not_logged_in_hint(client, exc, cfg.token)
             raise
+    # The version's page on the hub's website (web/: /NS/NAME/v/VERSION), beside its API URL.
+    result["page"] = f"{client.base_url.rstrip('/')}/{result['package']}/v/{quote(result['version'])}"
     if as_json:
         emit_json(result)
         return
     click.echo(f"published {result['package']}@{result['version']}"
                f" ({result['files']} files, {format_size(result['size'])})")
-    click.echo(result["url"])
+    click.echo(f"page: {result['page']}")
+    click.echo(f"api:  {result['url']}")
 
 
 def _register_git(cfg: Any, url: str, *, namespace: str | None, subdir: str | None, branch_pattern: str | None,

@@ -29,6 +29,8 @@ from cvflow.versions import Version
 def pull(ctx: click.Context, spec: str, offline: bool, pre: bool, jobs: int, as_json: bool, quiet: bool) -> None:
     """Download a package version into the shared cache and print where it is.
 
+    Prints the snapshot's path on stdout, and on stderr which version came from which hub.
+
     NAME is namespace/name; RANGE picks the highest version that matches and is not yanked
     (exact, ^1.2, ~1.2, >=1.0, <2, comma-joined, or *; the default is *). An exact version
     may pick a yanked one, with a warning. Only files the cache lacks are downloaded, each is
@@ -49,12 +51,16 @@ def pull(ctx: click.Context, spec: str, offline: bool, pre: bool, jobs: int, as_
         client = None if offline else stack.enter_context(HubClient(cfg.hub, cfg.token))
         bar = stack.enter_context(transfer_bar(quiet=quiet))
         path = pull_package(client, cache, spec, offline=offline, prereleases=pre, workers=jobs, progress=bar)
+    name = parse_spec(spec)[0]
     if as_json:
         doc = cache.read_version(path) or {}
         files = [{k: f.get(k) for k in ("path", "size", "sha256")} for f in doc.get("files") or []]
-        emit_json({"name": parse_spec(spec)[0], "version": path.name, "path": str(path), "files": files})
-    else:
-        click.echo(str(path))
+        emit_json({"name": name, "version": path.name, "path": str(path), "files": files})
+        return
+    if not quiet:  # on stderr: stdout stays the path alone, for $(cvflow pull ...)
+        source = "the cache (offline)" if client is None else client.base_url
+        click.echo(f"pulled {name}@{path.name} from {source}", err=True)
+    click.echo(str(path))
 
 
 @click.group()
