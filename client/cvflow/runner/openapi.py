@@ -59,6 +59,9 @@ def build_openapi(info: PackageInfo, solvers: Iterable[LoadedSolver], *, runner_
         "/readyz": {"get": {"operationId": "readyz", "summary": "Ready: every solver is loaded",
                             "responses": {"200": _json({"type": "object"}, "Ready"),
                                           "503": _json({"type": "object"}, "Still loading")}}},
+        "/docs": {"get": {"operationId": "docs", "summary": "This document as a readable HTML page",
+                          "responses": {"200": {"description": "The API reference",
+                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }
     for s in solvers:
         schema = s.schema

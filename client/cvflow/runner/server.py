@@ -6,6 +6,7 @@ Routes::
     GET  /healthz                  200 while the process answers
     GET  /readyz                   200 once every solver is loaded, 503 before
     GET  /openapi.json             the OpenAPI 3.1 document, built from the solvers' type hints
+    GET  /docs                     that document as a readable page (``cvflow.openapi_html``)
     POST /solvers/{solver}/infer   run a solver (multipart, JSON, or a raw image body)
     GET  /v2/...  POST /v2/models/{solver}/infer    the KServe v2 protocol (see ``kserve``)
 
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cvflow import __version__
+from cvflow import __version__, openapi_html
 from cvflow.runner import kserve
 from cvflow.runner.batching import Arrival, CallTimeout, QueueFull
 from cvflow.runner.errors import RunnerError
@@ -42,6 +43,7 @@ from cvflow.solver import InputError
 
 log = logging.getLogger("cvflow.runner")
 _JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Runner:
         self.started = time.time()
         self.httpd: Server | None = None
         self._openapi: bytes | None = None
+        self._docs: bytes | None = None
         self._inflight = 0
         self._inflight_lock = threading.Lock()
 
@@ -183,6 +186,12 @@ class Runner:
             raise RunnerError("not_ready", "the OpenAPI document is built once the solvers are loaded")
         return self._openapi
 
+    def docs(self) -> bytes:
+        """The OpenAPI document as an HTML page, rendered once."""
+        if self._docs is None:
+            self._docs = openapi_html.page(json.loads(self.openapi()), json_url="/openapi.json").encode()
+        return self._docs
+
     # -- HTTP -------------------------------------------------------------------------------
 
     def app(self, request: Request) -> tuple[int, bytes, str]:
@@ -239,6 +248,8 @@ class Runner:
                 return 503, b'{"status":"loading"}', _JSON
             if parts == ["openapi.json"]:
                 return 200, self.openapi(), _JSON
+            if parts == ["docs"]:
+                return 200, self.docs(), _HTML
             if parts[0] == "v2":
                 return kserve.get(self, parts[1:])
         raise RunnerError("not_found", f"no route {path}; see GET / and GET /openapi.json")
@@ -250,7 +261,7 @@ _POST = ("POST",)
 
 def _allowed(parts: list[str]) -> tuple[str, ...] | None:
     """The methods of the resource at ``parts`` (for 405 and its ``Allow``); None: no such resource."""
-    if parts in ([], ["healthz"], ["readyz"], ["openapi.json"], ["v2"], ["v2", "health", "live"],
+    if parts in ([], ["healthz"], ["readyz"], ["openapi.json"], ["docs"], ["v2"], ["v2", "health", "live"],
                  ["v2", "health", "ready"]):
         return _GET
     if len(parts) == 3 and parts[0] == "solvers" and parts[2] == "infer":
