@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import date, timedelta
 from html import escape
 from typing import Any
 
@@ -48,11 +49,65 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return out
 
 
+def pareto_frontier(points: list[ZooPoint]) -> list[ZooPoint]:
+    """The points nothing beats: no other point is at least as fast and at least as accurate
+    and strictly better at one of the two. Sorted fastest first, so accuracy rises along it:
+    the best accuracy on offer for a latency budget is the last frontier point within it."""
+    frontier: list[ZooPoint] = []
+    best = -math.inf
+    # Fastest first; among equally fast ones the most accurate first, which dominates the rest.
+    for p in sorted(points, key=lambda p: (p.latency_ms, -p.accuracy)):
+        if p.accuracy > best:
+            frontier.append(p)
+            best = p.accuracy
+        elif p.accuracy == best and frontier and frontier[-1].latency_ms == p.latency_ms:
+            frontier.append(p)  # an exact tie with a frontier point: neither dominates the other
+    return frontier
+
+
+#: Rough width of one character of a point's label (13px, bold), to keep labels apart.
+_CHAR_W = 7.8
+_LABEL_H = 14.0
+
+
+def _place_label(cx: float, cy: float, r: float, width: float, taken: list[tuple[float, float, float, float]],
+                 box: tuple[float, float, float, float]) -> tuple[float, float, str]:
+    """Where a point's label goes: beside the point (right, left, above, below, then further
+    out), never over its own marker, preferring a place inside the plot that overlaps no label
+    or marker already drawn. Returns the text's x, baseline y and anchor, and records its box."""
+    left, top, right, bottom = box
+    gap = r + 4
+    candidates = []
+    for step in (0.0, 1.0, 2.0):
+        dy = step * _LABEL_H
+        candidates += [(cx + gap, cy + 4 - dy, "start"), (cx - gap, cy + 4 - dy, "end"),
+                       (cx, cy - gap - 2 - dy, "middle"), (cx, cy + gap + 11 + dy, "middle"),
+                       (cx + gap, cy + 4 + dy, "start"), (cx - gap, cy + 4 + dy, "end")]
+
+    def extent(c: tuple[float, float, str]) -> tuple[float, float, float, float]:
+        x, y, anchor = c
+        x0 = x if anchor == "start" else x - width if anchor == "end" else x - width / 2
+        return x0, y - _LABEL_H + 3, x0 + width, y + 3
+
+    def cost(c: tuple[float, float, str]) -> float:
+        x0, y0, x1, y1 = extent(c)
+        overlap = sum(max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1]))
+                      for b in taken)
+        outside = max(0.0, left - x0) + max(0.0, x1 - (right + 12)) + max(0.0, top - y0) + max(0.0, y1 - bottom)
+        return overlap + outside * 40
+
+    best = min(candidates, key=cost)  # min keeps the first of equals: the preferred place
+    taken.append(extent(best))
+    return best
+
+
 def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> str:
-    """Accuracy (y) against latency (x, log scale), bubble area by memory, as GluonCV draws it."""
+    """Accuracy (y) against latency (x, log scale), bubble area by memory (when any package
+    reports it), as GluonCV draws it; each point labelled with its package's full name, and the
+    Pareto frontier as a step line through the points nothing beats."""
     if not points:
         return ""
-    pad_l, pad_r, pad_t, pad_b = 56, 16, 16, 44
+    pad_l, pad_r, pad_t, pad_b = 56, 16, 30, 44
     lat = [max(p.latency_ms, 1e-3) for p in points]
     lo, hi = math.log10(min(lat)), math.log10(max(lat))
     if hi - lo < 0.5:
@@ -77,10 +132,11 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
     def y(v: float) -> float:
         return bottom - (v - a_lo) / (a_hi - a_lo) * (bottom - top)
 
+    title = "Accuracy against latency" + ("; bubble area shows memory" if mems else "")
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-labelledby="zoo-title" class="chart">',
-        '<title id="zoo-title">Accuracy against latency; bubble area shows memory</title>',
+        f'aria-labelledby="zoo-title" class="chart zoo-chart">',
+        f'<title id="zoo-title">{title}</title>',
     ]
     for a in nice_ticks(a_lo, a_hi):
         parts.append(f'<line x1="{left}" y1="{y(a):.1f}" x2="{right}" y2="{y(a):.1f}" class="grid"/>'
@@ -96,46 +152,106 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
         f'<text x="14" y="{(top + bottom) / 2}" class="label" text-anchor="middle" '
         f'transform="rotate(-90 14 {(top + bottom) / 2})">accuracy</text>',
     ]
+    frontier = pareto_frontier(points)
+    on_frontier = {id(p) for p in frontier}
+    if frontier:  # a step: each frontier point's accuracy holds until the next, faster-to-slower
+        coords = [(x(frontier[0].latency_ms), y(frontier[0].accuracy))]
+        for p in frontier[1:]:
+            coords += [(x(p.latency_ms), coords[-1][1]), (x(p.latency_ms), y(p.accuracy))]
+        coords.append((right, coords[-1][1]))
+        names = ", ".join(p.name for p in frontier)
+        parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in coords)}" class="frontier">'
+                     f"<title>Pareto frontier: {escape(names)}</title></polyline>")
+        parts.append(f'<g class="legend"><line x1="{right - 176}" y1="12" x2="{right - 156}" y2="12" class="frontier"/>'
+                     f'<text x="{right - 150}" y="16" class="tick">Pareto frontier (bold)</text></g>')
+    radius = {id(p): 5 + 22 * math.sqrt(p.memory_mb / m_hi) if p.memory_mb else 5.0 for p in points}
+    taken = [(x(p.latency_ms) - radius[id(p)], y(p.accuracy) - radius[id(p)],
+              x(p.latency_ms) + radius[id(p)], y(p.accuracy) + radius[id(p)]) for p in points]
+    taken.append((right - 180, 0.0, right, 20.0))  # the legend
     for p in sorted(points, key=lambda p: -(p.memory_mb or 0)):  # big bubbles first, small ones on top
-        r = 5 + 22 * math.sqrt(p.memory_mb / m_hi) if p.memory_mb else 5
+        r = radius[id(p)]
         cx, cy = x(p.latency_ms), y(p.accuracy)
-        label = escape(p.name.split("/", 1)[-1])
-        anchor = "end" if cx > left + (right - left) * 0.7 else "start" if cx < left + (right - left) * 0.3 else "middle"
-        lx = cx + (r if anchor == "start" else -r if anchor == "end" else 0)
-        ly = cy - r - 4 if cy - r - 4 > top + 10 else cy + r + 14
+        mark = ' class="on-frontier"' if id(p) in on_frontier else ""
+        lineage = f" (fine-tune of {p.fine_tune_of.split('/', 1)[-1]})" if p.fine_tune_of is not None else ""
+        lx, ly, anchor = _place_label(cx, cy, r, _CHAR_W * len(p.name + lineage), taken,
+                                      (left, top, right, bottom))
+        label = (f'<text x="{lx:.1f}" y="{ly:.1f}" class="name" text-anchor="{anchor}">{escape(p.name)}'
+                 + (f'<tspan class="lineage">{escape(lineage)}</tspan>' if lineage else "") + "</text>")
+        memory = f", {p.memory_mb:g} MB" if p.memory_mb else ""
+        best = ", on the Pareto frontier" if mark else ""
         if p.fine_tune_of is not None:  # a fine-tune: a diamond, and whose fine-tune it is
-            of = escape(p.fine_tune_of)
             parts.append(
-                f'<g class="point fine-tune"><path d="M{cx:.1f} {cy - r:.1f}L{cx + r:.1f} {cy:.1f}L{cx:.1f} '
-                f'{cy + r:.1f}L{cx - r:.1f} {cy:.1f}Z"><title>{escape(p.name)}: fine-tune of {of}, accuracy '
-                f"{p.accuracy:.4g}, {p.latency_ms:g} ms{f', {p.memory_mb:g} MB' if p.memory_mb else ''}</title></path>"
-                f'<text x="{lx:.1f}" y="{ly:.1f}" class="name" text-anchor="{anchor}">{label}'
-                f'<tspan class="lineage"> (fine-tune of {escape(p.fine_tune_of.split("/", 1)[-1])})</tspan></text></g>'
+                f'<g class="point fine-tune"><path{mark} d="M{cx:.1f} {cy - r:.1f}L{cx + r:.1f} {cy:.1f}L{cx:.1f} '
+                f'{cy + r:.1f}L{cx - r:.1f} {cy:.1f}Z"><title>{escape(p.name)}: fine-tune of {escape(p.fine_tune_of)}, '
+                f"accuracy {p.accuracy:.4g}, {p.latency_ms:g} ms{memory}{best}</title></path>{label}</g>"
             )
             continue
         parts.append(
-            f'<g class="point"><circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
-            f"<title>{escape(p.name)}: accuracy {p.accuracy:.4g}, {p.latency_ms:g} ms"
-            f"{f', {p.memory_mb:g} MB' if p.memory_mb else ''}</title></circle>"
-            f'<text x="{lx:.1f}" y="{ly:.1f}" class="name" text-anchor="{anchor}">{label}</text></g>'
+            f'<g class="point"><circle{mark} cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
+            f"<title>{escape(p.name)}: accuracy {p.accuracy:.4g}, {p.latency_ms:g} ms{memory}{best}</title></circle>"
+            f"{label}</g>"
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def downloads_svg(days: list[dict[str, Any]], *, width: int = 640, height: int = 120) -> str:
-    """Daily downloads as bars."""
+def _date_ticks(first: date, last: date) -> list[date]:
+    """The x axis's dates: the first of each month in ``first``..``last``, and ``last`` (today);
+    a month's label that would crowd today's (within 12 days) or the left edge's is left out."""
+    ticks = []
+    d = date(first.year, first.month, 1)
+    while d <= last:
+        if d >= first and (last - d).days >= 12:
+            ticks.append(d)
+        d = date(d.year + d.month // 12, d.month % 12 + 1, 1)
+    return [*ticks, last]
+
+
+def downloads_svg(days: list[dict[str, Any]], *, today: date | None = None, span: int = 90,
+                  width: int = 640, height: int = 160) -> str:
+    """Downloads per day as bars: one slot for each of the ``span`` days up to ``today``, so a
+    single busy day is one thin bar at its date; a y scale with round ticks and dates below."""
     if not days:
         return ""
-    counts = [int(d["downloads"]) for d in days]
-    top = max(counts) or 1
-    bar = (width - 20) / len(counts)
+    last = today or date.today()
+    first = last - timedelta(days=span - 1)
+    counts: dict[date, int] = {}
+    for d in days:
+        day = date.fromisoformat(str(d["day"]))
+        if first <= day <= last:
+            counts[day] = counts.get(day, 0) + int(d["downloads"])
+    pad_l, pad_r, pad_t, pad_b = 44, 12, 10, 24
+    left, right, top, bottom = pad_l, width - pad_r, pad_t, height - pad_b
+    ticks = nice_ticks(0, max(counts.values(), default=0) or 1, count=4)
+    ticks = [t for t in ticks if t == int(t)] or [0.0, 1.0]  # whole downloads only
+    y_hi = max(ticks[-1], max(counts.values(), default=1))
+    slot = (right - left) / span
+
+    def y(v: float) -> float:
+        return bottom - v / y_hi * (bottom - top)
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="downloads per day" class="chart">']
-    for i, (d, n) in enumerate(zip(days, counts, strict=True)):
-        h = (height - 20) * n / top
-        parts.append(f'<rect x="{10 + i * bar:.1f}" y="{height - 10 - h:.1f}" width="{max(bar - 2, 1):.1f}" '
-                     f'height="{h:.1f}" class="bar"><title>{escape(str(d["day"]))}: {n}</title></rect>')
+             f'aria-label="downloads per day, {first.isoformat()} to {last.isoformat()}" class="chart downloads">']
+    for t in ticks:
+        parts.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{right}" y2="{y(t):.1f}" class="grid"/>'
+                     f'<text x="{left - 6}" y="{y(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')
+    for tick in _date_ticks(first, last):
+        tx = left + ((tick - first).days + 0.5) * slot
+        anchor = "end" if tick == last else "middle"
+        label = "today" if tick == last else f"{tick:%b} {tick.day}"
+        parts.append(f'<line x1="{tx:.1f}" y1="{bottom}" x2="{tx:.1f}" y2="{bottom + 4}" class="axis"/>'
+                     f'<text x="{tx + (4 if tick == last else 0):.1f}" y="{bottom + 17}" class="tick date" '
+                     f'text-anchor="{anchor}" data-day="{tick.isoformat()}">{label}</text>')
+    parts += [f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>',
+              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" class="axis"/>']
+    for day, n in sorted(counts.items()):
+        if n <= 0:
+            continue
+        i = (day - first).days
+        h = bottom - y(n)
+        parts.append(f'<rect x="{left + i * slot + slot * 0.1:.2f}" y="{y(n):.1f}" width="{slot * 0.8:.2f}" '
+                     f'height="{h:.1f}" class="bar" data-day="{day.isoformat()}"><title>{day.isoformat()}: {n}'
+                     f"</title></rect>")
     parts.append("</svg>")
     return "".join(parts)
 

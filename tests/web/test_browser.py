@@ -92,7 +92,7 @@ def test_visitor_finds_a_model_reads_it_copies_the_install_line_and_sees_the_zoo
     assert page.evaluate("navigator.clipboard.readText()") == "cvflow install alice/digits-lenet@1.0.0"
     page.locator('button[data-copy="run-line"]').click()
     expect(page.locator('button[data-copy="run-line"]')).to_have_text("Copied")
-    assert page.evaluate("navigator.clipboard.readText()") == "cvflow run alice/digits-lenet:detect"
+    assert page.evaluate("navigator.clipboard.readText()") == "cvflow run alice/digits-lenet@1.0.0 --port 8765"
     shoot(page, screenshots, "package")
 
     page.get_by_role("link", name="Model zoo").click()

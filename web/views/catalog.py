@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import shlex
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -15,13 +17,14 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from cvflow.manifest import TASKS
 from cvflow.names import package_key
+from cvflow.solver import declared_input
 from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import Dependency, File, Namespace, Organisation, Package, Version, utcnow
 from hub.services import access, accounts, catalog, lineage, packages
 from hub.services.accounts import Principal
 from hub.storage import BlobNotFound, StorageError
-from web.charts import ZooPoint, downloads_svg, zoo_svg
+from web.charts import ZooPoint, downloads_svg, pareto_frontier, zoo_svg
 from web.datasets import IMAGE_TYPES, dataset_context
 from web.markdown import render_markdown
 from web.session import web_principal
@@ -31,6 +34,9 @@ README_LIMIT = 1 << 20
 SEARCH_PER_PAGE = 20
 NAMESPACE_PER_PAGE = 50
 MAX_PAGE = 10_000  # deeper than anyone pages; keeps OFFSET within what every database takes
+DOWNLOAD_DAYS = 90  # the package page's download chart: one slot per day, today the last
+#: The port the package page's run line asks for, so its curl lines work as they are.
+RUNNER_PORT = 8765
 _readme_cache: dict[str, str] = {}
 
 
@@ -88,7 +94,7 @@ def _readme(hub: Any, files: list[File], manifest: dict[str, Any]) -> str | None
 
 
 def package_context(session: Session, hub: Any, who: Principal, namespace: str, name: str,
-                    version: str | None, split: str | None = None) -> dict[str, Any]:
+                    version: str | None, split: str | None = None, hub_url: str = "") -> dict[str, Any]:
     package = packages.get_package(session, who, namespace, name)
     doc = catalog.package_document(session, package)
     chosen = version or package.latest_version or (doc["versions"][0]["version"] if doc["versions"] else None)
@@ -107,14 +113,13 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
         .where(sa.func.replace(sa.func.replace(Dependency.package, "_", "-"), ".", "-") == package_key(package.full_name),
                visible)
     )))
-    history = catalog.download_history(session, package, (utcnow() - timedelta(days=90)).date())
-    solver = (manifest.get("solvers") or [{}])[0].get("name")
+    today = utcnow().date()
+    history = catalog.download_history(session, package, today - timedelta(days=DOWNLOAD_DAYS - 1))
     return {
         "package": doc, "version": catalog.version_summary(row), "manifest": manifest, "files": files,
         "dependencies": deps, "reverse": reverse, "readme": _readme(hub, files, manifest),
-        "downloads_chart": downloads_svg(history), "history": history,
-        "install_line": f"cvflow install {package.full_name}@{row.version}",
-        "run_line": f"cvflow run {package.full_name}" + (f":{solver}" if solver else ""),
+        "downloads_chart": downloads_svg(history, today=today, span=DOWNLOAD_DAYS), "history": history,
+        **use_it(hub_url, f"{package.full_name}@{row.version}", manifest.get("solvers") or []),
         "source": {"repository": row.source_repository, "commit": row.source_commit} if row.source_repository else None,
         "can_publish": access.may_publish(session, who, package),
         "dataset": dataset_context(hub.store, manifest, files, split, f"{package.full_name}@{row.version}")
@@ -122,6 +127,83 @@ def package_context(session: Session, hub: Any, who: Principal, namespace: str, 
         # Fine-tuned from / trained on (links for their readers only), and this package's fine-tunes.
         "lineage": lineage.lineage_view(session, who, row),
         "fine_tunes": lineage.fine_tunes(session, who, package) if manifest.get("kind") != "dataset" else None,
+    }
+
+
+# --- the package page's "Use it" box ------------------------------------------------------------
+
+#: "(default 3)", "default: 0.5", "default=fast" in an input's declared meaning.
+_DEFAULT_RE = re.compile(r"\bdefault\b\s*[:=]?\s*([\w.+-]{1,32})", re.IGNORECASE)
+_EXAMPLES = {"integer": 1, "number": 0.5, "string": "text", "boolean": True}
+
+
+def example_value(kind: str, meaning: str) -> Any:
+    """A value to show for a scalar input: the default its meaning names, when that fits the
+    kind, else a plain example of the kind."""
+    match = _DEFAULT_RE.search(meaning)
+    if match:
+        text = match[1]
+        try:
+            if kind == "integer":
+                return int(text)
+            if kind == "number":
+                return float(text)
+        except ValueError:
+            pass
+        if kind == "boolean" and text.lower() in {"true", "false"}:
+            return text.lower() == "true"
+        if kind == "string":
+            return text
+    return _EXAMPLES.get(kind, "text")
+
+
+def _form_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def solver_usage(solver: dict[str, Any], base: str) -> dict[str, Any]:
+    """A curl line and a Python (httpx) snippet that call one solver on a runner at ``base``,
+    built from the inputs its manifest declares: an image input becomes a file part, other
+    inputs form fields (multipart) or, with no image at all, a JSON body (docs/runner.md)."""
+    url = f"{base}/solvers/{solver.get('name')}/infer"
+    declared = solver.get("inputs") or {}
+    inputs = {k: declared_input(str(v)) for k, v in declared.items()} if declared else {"image": ("image", "")}
+    files: list[tuple[str, str]] = []
+    fields: dict[str, Any] = {}
+    for key, (kind, meaning) in inputs.items():
+        if kind == "image":
+            files.append((key, "photo.jpg"))
+        elif kind == "images":
+            files += [(key, "photo1.jpg"), (key, "photo2.jpg")]
+        else:
+            fields[key] = example_value(kind, meaning)
+    if files:
+        args = [f"-F {shlex.quote(f'{k}=@{path}')}" for k, path in files]
+        args += [f"-F {shlex.quote(f'{k}={_form_text(v)}')}" for k, v in fields.items()]
+        curl = " ".join(["curl", *args, url])
+        opened = ", ".join(f"({k!r}, open({path!r}, 'rb'))" for k, path in files)
+        body = f"files=[{opened}]" + (f", data={ {k: _form_text(v) for k, v in fields.items()}!r}" if fields else "")
+    else:
+        payload = json.dumps(fields)
+        curl = f"curl -H 'content-type: application/json' -d {shlex.quote(payload)} {url}"
+        body = f"json={fields!r}"
+    python = (f"import httpx\n\nr = httpx.post({url!r}, {body}, timeout=60)\n"
+              "r.raise_for_status()\nprint(r.json())")
+    return {"name": solver.get("name"), "url": url, "curl": curl, "python": python, "declared": bool(declared)}
+
+
+def use_it(hub_url: str, ref: str, solvers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the package page's "Use it" box shows: how to point the client at this hub, pull,
+    install and serve ``ref`` (``name@version``), then call each solver."""
+    base = f"http://127.0.0.1:{RUNNER_PORT}"
+    return {
+        "hub_url": hub_url, "runner_url": base,
+        "login_line": f"cvflow login --hub {hub_url}",
+        "env_line": f"export CVFLOW_HUB={hub_url}",
+        "pull_line": f"cvflow pull {ref}",
+        "install_line": f"cvflow install {ref}",
+        "run_line": f"cvflow run {ref} --port {RUNNER_PORT}",
+        "solver_calls": [solver_usage(s, base) for s in solvers if isinstance(s, dict) and s.get("name")],
     }
 
 
@@ -135,7 +217,7 @@ async def package_page(request: Request) -> Response:
         if package.full_name != f"{p['namespace']}/{p['name']}":
             return package.full_name  # a look-alike spelling: sent on to the canonical page
         return package_context(session, hub, who, p["namespace"], p["name"], p.get("version"),
-                               request.query_params.get("split"))
+                               request.query_params.get("split"), str(request.base_url).rstrip("/"))
 
     try:
         context = await in_session(request, work)
@@ -207,8 +289,9 @@ def _canonical_url(request: Request, full_name: str) -> str:
     return url.path + (f"?{query}" if query else "")
 
 
-def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, Any]]:
-    """Each visible model package's latest version with its accuracy and latency; a fine-tune is
+def zoo_points(session: Session, who: Principal, task: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each visible model package's latest version with its accuracy and latency, and the names
+    of those that report no usable accuracy and latency (not charted); a fine-tune is
     marked with its base (``fine_tune_of``: ``name@version``, or "a private package" to those who
     may not read it) and, since it keeps its base's network, lent the base's latency and memory
     when its own ``[metrics]`` (replaced by the validation metrics) lack them and the reader may
@@ -220,7 +303,7 @@ def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, An
         .order_by(Package.full_name)
     ))
     marks = lineage.zoo_marks(session, who, [id_ for id_, _, _ in rows if id_ is not None])
-    points = []
+    points, missing = [], []
     for id_, name, manifest in rows:
         metrics = json.loads(manifest).get("metrics") or {}
         mark = marks.get(id_) if id_ is not None else None
@@ -234,7 +317,9 @@ def zoo_points(session: Session, who: Principal, task: str) -> list[dict[str, An
                            "memory_mb": float(memory) if isinstance(memory, (int, float)) else None,
                            "fine_tune_of": None if mark is None else mark["label"],
                            "fine_tune_url": None if mark is None else mark["url"]})
-    return points
+        else:
+            missing.append(name)
+    return points, missing
 
 
 def task_counts(session: Session, who: Principal) -> dict[str, int]:
@@ -257,10 +342,13 @@ async def zoo(request: Request) -> Response:
     def work(session: Session) -> dict[str, Any]:
         if task is None:
             return {"task": None, "counts": task_counts(session, who)}
-        points = zoo_points(session, who, task)
-        chart = zoo_svg([ZooPoint(p["name"], p["accuracy"], p["latency_ms"], p["memory_mb"], p["fine_tune_of"])
-                         for p in points])
-        return {"task": task, "points": points, "chart": chart}
+        points, missing = zoo_points(session, who, task)
+        drawn = [ZooPoint(p["name"], p["accuracy"], p["latency_ms"], p["memory_mb"], p["fine_tune_of"])
+                 for p in points]
+        by_name = {p["name"]: p for p in points}
+        frontier = [by_name[p.name] for p in pareto_frontier(drawn)]  # fastest first
+        return {"task": task, "points": points, "chart": zoo_svg(drawn), "missing": missing, "frontier": frontier,
+                "any_memory": any(p["memory_mb"] for p in points)}
 
     return render(request, "zoo.html", **await in_session(request, work))
 
