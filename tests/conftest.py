@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -38,6 +39,11 @@ from tests.helpers import LiveHub
 PG_ADMIN_URL = os.environ.get("CVFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [b for b in os.environ.get("CVFLOW_TEST_BACKENDS", "sqlite-file,postgres-s3").split(",") if b]
 REGION = "us-east-1"
+
+# One uv wheel cache for every venv the tests build, in this session and the next: each torch
+# venv after the first hard-links torch's files from it instead of unpacking the wheel again
+# (cvflow.install.venv). On the file system of pytest's temporary folders, where the venvs go.
+os.environ.setdefault("UV_CACHE_DIR", os.path.join(tempfile.gettempdir(), "cvflow-test-uv-cache"))
 
 
 # --- services -------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -35,7 +36,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-__all__ = ["SILENT", "Transfer", "format_size", "transfer_bar"]
+__all__ = ["SILENT", "Transfer", "format_size", "step_printer", "transfer_bar"]
 
 
 class Transfer(Protocol):
@@ -109,6 +110,30 @@ def transfer_bar(*, quiet: bool = False, console: Console | None = None) -> Iter
     )
     with progress:
         yield _Bars(progress)
+
+
+def step_printer(bar: Transfer, *, verbose: bool = False, quiet: bool = False) -> Callable[[str], None]:
+    """A printer for the steps of a longer job (``cvflow install``: resolve, pull, create a venv...).
+
+    Above ``bar``'s bars (dimmed, with the time since the job began) when they are drawn, that
+    is on a terminal; elsewhere only with ``verbose``, as plain lines on stderr, so a failing
+    command's stderr stays its one error line; never with ``quiet``.
+    """
+    import time
+
+    started = time.monotonic()
+    if quiet:
+        return lambda message: None
+    if isinstance(bar, _Bars):
+        console = bar._progress.console
+
+        def draw(message: str) -> None:
+            console.print(f"[dim]{time.monotonic() - started:5.1f}s[/dim] {escape(message)}", highlight=False)
+
+        return draw
+    if verbose:
+        return lambda message: click.echo(message, err=True)
+    return lambda message: None
 
 
 def format_size(n: float) -> str:

@@ -4,13 +4,15 @@ dependency order, recording each in the state file as it is built."""
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvflow.errors import IntegrityError, OfflineError
+from cvflow.install.before import BeforeInstall
+from cvflow.install.before import handle as run_before_install
 from cvflow.install.errors import DatasetNotInstallableError, InstallError
 from cvflow.install.lock import check_against_lock, check_lock_is_whole, file_entries, locked_roots, previous_hub
 from cvflow.install.records import InstalledPackage, InstallReport, parse_spec
@@ -36,24 +38,32 @@ class Planned:
 
 
 def install(client: HubClient | None, cache: Cache, config: Config, spec: str | None, *,
+            before_install: BeforeInstall | None = None,
             offline: bool = False, locked: bool = False, lock_path: Path = Path("cvflow.lock"),
-            prereleases: bool = False, progress: Transfer | None = None) -> InstallReport:
+            prereleases: bool = False, progress: Transfer | None = None,
+            steps: Callable[[str], None] | None = None, verbose: bool = False,
+            write_lock_file: bool = True) -> InstallReport:
     """Install ``spec`` (``namespace/name[@RANGE]``) and its package dependencies.
 
     With ``locked``, the versions and file digests come from ``lock_path`` (``spec`` may
-    be None: everything the lock asked for); otherwise the resolution is written there.
+    be None: everything the lock asked for); otherwise the resolution is written there,
+    unless ``write_lock_file`` is false. Each step (resolve, pull, create each venv, install
+    its requirements or link them) is handed to ``steps`` (``cvflow.progress.step_printer``);
+    with ``verbose``, so is the installer's own output.
 
     Raises:
         ResolutionError: no versions satisfy the requirements (the message says why).
         OfflineError: ``offline`` and something needed is not in the cache.
         LockfileError: ``locked`` and the lock is missing, malformed or asks for something else.
         IntegrityError: ``locked`` and a file's digest differs from the lock's.
-        InstallError: a venv or a Python requirement could not be installed.
+        InstallError: a venv or a Python requirement could not be installed, or a package's
+            ``before_install`` script failed (run only as ``before_install`` allows: cvflow.install.before).
         DatasetNotInstallableError: a version to install is a dataset (before any lock or venv is written).
         HubError: the hub could not be reached or refused.
     """
     if client is None and not offline:
         raise ValueError("install needs a hub client unless offline")
+    log = steps or (lambda message: None)
     lock_path = Path(lock_path)
     lock: Lock | None = None
     if locked:
@@ -68,17 +78,20 @@ def install(client: HubClient | None, cache: Cache, config: Config, spec: str | 
 
         name, text = parse_spec(spec)
         requested = {name: text or "*"}
+        log(f"resolving {spec}" + (" (offline)" if offline else ""))
         source = HubSource(client, cache) if client is not None and not offline else OfflineSource(cache)
         graph = {n: (c.version, dict(c.dependencies))
                  for n, c in resolve_graph(requested, source, prereleases=prereleases).items()}
 
+    log(f"{'checking' if offline else 'pulling'} {len(graph)} package version{'s' * (len(graph) != 1)}: "
+        + ", ".join(f"{n}@{v}" for n, (v, _) in sorted(graph.items())))
     planned = _fetch_all(client, cache, graph, offline=offline, progress=progress)
     for p in planned.values():
         if (p.doc.get("manifest") or {}).get("kind") == "dataset":
             raise DatasetNotInstallableError(f"{p.name}@{p.version}")
     if lock is not None:
         check_against_lock(cache, planned, lock)
-    else:
+    elif write_lock_file:
         hub = client.base_url if client is not None else (previous_hub(lock_path) or config.hub)
         write_lock(lock_path, make_lock(hub, [_locked(p, requested.get(p.name)) for p in planned.values()]))
 
@@ -86,13 +99,16 @@ def install(client: HubClient | None, cache: Cache, config: Config, spec: str | 
         records = read_state(config)
         built, out = [], []
         for name in _dependencies_first(planned):
-            record, fresh = _install_one(planned[name], planned, config, records, offline=offline)
+            record, fresh = _install_one(planned[name], planned, config, records, offline=offline,
+                                         progress=progress, steps=steps, verbose=verbose)
+            run_before_install(before_install or BeforeInstall(), record)  # a CVPM script, only with consent
             records[(record.name, record.version)] = record
             write_state(config, records)  # after each: a later failure keeps what succeeded
             out.append(record)
             if fresh:
                 built.append(f"{record.name}@{record.version}")
-    return InstallReport(requested, lock_path, sorted(out, key=lambda r: r.name), built, locked)
+    written = lock_path if locked or write_lock_file else None
+    return InstallReport(requested, written, sorted(out, key=lambda r: r.name), built, locked)
 
 
 def _fetch_all(client: HubClient | None, cache: Cache, graph: Mapping[str, tuple[Version, dict[str, str]]], *,
@@ -171,7 +187,8 @@ def _closure(name: str, planned: Mapping[str, Planned]) -> list[Planned]:
 
 def _install_one(p: Planned, planned: Mapping[str, Planned], config: Config,
                  records: Mapping[tuple[str, str], InstalledPackage], *,
-                 offline: bool) -> tuple[InstalledPackage, bool]:
+                 offline: bool, progress: Transfer | None = None, steps: Callable[[str], None] | None = None,
+                 verbose: bool = False) -> tuple[InstalledPackage, bool]:
     closure = _closure(p.name, planned)
     manifests = [q.doc.get("manifest") or {} for q in closure]
     requirements = list(dict.fromkeys(r for m in manifests for r in m.get("requirements") or []))
@@ -190,7 +207,8 @@ def _install_one(p: Planned, planned: Mapping[str, Planned], config: Config,
         return old, False  # already built exactly so: keep it (and its install time)
     _check_python(p)
     build_venv(target, paths, requirements, offline=offline, label=f"{p.name}@{p.version}",
-               share_from=config.venvs_dir)
+               share_from=config.venvs_dir, cache_dir=config.cache_dir / "uv", progress=progress, steps=steps,
+               verbose=verbose)
     return record, True
 
 

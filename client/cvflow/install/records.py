@@ -34,14 +34,14 @@ class InstallReport:
     """What ``install`` did: every package version of the install, and which venvs it built."""
 
     requested: dict[str, str]
-    lock_path: Path
+    lock_path: Path | None  # None: no lock was written (not in a package folder, and none asked for)
     packages: list[InstalledPackage]
     built: list[str] = field(default_factory=list)  # "name@version" whose venv was (re)built
     locked: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requested": self.requested, "lock": str(self.lock_path), "locked": self.locked,
-                "built": self.built, "packages": [asdict(p) for p in self.packages]}
+        return {"requested": self.requested, "lock": str(self.lock_path) if self.lock_path else None,
+                "locked": self.locked, "built": self.built, "packages": [asdict(p) for p in self.packages]}
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
