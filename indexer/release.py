@@ -27,7 +27,9 @@ from cvflow.manifest import (
     parse_cvpm,
     parse_manifest,
 )
+from cvflow.manifest.cvpm import REQUIREMENTS_FILENAME, legacy_tool_table, read_requirements, tool_toml
 from cvflow.paths import validate_file_list
+from cvflow.safeparse import loads_toml
 from cvflow.versions import Version
 from hub.db import session_scope
 from hub.errors import HubError
@@ -114,7 +116,7 @@ class ReleaseReader:
                               lambda oid: self.cat.read(oid, limit=MAX_LINK_SIZE))
         self.notes.extend(tree.notes)
         self._submodules(tree, tag.commit)
-        manifest, manifest_text, legacy = self._manifest(tree, tag)
+        manifest, manifest_text, legacy = self._manifest(tree, tag, version)
         if str(manifest.version) != str(version):
             raise TagProblem("version_mismatch", f"the manifest says version {manifest.version}, but the tag "
                              f"{tag.name} says {version}; they must agree")
@@ -148,7 +150,7 @@ class ReleaseReader:
                 continue
             files[path] = stored
         if legacy:
-            manifest_text = self._legacy_manifest(manifest, files)
+            manifest_text = self._legacy_manifest(manifest, files, legacy_tool_table(loads_toml(manifest_text)), tree)
             data = manifest_text.encode()
             files[MANIFEST_FILENAME] = (self.indexer.uploads.put_small(data, grant_to=self.holder), len(data))
         listing = [{"path": p, "size": size, "sha256": digest} for p, (digest, size) in sorted(files.items())]
@@ -218,7 +220,7 @@ class ReleaseReader:
         except UnicodeDecodeError as exc:
             raise TagProblem("invalid_manifest", f"{path} is not UTF-8 text") from exc
 
-    def _manifest(self, tree: PackageTree, tag: Tag) -> tuple[Manifest, str, bool]:
+    def _manifest(self, tree: PackageTree, tag: Tag, version: Version) -> tuple[Manifest, str, bool]:
         where = f"{self.repo.subdir}/" if self.repo.subdir else "the repository root"
         try:
             if MANIFEST_FILENAME in tree.files:
@@ -228,19 +230,31 @@ class ReleaseReader:
                 cvpm = self._text(tree, LEGACY_MANIFEST_FILENAME)
                 pretrained = (self._text(tree, LEGACY_WEIGHTS_FILENAME)
                               if LEGACY_WEIGHTS_FILENAME in tree.files else None)
-                return parse_cvpm(cvpm, pretrained, namespace=self.repo.namespace), cvpm, True
+                requirements: list[str] = []
+                if REQUIREMENTS_FILENAME in tree.files:
+                    requirements, notes = read_requirements(self._text(tree, REQUIREMENTS_FILENAME))
+                    self.notes.extend(notes)
+                # A CVPM package has no version of its own: the tag gives it.
+                manifest = parse_cvpm(cvpm, pretrained, namespace=self.repo.namespace, version=str(version),
+                                      requirements=requirements, source=self.repo.display_url)
+                return manifest, cvpm, True
         except ManifestError as exc:
             raise TagProblem("invalid_manifest", f"{exc.message} at tag {tag.name}", exc.problems) from exc
         raise TagProblem("missing_manifest", f"no {MANIFEST_FILENAME} (or legacy {LEGACY_MANIFEST_FILENAME}) in "
                          f"{where} at tag {tag.name}")
 
-    def _legacy_manifest(self, manifest: Manifest, files: dict[str, tuple[str, int]]) -> str:
+    def _legacy_manifest(self, manifest: Manifest, files: dict[str, tuple[str, int]], tool: dict[str, str],
+                         tree: PackageTree) -> str:
         """The ``cvflow.toml`` the hub takes for a CVPM package: its URL weights pinned to the
-        digest and size downloaded now, and a description if it had none."""
+        digest and size downloaded now, a description if it had none, and ``[tool.cvpm]`` with
+        what ``cvpm.toml`` says that has no field here (original name, vendor, before_install)."""
+        script = tool.get("before_install")
+        if script is not None and script not in tree.files:
+            raise TagProblem("invalid_manifest", f"before_install names {script}, which is not in the package")
         weights = [dataclasses.replace(w, sha256=files[w.path][0], size=files[w.path][1])
                    if w.path in files and w.url is not None else w for w in manifest.weights]
         description = manifest.description or f"Indexed from {self.repo.display_url}"[:512]
-        text = dataclasses.replace(manifest, weights=weights, description=description).to_toml()
+        text = tool_toml(dataclasses.replace(manifest, weights=weights, description=description).to_toml(), tool)
         try:
             parse_manifest(text)
         except ManifestError as exc:

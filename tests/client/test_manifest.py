@@ -485,9 +485,9 @@ url = "https://example.org/detector.pth"
 def test_legacy_cvpm_pair_maps_onto_a_manifest():
     m = parse_cvpm(CVPM, PRETRAINED, namespace="cvpm")
     assert m.legacy and m.allow_pickle
-    assert str(m.name) == "cvpm/face_utility"
+    assert str(m.name) == "cvpm/face-utility"  # legacy_package_name; the original starts the description
     assert str(m.version) == "0.0.1"
-    assert (m.description, m.license) == ("Face detection and landmarks", "MIT")
+    assert (m.description, m.license) == ("Face_Utility: Face detection and landmarks", "MIT")
     assert m.solvers == [
         Solver("face-detection", "face_utility.solvers.detect:FaceDetectionSolver"),
         Solver("landmarks", "face_utility.landmarks:LandmarkSolver"),
@@ -670,4 +670,4 @@ def test_cli_validate_legacy_needs_namespace(tmp_path):
     assert result.exit_code == 1 and "--namespace" in result.output
     result = CliRunner().invoke(main, ["validate", str(tmp_path), "--namespace", "cvpm"])
     assert result.exit_code == 0, result.output
-    assert "ok: cvpm/face_utility 0.0.1" in result.output
+    assert "ok: cvpm/face-utility 0.0.1" in result.output

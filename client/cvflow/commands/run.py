@@ -38,7 +38,8 @@ def _installed(cfg: Config, name: str, text: str | None) -> InstalledPackage | N
 
 
 def _install(ctx: click.Context, cfg: Config, name: str, text: str | None, offline: bool,
-             quiet: bool) -> InstalledPackage:
+             quiet: bool, run_before_install: bool = False) -> InstalledPackage:
+    from cvflow.commands.install import before_install_consent
     from cvflow.install import install as run_install
     from cvflow.progress import transfer_bar
 
@@ -53,7 +54,8 @@ def _install(ctx: click.Context, cfg: Config, name: str, text: str | None, offli
         if not quiet:
             click.echo(f"{spec} is not installed; installing it first", err=True)
         with transfer_bar(quiet=quiet) as bar:
-            report = run_install(client, cfg.cache(), cfg, spec, offline=offline, lock_path=lock, progress=bar)
+            report = run_install(client, cfg.cache(), cfg, spec, offline=offline, lock_path=lock, progress=bar,
+                                 before_install=before_install_consent(run_before_install))
     finally:
         if client is not None:
             client.close()
@@ -107,12 +109,15 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), help="Largest request body [64].")
 @click.option("--offline", is_flag=True, help="If it must be installed first, install from the cache only.")
 @click.option("--timeout", type=float, default=180, show_default=True, help="Seconds to wait for it to be ready.")
+@click.option("--run-before-install", is_flag=True,
+              help="Run a legacy CVPM package's before_install shell script, if it has one that has not run"
+              " (without asking). Without it the script runs only if you answer yes at a terminal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runner's record as JSON.")
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[str, ...], name: str | None,
         device: str, allow_urls: tuple[str, ...], max_image_mb: float | None, max_image_pixels: int | None,
-        max_request_mb: float | None, offline: bool, timeout: float, as_json: bool) -> None:
+        max_request_mb: float | None, offline: bool, timeout: float, as_json: bool, run_before_install: bool) -> None:
     """Serve a package's solvers over REST, in the background, from its installed venv.
 
     Installs the package first if no installed version matches, starts the runner with the
@@ -133,7 +138,13 @@ def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[s
         max_image_bytes=int(max_image_mb * (1 << 20)) if max_image_mb else None, max_image_pixels=max_image_pixels,
         max_request_bytes=int(max_request_mb * (1 << 20)) if max_request_mb else None, ready_timeout=timeout)
     cfg = config(ctx)
-    installed = _installed(cfg, pkg, text) or _install(ctx, cfg, pkg, text, offline, quiet=as_json)
+    found = _installed(cfg, pkg, text)
+    installed = found or _install(ctx, cfg, pkg, text, offline, quiet=as_json, run_before_install=run_before_install)
+    if found is not None:  # installed earlier: its CVPM before_install script may not have run yet
+        from cvflow.commands.install import before_install_consent
+        from cvflow.install.before import handle
+
+        handle(before_install_consent(run_before_install), found)
     _warnings(installed, host)
     record = supervisor.start(cfg, installed, solvers, options, name=name)
     if as_json:

@@ -27,6 +27,7 @@ One module per step:
 | ``lock`` | installing against ``cvflow.lock``: roots, wholeness, file digests |
 | ``venv`` | building one venv aside and swapping it into place |
 | ``hook`` | the import hook that makes ``cvflow`` importable in a package venv |
+| ``before`` | a legacy CVPM package's ``before_install`` script, run only with the user's consent |
 | ``state`` | ``installed.json``: list, record, uninstall |
 | ``records`` | ``InstalledPackage``, ``InstallReport``, ``parse_spec`` |
 | ``errors`` | ``InstallError``, ``NotInstalledError``, ``DatasetNotInstallableError`` |

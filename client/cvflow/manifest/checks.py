@@ -348,7 +348,7 @@ def _solver(c: _Checker, table: dict[str, Any], i: int) -> Solver | None:
         c.add(
             "invalid_field",
             f"{where}.class",
-            f"class {class_path!r} must look like 'module.path:ClassName'",
+            f"class {class_path!r} must look like 'module.path:ClassName' (or 'path/to/file.py:ClassName')",
         )
         class_path = None
     description = c.text(table, "description", f"{where}.description", max_len=MAX_DESCRIPTION)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from cvflow.errors import ManifestError, Problem
 from cvflow.manifest.checks import build_manifest
+from cvflow.manifest.cvpm import REQUIREMENTS_FILENAME, parse_cvpm_table, read_requirements
 from cvflow.manifest.dataset import check_dataset_files
 from cvflow.manifest.model import (
     LEGACY_MANIFEST_FILENAME,
@@ -15,8 +17,11 @@ from cvflow.manifest.model import (
     MANIFEST_FILENAME,
     Manifest,
 )
+from cvflow.names import NAMESPACE_RE, RESERVED_NAMESPACES
 from cvflow.paths import FileEntry
 from cvflow.safeparse import TooDeepError, loads_toml
+
+log = logging.getLogger("cvflow.manifest")
 
 
 def _load_toml(text: str, source: str) -> dict[str, Any]:
@@ -42,15 +47,22 @@ def parse_manifest(text: str, *, source: str = MANIFEST_FILENAME) -> Manifest:
     return build_manifest(_load_toml(text, source), legacy=False, source=source)
 
 
-def parse_cvpm(cvpm_text: str, pretrained_text: str | None, *, namespace: str) -> Manifest:
+def parse_cvpm(cvpm_text: str, pretrained_text: str | None, *, namespace: str, version: str | None = None,
+               requirements: list[str] | None = None, source: str | None = None) -> Manifest:
     """Read a legacy CVPM package (``cvpm.toml`` + optional ``pretrained.toml``).
 
-    The bare ``[package] name`` is lowercased and put under ``namespace``; ``author``
-    and other unknown keys are ignored. Each ``[[solvers]]`` keeps ``name``
-    (lowercased, spaces to ``-``) and ``class``; a dotted ``module.Class`` becomes
-    ``module:Class``. Each ``[[models]]`` of pretrained.toml becomes
-    ``Weight(path="weights/<name>", url=<url>)``, its ``sha256`` and ``size`` taken
-    when present and otherwise left None. CVPM weights were pickles, so the result
+    The ``[package] name`` becomes ``namespace/<name>`` by ``legacy_package_name``
+    (``Face_utility`` -> ``face-utility``); when that changes it, the original is kept at the
+    start of the description. ``version`` (the git tag's) is used when the file has none.
+    ``requirements`` are the package's Python requirements (read from ``requirements.txt`` by
+    ``cvflow.manifest.cvpm.read_requirements``). ``source`` (where it was indexed from) goes into
+    a missing description. ``author``, ``vendor``, ``before_install`` and other unknown keys are
+    not manifest fields (``legacy_tool_table`` keeps the three for ``[tool.cvpm]``). Each
+    ``[[solvers]]`` keeps ``name`` (lowercased, spaces to ``-``) and ``class``, mapped by
+    ``legacy_class_path`` (``dir/file/Class`` -> ``dir.file:Class``, or ``dir/file.py:Class``
+    where a part is not an identifier; ``module.Class`` -> ``module:Class``). Each ``[[models]]``
+    of pretrained.toml becomes ``Weight(path="weights/<name>", url=<url>)``, its ``sha256`` and
+    ``size`` taken when present and otherwise left None. CVPM weights were pickles, so the result
     has ``allow_pickle=True`` and ``legacy=True``.
 
     Raises:
@@ -58,31 +70,8 @@ def parse_cvpm(cvpm_text: str, pretrained_text: str | None, *, namespace: str) -
     """
     cvpm = _load_toml(cvpm_text, LEGACY_MANIFEST_FILENAME)
     pretrained = _load_toml(pretrained_text, LEGACY_WEIGHTS_FILENAME) if pretrained_text else {}
-    raw_package = cvpm.get("package")
-    pkg: dict[str, Any] = raw_package if isinstance(raw_package, dict) else {}
-    package: dict[str, Any] = {k: pkg[k] for k in ("version", "description", "license") if k in pkg}
-    if isinstance(pkg.get("name"), str):
-        package["name"] = f"{namespace}/{pkg['name'].strip().lower()}"
-    solvers = []
-    for solver in cvpm.get("solvers", []) if isinstance(cvpm.get("solvers"), list) else []:
-        solver = dict(solver) if isinstance(solver, dict) else {}
-        if isinstance(solver.get("name"), str):
-            solver["name"] = solver["name"].strip().lower().replace(" ", "-")
-        cls = solver.get("class")
-        if isinstance(cls, str) and ":" not in cls and "." in cls:
-            module, _, cls_name = cls.rpartition(".")
-            solver["class"] = f"{module}:{cls_name}"
-        solvers.append({k: solver.get(k) for k in ("name", "class") if k in solver})
-    weights = []
-    models = pretrained.get("models", [])
-    for model in models if isinstance(models, list) else []:
-        model = model if isinstance(model, dict) else {}
-        weight = {k: model[k] for k in ("url", "sha256", "size") if k in model}
-        if isinstance(model.get("name"), str):
-            weight["path"] = f"weights/{model['name']}"
-        weights.append(weight)
-    table = {"package": package, "solvers": solvers, "weights": weights}
-    return build_manifest(table, legacy=True, source=LEGACY_MANIFEST_FILENAME)
+    return parse_cvpm_table(cvpm, pretrained, namespace=namespace, version=version, requirements=requirements,
+                            source=source)
 
 
 def _read_text(path: Path) -> str:
@@ -111,6 +100,9 @@ def load_package_dir(path: str | Path, *, namespace: str | None = None) -> Manif
         raise ManifestError(
             f"no {MANIFEST_FILENAME} (or legacy {LEGACY_MANIFEST_FILENAME}) in {root}"
         )
+    cvpm_text = _read_text(legacy_file)
+    if namespace is None:
+        namespace = _vendor_namespace(_load_toml(cvpm_text, LEGACY_MANIFEST_FILENAME))
     if namespace is None:
         raise ManifestError(
             f"{legacy_file} is a legacy CVPM manifest without a namespace;"
@@ -118,16 +110,34 @@ def load_package_dir(path: str | Path, *, namespace: str | None = None) -> Manif
         )
     weights_file = root / LEGACY_WEIGHTS_FILENAME
     pretrained = _read_text(weights_file) if weights_file.is_file() else None
-    return parse_cvpm(_read_text(legacy_file), pretrained, namespace=namespace)
+    requirements_file = root / REQUIREMENTS_FILENAME
+    requirements: list[str] = []
+    if requirements_file.is_file():
+        requirements, notes = read_requirements(_read_text(requirements_file))
+        for note in notes:
+            log.warning("%s", note)
+    return parse_cvpm(cvpm_text, pretrained, namespace=namespace, requirements=requirements)
+
+
+def _vendor_namespace(cvpm: dict[str, Any]) -> str | None:
+    """A CVPM ``vendor``, lowercased, when it is a valid namespace: the namespace a local legacy
+    package is read in when none is given."""
+    pkg = cvpm.get("package")
+    vendor = pkg.get("vendor") if isinstance(pkg, dict) else None
+    if not isinstance(vendor, str):
+        return None
+    candidate = vendor.strip().lower()
+    return candidate if NAMESPACE_RE.match(candidate) and candidate not in RESERVED_NAMESPACES else None
 
 
 def check_files_against_manifest(manifest: Manifest, files: list[FileEntry]) -> list[Problem]:
     """Problems between a manifest and the package's files (empty when consistent).
 
-    The manifest file must be there, an explicit ``readme`` must be there, and every
-    weight without a ``url`` must be there; where a weight states ``sha256`` or
-    ``size`` and its file is there, they must match. A dataset's ``images/<split>/`` file
-    counts and ``annotations/<split>.json`` files must match its ``[dataset]`` splits.
+    The manifest file must be there, an explicit ``readme`` must be there, a solver's file
+    (``path/file.py:Class``) must be there, and every weight without a ``url`` must be there;
+    where a weight states ``sha256`` or ``size`` and its file is there, they must match. A
+    dataset's ``images/<split>/`` file counts and ``annotations/<split>.json`` files must
+    match its ``[dataset]`` splits.
     """
     by_path = {f.path: f for f in files}
     dataset_problems = [] if manifest.dataset is None else check_dataset_files(manifest.dataset, files)
@@ -147,6 +157,11 @@ def check_files_against_manifest(manifest: Manifest, files: list[FileEntry]) -> 
                 f"readme {manifest.readme!r} is not in the package",
             )
         )
+    for i, s in enumerate(manifest.solvers):
+        if s.module.endswith(".py") and s.module not in by_path:
+            problems.append(
+                Problem("missing_file", f"solvers[{i}].class", f"solver file {s.module!r} is not in the package")
+            )
     for i, w in enumerate(manifest.weights):
         entry = by_path.get(w.path)
         if entry is None:

@@ -62,7 +62,10 @@ _PACKAGE_KEYS = (
 _SECTIONS = ("package", "dependencies", "solvers", "weights", "metrics", "dataset", "trainers", "lineage", "tool")
 _SOLVER_NAME_RE = re.compile(r"\A[a-z0-9_-]{1,64}\Z")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_CLASS_RE = re.compile(rf"\A{_IDENT}(?:\.{_IDENT})*:{_IDENT}\Z")
+#: ``module.path:ClassName``, or the file form ``path/to/file.py:ClassName`` (a file the runner loads by
+#: its path, for directories that are not Python identifiers, as legacy CVPM packages have).
+_FILE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_CLASS_RE = re.compile(rf"\A(?:{_IDENT}(?:\.{_IDENT})*|(?:{_FILE}/)*{_FILE}\.py):{_IDENT}\Z")
 _IO_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _TAG_RE = re.compile(r"\A[a-z0-9-]{1,32}\Z")
 _LICENSE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.+:() -]{0,127}\Z")

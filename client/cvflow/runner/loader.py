@@ -1,5 +1,9 @@
 """Read a package directory's manifest and load its solvers: import, construct, schema, worker.
 
+A solver's class is ``module.path:ClassName``, imported with the package directory first on
+``sys.path``, or ``path/to/file.py:ClassName``, a file loaded by its path (legacy CVPM packages
+name files in directories such as ``tesseract-ocr/`` that are not importable by a dotted name).
+
 The runner reads ``cvflow.toml`` with ``tomllib`` and trusts it: the hub (or ``cvflow
 validate``) has checked it with the full schema of ``cvflow.manifest``, which needs
 libraries a package's venv does not have.
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cvflow.runner.batching import SolverWorker, log
@@ -126,7 +131,10 @@ def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[
         sys.path.insert(0, str(info.package_dir))  # a bare package directory (not installed): its modules first
     module_name, _, class_name = entry.class_path.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        if module_name.endswith(".py"):
+            module = _import_file(info.package_dir, module_name)
+        else:
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise LoadError(f"solver {name}: cannot import {module_name} ({type(exc).__name__}: {exc})") from exc
     cls = getattr(module, class_name, None)
@@ -153,6 +161,38 @@ def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[
     worker = SolverWorker(name, infer, infer_batch if callable(infer_batch) else None,
                           max_size=entry.max_size, max_wait_ms=entry.max_wait_ms, max_queue=max_queue)
     return LoadedSolver(entry, instance, schema, worker)
+
+
+def _import_file(package_dir: Path, relative: str) -> ModuleType:
+    """Import the file form of a class path (``tesseract-ocr/solver.py``) by its path in the package.
+
+    Its directory goes first on ``sys.path``, so its ``import sibling`` finds the files beside it,
+    and it is registered under its file name (``solver``) unless a module of that name is loaded
+    already, so a sibling that imports it gets this same module.
+
+    Raises:
+        ImportError: the file is not in the package, or importing it raised ImportError.
+    """
+    root = package_dir.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ModuleNotFoundError(f"{relative} is not a file in the package")
+    directory = str(path.parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else (
+        f"_cvflow_file_{len(sys.modules)}_{''.join(c if c.isalnum() else '_' for c in path.stem)}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{relative} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 def _check_declared(entry: SolverEntry, schema: SolverSchema) -> None:
