@@ -11,7 +11,14 @@ Everything lives under ``CVFLOW_HOME`` (default: ``$XDG_DATA_HOME/cvflow``, else
 
 The hub is the ``--hub`` option, else ``CVFLOW_HUB``, else the hub ``cvflow login`` saved
 last, else ``DEFAULT_HUB``. Hub URLs are compared in their normal form (:func:`normalise_hub`:
-lowercase scheme and host, no default port, no trailing slash).
+lowercase scheme and host, no default port, no trailing slash). Wherever a hub URL comes from,
+two slips are mended the same way:
+
+- no scheme (``127.0.0.1:8000``, or a host name alone): ``http://`` for ``localhost`` and for
+  loopback, private and link-local IP addresses, where a hub on a laptop or a LAN serves
+  plain HTTP, and ``https://`` for every other host;
+- the API root (``http://host/api/v1``) instead of the hub's root: the ``/api/v1`` is dropped,
+  and the command says so in a one-line note (:func:`hub_url_note`).
 
 A token goes only to the hub it belongs to. ``config.toml`` keeps tokens per hub::
 
@@ -33,7 +40,9 @@ faster pulls, at the cost that a power cut may leave a blob that fails its diges
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,7 +70,7 @@ def normalise_hub(url: str) -> str:
         ConfigError: if ``url`` is not an http(s) URL of a host, or carries a user name,
             password, query or fragment.
     """
-    text = url.strip() if isinstance(url, str) else ""
+    text = _with_scheme(url.strip()) if isinstance(url, str) else ""
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -69,7 +78,7 @@ def normalise_hub(url: str) -> str:
         raise ConfigError(f"hub URL {url!r} is not a valid URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(f"hub URL {url!r} must look like https://hub.example.org")
+        raise ConfigError(f"hub URL {url!r} must look like https://hub.example.org (or 127.0.0.1:8000)")
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"hub URL {_redacted(parts)} must not carry a user name or password;"
                           " use `cvflow login` or --token")
@@ -79,7 +88,54 @@ def normalise_hub(url: str) -> str:
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         netloc += f":{port}"
-    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+    path = parts.path.rstrip("/")
+    if path.endswith(API_ROOT):
+        path = path[: -len(API_ROOT)]
+    return f"{scheme}://{netloc}{path}"
+
+
+#: The hub's REST API lives under this path of the hub's root; a hub URL never ends with it.
+API_ROOT = "/api/v1"
+
+
+#: A hub named without a scheme: a bracketed IPv6 address or a host name, a port, a path. A
+#: single word needs a port (``hub:8000``) or to be ``localhost``: alone it is more likely a slip.
+_SCHEMELESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9-]+(?P<dots>(\.[A-Za-z0-9-]+)+)?)"
+                         r"(?P<port>:[0-9]+)?(/[^\s?#]*)?")
+
+
+def _with_scheme(text: str) -> str:
+    """``text`` with a scheme: as given, or http for local and private hosts, https for others."""
+    found = _SCHEMELESS.fullmatch(text) if "://" not in text else None
+    if found is None:
+        return text  # normalise_hub accepts it or says what is wrong
+    host = found["host"].strip("[]").lower()
+    if not (found["dots"] or found["port"] or ":" in host or host == "localhost"):
+        return text
+    return ("http://" if _is_local(host) else "https://") + text
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+def hub_url_note(url: str) -> str | None:
+    """A line telling the user that ``url`` named the hub's API root, which was dropped; else None."""
+    try:
+        normal = normalise_hub(url)
+    except ConfigError:
+        return None
+    path = urlsplit(_with_scheme(url.strip())).path.rstrip("/")
+    if not path.endswith(API_ROOT):
+        return None
+    return (f"{url.strip()} is the hub's API root; using the hub's own URL {normal}"
+            f" (give that to --hub, CVFLOW_HUB or `cvflow login --hub`)")
 
 
 def _redacted(parts: SplitResult) -> str:
@@ -103,6 +159,10 @@ class Config:
     cache_fsync: bool = True
     #: Where ``token`` came from: "option", "environment", "saved", or None without a token.
     token_source: str | None = None
+    #: Where ``hub`` came from: "option", "environment", "saved" or "default".
+    hub_source: str = "default"
+    #: A line for the user when the hub URL given was mended (see :func:`hub_url_note`), else None.
+    hub_note: str | None = None
 
     @property
     def config_file(self) -> Path:
@@ -135,6 +195,11 @@ class SavedLogins:
     tokens: Mapping[str, str] = field(default_factory=dict)
 
 
+#: How a message names where the hub URL came from.
+_HUB_SOURCES = {"option": "--hub", "environment": "CVFLOW_HUB", "saved": "the saved login",
+                "default": "the default"}
+
+
 def load_config(
     *, hub: str | None = None, token: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -147,7 +212,14 @@ def load_config(
     home = home_dir(env)
     saved = read_saved(home)
     env_hub = env.get("CVFLOW_HUB") or None
-    chosen = normalise_hub(hub or env_hub or saved.hub or DEFAULT_HUB)
+    given, hub_source = DEFAULT_HUB, "default"
+    for value, where in ((saved.hub, "saved"), (env_hub, "environment"), (hub, "option")):
+        if value:
+            given, hub_source = value, where
+    try:
+        chosen = normalise_hub(given)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.message} (it came from {_HUB_SOURCES[hub_source]})") from None
     env_token = env.get("CVFLOW_TOKEN") or None
     source: str | None = None
     if token:
@@ -162,6 +234,8 @@ def load_config(
         token=token or None,
         cache_fsync=env.get("CVFLOW_CACHE_FSYNC", "1").strip().lower() not in {"0", "false", "no", "off"},
         token_source=source,
+        hub_source=hub_source,
+        hub_note=hub_url_note(given),
     )
 
 

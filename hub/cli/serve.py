@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import shlex
-from typing import Any
+import socket
+from typing import Any, NoReturn
 
 import click
 
@@ -13,7 +15,8 @@ from hub.cli._common import redact_url, settings_from
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 for all.")
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port to listen on; 0 for any free one.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Same as the global option.")
 @click.option("--database-url", help="Same as the global option.")
 @click.option("--storage-url", help="Same as the global option.")
@@ -32,6 +35,7 @@ def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: st
 
     from hub.app import build_context, create_app
 
+    _check_port(host, port)  # before migrations and the demo: a busy port fails at once, in one line
     settings = settings_from(ctx, **explicit)
     context = build_context(settings)
     if demo:
@@ -56,3 +60,45 @@ def serve(ctx: click.Context, /, host: str, port: int, demo: bool, log_level: st
     finally:
         context.close()  # the app does not close a context it was given
 
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exit 1 with one line if ``host:port`` cannot be listened on (taken, not allowed, no such address).
+
+    A test socket binds and closes with SO_REUSEADDR, as uvicorn's own does, so a port left in
+    TIME_WAIT by a hub that just stopped is not taken for a busy one.
+    """
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except socket.gaierror as exc:
+        _fail(f"cannot listen on {where}: no such address ({exc.strerror}); give --host an address of this machine")
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            _fail(f"cannot listen on {where}: the port is in use (another hub or program holds it);"
+                  f" stop it, or choose another port with --port, e.g. --port {_next_free(host, port)}")
+        if exc.errno == errno.EACCES:
+            _fail(f"cannot listen on {where}: permission denied (ports below 1024 need privileges);"
+                  " choose a port from 1024 up with --port, e.g. --port 8000")
+        _fail(f"cannot listen on {where}: {exc.strerror or exc}; check --host and --port")
+
+
+def _next_free(host: str, port: int) -> int:
+    """A port near ``port`` that is free now, to suggest (``port + 1`` when none is found quickly)."""
+    for candidate in range(port + 1, min(port + 20, 65536)):
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.bind((host, candidate))
+                return candidate
+        except OSError:
+            continue
+    return port + 1
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(1)

@@ -8,6 +8,7 @@ exactly one commits, the others get 409.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -43,7 +44,15 @@ from hub.models import (
     utcnow,
 )
 from hub.services import lineage
-from hub.services.access import can_read, may_create_in, project_reader, reader, require_maintainer, require_owner
+from hub.services.access import (
+    can_read,
+    may_create_in,
+    project_reader,
+    reader,
+    require_maintainer,
+    require_owner,
+    visible_filter,
+)
 from hub.services.accounts import Principal
 from hub.services.blobs import referable, user_holder
 from hub.settings import Settings
@@ -109,8 +118,38 @@ def get_package(session: Session, principal: Principal, namespace: str, name: st
     canonical name."""
     package = find_package(session, namespace, name)
     if package is None or not can_read(session, principal, package):
-        raise HubError("package_not_found", f"no package {namespace}/{name}")
+        close = suggest_names(session, principal, namespace, name)
+        raise HubError("package_not_found", f"no package {namespace}/{name}",
+                       details={"suggestions": close} if close else None)
     return package
+
+
+#: At most this many names are compared with a mistyped one (a bounded, indexed query).
+_SUGGESTION_POOL = 2000
+
+
+def suggest_names(session: Session, principal: Principal, namespace: str, name: str,
+                  *, limit: int = 3) -> list[str]:
+    """Up to ``limit`` names of packages the caller may read that are close to ``namespace/name``.
+
+    Candidates are the readable packages in the same namespace, and those elsewhere whose
+    normalised name is the same or shares its first three characters; they are ranked by
+    ``difflib``'s similarity. A package the caller may not read is never a candidate, so the
+    answer says nothing about private packages.
+    """
+    wanted = f"{namespace}/{name}".lower()
+    norm = normalize_name(name)
+    near: list[sa.ColumnElement[bool]] = [col(Namespace.name) == namespace.lower(),
+                                          col(Package.normalized_name) == norm]
+    if len(norm) >= 3:
+        near.append(col(Package.normalized_name).startswith(norm[:3], autoescape=True))
+    rows = session.exec(
+        select(Package.full_name).join(Namespace, col(Namespace.id) == Package.namespace_id)
+        .where(sa.or_(*near), visible_filter(session, principal))
+        .order_by(col(Package.downloads).desc()).limit(_SUGGESTION_POOL)
+    ).all()
+    by_lower = {full.lower(): full for full in rows if full.lower() != wanted}
+    return [by_lower[n] for n in difflib.get_close_matches(wanted, list(by_lower), n=limit, cutoff=0.6)]
 
 
 def get_version(session: Session, package: Package, version: str) -> Version:

@@ -51,7 +51,7 @@ def test_port_and_path_stay_part_of_the_key(url: str, key: str) -> None:
     assert normalise_hub(url) == key
 
 
-@pytest.mark.parametrize("url", ["", "hub.example.org", "ftp://h.example", "https://", "http://h:99999",
+@pytest.mark.parametrize("url", ["", "nonsense", "ftp://h.example", "https://", "http://h:99999",
                                  "https://u:p@h.example", "https://h.example/?x=1", "https://h.example/#f"])
 def test_urls_that_are_not_hubs_are_refused(url: str) -> None:
     with pytest.raises(ConfigError) as info:

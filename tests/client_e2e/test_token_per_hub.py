@@ -224,7 +224,7 @@ def test_cvflow_token_pairs_with_cvflow_hub(hub_a: RecordingHub, hub_b: Recordin
 
 
 def test_a_hub_url_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
-    for url in ("hub.example.org", "ftp://hub.example.org", "https://user:secret@hub.example.org", "http://h:99999"):
+    for url in ("nonsense", "ftp://hub.example.org", "https://user:secret@hub.example.org", "http://h:99999"):
         result = run_cli(cli_env(tmp_path, url), "search", "x")
         assert result.exit_code == 1, url
         assert "error: hub URL" in result.stderr and "secret" not in result.output
