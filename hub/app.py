@@ -32,6 +32,7 @@ from hub.mirror.upstream import upstream_pool
 from hub.services import throttle, training
 from hub.settings import Settings
 from web import security as web_security
+from web.views import docs as web_docs
 
 log = logging.getLogger("cvflow.hub")
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
     training.attach(hub)  # saves and approvals on this engine may queue fine-tunes (docs/training.md)
     app.state.serial = serial
     app.state.oauth = _oauth(settings)  # configuration only: Authlib opens a client per call
+    app.state.api_docs_page = web_docs.api_docs_page  # /api/docs (hub.api.docs) in the site's layout
     return app
 
 

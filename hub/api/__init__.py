@@ -34,6 +34,7 @@ from hub.api import (  # noqa: E402  (they use ``:id``)
     accounts,
     blobs,
     changes,
+    docs,
     health,
     packages,
     project_data,
@@ -43,7 +44,7 @@ from hub.api import (  # noqa: E402  (they use ``:id``)
 )
 from hub.api._http import Endpoint  # noqa: E402
 
-MODULES = (health, accounts, packages, blobs, repositories, changes, projects, project_data, training)
+MODULES = (health, accounts, packages, blobs, repositories, changes, projects, project_data, training, docs)
 
 
 def endpoints() -> list[Endpoint]:

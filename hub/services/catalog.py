@@ -130,7 +130,8 @@ def search(
     page: int = 1,
     per_page: int = 20,
 ) -> dict[str, Any]:
-    """Search packages. Raises ``invalid_field`` for an unknown sort or kind, or a bad page."""
+    """Search packages: ``query`` matches names, descriptions and tags (a part of any, any case),
+    among the packages ``principal`` may see. Raises ``invalid_field`` for an unknown sort or kind, or a bad page."""
     if sort not in SORTS:
         raise HubError("invalid_field", f"sort must be one of {', '.join(SORTS)}")
     if kind is not None and kind not in KINDS:
@@ -140,7 +141,9 @@ def search(
     where: list[sa.ColumnElement[bool]] = [visible_filter(session, principal)]
     if query:
         like = f"%{query.lower().replace('%', '').replace('_', '')}%"
-        where.append(sa.or_(sa.func.lower(Package.full_name).like(like), sa.func.lower(Package.description).like(like)))
+        tagged = select(PackageTag.package_id).where(sa.func.lower(PackageTag.tag).like(like))
+        where.append(sa.or_(sa.func.lower(Package.full_name).like(like), sa.func.lower(Package.description).like(like),
+                            col(Package.id).in_(tagged)))
     if task:
         where.append(col(Package.task) == task)
     if tag:
