@@ -182,13 +182,13 @@ def solver_usage(solver: dict[str, Any], base: str) -> dict[str, Any]:
         args += [f"-F {shlex.quote(f'{k}={_form_text(v)}')}" for k, v in fields.items()]
         curl = " ".join(["curl", *args, url])
         opened = ", ".join(f"({k!r}, open({path!r}, 'rb'))" for k, path in files)
-        body = f"files=[{opened}]" + (f", data={ {k: _form_text(v) for k, v in fields.items()}!r}" if fields else "")
+        body = [f"files=[{opened}]"] + ([f"data={ {k: _form_text(v) for k, v in fields.items()}!r}"] if fields else [])
     else:
         payload = json.dumps(fields)
         curl = f"curl -H 'content-type: application/json' -d {shlex.quote(payload)} {url}"
-        body = f"json={fields!r}"
-    python = (f"import httpx\n\nr = httpx.post({url!r}, {body}, timeout=60)\n"
-              "r.raise_for_status()\nprint(r.json())")
+        body = [f"json={fields!r}"]
+    args = "".join(f"    {a},\n" for a in [repr(url), *body, "timeout=60"])
+    python = f"import httpx\n\nr = httpx.post(\n{args})\nr.raise_for_status()\nprint(r.json())"
     return {"name": solver.get("name"), "url": url, "curl": curl, "python": python, "declared": bool(declared)}
 
 
