@@ -87,6 +87,8 @@ class ReleaseReader:
         #: Submodule caches fetched in this run.
         self.fetched: set[Path] = set()
         self.notes: list[str] = []
+        #: The version the tag being read gives (``index_tag``).
+        self.tag_version: Version | None = None
 
     def cat_for(self, source: Path | None) -> CatFile:
         repo = source or self.cache
@@ -116,7 +118,8 @@ class ReleaseReader:
                               lambda oid: self.cat.read(oid, limit=MAX_LINK_SIZE))
         self.notes.extend(tree.notes)
         self._submodules(tree, tag.commit)
-        manifest, manifest_text, legacy = self._manifest(tree, tag, version)
+        self.tag_version = version  # a legacy CVPM manifest has no version of its own: the tag gives it
+        manifest, manifest_text, legacy = self._manifest(tree, tag)
         if str(manifest.version) != str(version):
             raise TagProblem("version_mismatch", f"the manifest says version {manifest.version}, but the tag "
                              f"{tag.name} says {version}; they must agree")
@@ -220,7 +223,7 @@ class ReleaseReader:
         except UnicodeDecodeError as exc:
             raise TagProblem("invalid_manifest", f"{path} is not UTF-8 text") from exc
 
-    def _manifest(self, tree: PackageTree, tag: Tag, version: Version) -> tuple[Manifest, str, bool]:
+    def _manifest(self, tree: PackageTree, tag: Tag) -> tuple[Manifest, str, bool]:
         where = f"{self.repo.subdir}/" if self.repo.subdir else "the repository root"
         try:
             if MANIFEST_FILENAME in tree.files:
@@ -234,8 +237,8 @@ class ReleaseReader:
                 if REQUIREMENTS_FILENAME in tree.files:
                     requirements, notes = read_requirements(self._text(tree, REQUIREMENTS_FILENAME))
                     self.notes.extend(notes)
-                # A CVPM package has no version of its own: the tag gives it.
-                manifest = parse_cvpm(cvpm, pretrained, namespace=self.repo.namespace, version=str(version),
+                version = None if self.tag_version is None else str(self.tag_version)
+                manifest = parse_cvpm(cvpm, pretrained, namespace=self.repo.namespace, version=version,
                                       requirements=requirements, source=self.repo.display_url)
                 return manifest, cvpm, True
         except ManifestError as exc:
