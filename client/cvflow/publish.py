@@ -74,16 +74,31 @@ def check_package_dir(directory: str | Path, *, namespace: str | None = None) ->
             problem listed, manifest problems included).
     """
     root = Path(directory)
-    manifest = load_package_dir(root, namespace=namespace)
+    try:
+        manifest: Manifest | None = load_package_dir(root, namespace=namespace)
+        bad_manifest = None
+    except ManifestError as exc:
+        if not any(p.field for p in exc.problems):
+            raise  # no manifest, or one that cannot be read at all: nothing to add to that
+        manifest, bad_manifest = None, exc
     files, problems = scan_package_files(root)
     try:
         validate_file_list([dataclasses.asdict(f) for f in files])
     except ValidationError as exc:
         problems.extend(exc.problems)
-    # The manifest check still runs on a bad file list, so one run shows everything.
-    problems.extend(check_files_against_manifest(manifest, files))
+    # The manifest check still runs on a bad file list, and the files are checked under a bad
+    # manifest, so one run shows everything.
+    if manifest is not None:
+        problems.extend(check_files_against_manifest(manifest, files))
+    if bad_manifest is not None:
+        if not problems:
+            raise bad_manifest
+        problems = [*bad_manifest.problems, *problems]
+        raise ManifestError(f"the package in {root} has {len(problems)} problems", problems)
     if problems:
-        raise ValidationError(f"the package in {root} has {len(problems)} problem(s)", problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise ValidationError(f"the package in {root} has {len(problems)} {noun}", problems)
+    assert manifest is not None  # a bad manifest raised above
     return PackageDir(root, manifest, files)
 
 

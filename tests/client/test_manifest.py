@@ -628,7 +628,7 @@ def test_cli_validate_accepts_a_good_package(tmp_path):
     good_package(tmp_path)
     result = CliRunner().invoke(main, ["validate", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "ok: demo/x 0.1.0: 3 files, 1 solvers, 1 weights" in result.output
+    assert "ok: demo/x 0.1.0: 3 files, 1 solver, 1 weight" in result.output
 
 
 def test_cli_validate_reports_file_problems_and_exits_1(tmp_path):

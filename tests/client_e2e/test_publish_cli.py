@@ -54,7 +54,7 @@ def test_init_validate_publish_info(hub, env, tmp_path):
 
     checked = run_cli(env, "validate", str(pkg))
     assert checked.exit_code == 0, checked.output
-    assert "ok: alice/hello 0.1.0: 4 files, 1 solvers, 1 weights" in checked.stdout
+    assert "ok: alice/hello 0.1.0: 4 files, 1 solver, 1 weight" in checked.stdout
 
     # The scaffold's solver is real: it runs and answers with JSON (tests/runner serves it over REST).
     sys.path.insert(0, str(pkg))

@@ -157,7 +157,7 @@ def test_cache_ls_prune_and_verify(alice: httpx.Client, hub: LiveHub, home: Path
     with stored.open("r+b") as f:
         f.write(b"\0")
     verify = cvflow(home, hub.url, "cache", "verify")
-    assert "1 cached files were damaged" in verify.stderr and verify.returncode == 1
+    assert "1 cached file was damaged" in verify.stderr and verify.returncode == 1
     assert not stored.exists()
     again = cvflow(home, hub.url, "pull", f"{NAME}@2.0.0")
     assert again.returncode == 0, again.stderr

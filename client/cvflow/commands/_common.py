@@ -163,6 +163,11 @@ def os_error_message(exc: OSError) -> str:
     return f"{what}: {path}"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 solver``, ``2 solvers``, ``0 files``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def emit_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cvflow.api import HubClient
-from cvflow.commands._common import config, emit_json, fail, handle_errors
+from cvflow.commands._common import config, counted, emit_json, fail, handle_errors
 from cvflow.errors import HubAuthError, ManifestError, Problem, ValidationError
 from cvflow.manifest import TASKS
 from cvflow.names import PackageName
@@ -99,8 +99,8 @@ def validate(directory: Path, namespace: str | None) -> None:
         click.secho(f"warning: {exc.message}", fg="yellow", err=True)
         _print_problems(exc.problems, level="warning")
     click.echo(
-        f"ok: {manifest.name} {manifest.version}: {len(files)} files,"
-        f" {len(manifest.solvers)} solvers, {len(manifest.weights)} weights"
+        f"ok: {manifest.name} {manifest.version}: {counted(len(files), 'file')},"
+        f" {counted(len(manifest.solvers), 'solver')}, {counted(len(manifest.weights), 'weight')}"
     )
 
 
@@ -340,8 +340,8 @@ def _print_package(console: Console, p: dict[str, Any], *, show_versions: bool) 
             notes.append("pre-release")
         if v.get("yanked"):
             notes.append(f"YANKED: {v.get('yank_reason') or 'no reason given'}")
-        size = format_size(v.get("size") or 0)
-        line = f"  {v['version']:<16} {(v.get('created_at') or '')[:10]}  {v.get('file_count', 0)} files, {size}"
+        size = f"{counted(int(v.get('file_count') or 0), 'file')}, {format_size(v.get('size') or 0)}"
+        line = f"  {v['version']:<16} {(v.get('created_at') or '')[:10]}  {size}"
         console.print(line + (f"  ({'; '.join(notes)})" if notes else ""), markup=False)
 
 

@@ -7,7 +7,7 @@ import contextlib
 import click
 
 from cvflow.api import HubClient
-from cvflow.commands._common import config, emit_json, fail, handle_errors
+from cvflow.commands._common import config, counted, emit_json, fail, handle_errors
 from cvflow.config import Config
 from cvflow.names import PackageName
 from cvflow.progress import format_size, transfer_bar
@@ -98,7 +98,7 @@ def ls(ctx: click.Context, as_json: bool) -> None:
     width = max(len(v.name) for v in found)
     for v in found:
         click.echo(f"{v.name:<{width}}  {v.version:<12}  {format_size(v.size):>10}")
-    click.echo(f"{len(found)} versions, {format_size(sum(v.size for v in found))} of files")
+    click.echo(f"{counted(len(found), 'version')}, {format_size(sum(v.size for v in found))} of files")
 
 
 @cache.command()
@@ -153,7 +153,8 @@ def verify(ctx: click.Context) -> None:
     if bad:
         for digest in bad:
             click.secho(f"damaged and removed: blob {digest}", fg="red", err=True)
-        fail(f"{len(bad)} cached files were damaged; pull the packages again to download them")
+        fail(f"{counted(len(bad), 'cached file was', 'cached files were')} damaged;"
+             " pull the packages again to download them")
     click.echo("every cached file matches its sha256")
 
 
