@@ -25,6 +25,7 @@ from PIL import Image
 from hub.errors import HubError
 from tests.helpers import LiveHub
 from tests.web.support import browser, publish_direct, section
+from tests.web.test_dataset_pages import shapes  # noqa: F401  (the fixture: alice/shapes, published with the CLI)
 from tests.web.test_xss import assert_inert
 from web.views.catalog import RUNNER_PORT
 
@@ -192,3 +193,14 @@ def test_markup_in_declared_inputs_stays_text_and_markup_names_are_refused(hub: 
     with pytest.raises(HubError) as refused:
         publish_direct(hub, token, "alice/looker", "1.3.0", manifest_text=bad, files={"looker.py": SOLVER})
     assert "must be a Python identifier" in str(refused.value.details or refused.value.message)
+
+
+@pytest.mark.usefixtures("shapes")
+def test_a_dataset_s_page_names_the_hub_to_pull_from_and_offers_nothing_to_run(hub: LiveHub) -> None:
+    html = browser(hub).get("/alice/shapes").text
+    match = re.search(r'<section class="use" aria-labelledby="hub-h">(.*?)</section>', html, re.S)
+    assert match, "no hub box on a dataset's page"
+    assert field(match[1], "login-line") == f"cvflow login --hub {hub.url}"
+    assert field(match[1], "env-line") == f"export CVFLOW_HUB={hub.url}"
+    assert field(html, "pull-line").startswith("cvflow pull -q alice/shapes@")  # the dataset's own Get it box
+    assert "curl" not in html and "cvflow run" not in html and "cvflow install" not in html
