@@ -122,7 +122,7 @@ def test_a_recorded_pid_that_now_belongs_to_another_process_is_dead(env, home):
 def test_names_ports_and_a_second_runner_of_the_same_package(env):
     port = free_port()
     first = start(env, "qa/probe:fail", "--port", str(port))
-    second = start(env, "qa/probe:fail")
+    second = start(env, "qa/probe:fail", "--another")
     try:
         assert first["name"] == "probe" and first["port"] == port
         assert second["name"] == "probe-2" and second["port"] != port
@@ -152,7 +152,7 @@ def test_failures_to_start_are_reported_with_the_log(env):
         s.bind(("127.0.0.1", busy))
         s.listen()
         result = run_cli(env, "run", "qa/probe:fail", "--port", str(busy), "--name", "clash")
-    assert result.exit_code == 1 and "cannot listen on 127.0.0.1" in result.stderr, result.output
+    assert result.exit_code == 1 and f"port {busy} on 127.0.0.1 is not free" in result.stderr, result.output
 
     result = run_cli(env, "run", "qa/absent")
     assert result.exit_code == 1

@@ -38,10 +38,10 @@ def _installed(cfg: Config, name: str, text: str | None) -> InstalledPackage | N
 
 
 def _install(ctx: click.Context, cfg: Config, name: str, text: str | None, offline: bool,
-             quiet: bool, run_before_install: bool = False) -> InstalledPackage:
+             quiet: bool, run_before_install: bool = False, verbose: bool = False) -> InstalledPackage:
     from cvflow.commands.install import before_install_consent
     from cvflow.install import install as run_install
-    from cvflow.progress import transfer_bar
+    from cvflow.progress import step_printer, transfer_bar
 
     spec = f"{name}@{text}" if text else name
     lock = cfg.state_dir / "runners" / "locks" / f"{name.replace('/', '--')}.lock"
@@ -55,11 +55,40 @@ def _install(ctx: click.Context, cfg: Config, name: str, text: str | None, offli
             click.echo(f"{spec} is not installed; installing it first", err=True)
         with transfer_bar(quiet=quiet) as bar:
             report = run_install(client, cfg.cache(), cfg, spec, offline=offline, lock_path=lock, progress=bar,
-                                 before_install=before_install_consent(run_before_install))
+                                 before_install=before_install_consent(run_before_install),
+                                 steps=step_printer(bar, verbose=verbose, quiet=quiet), verbose=verbose)
     finally:
         if client is not None:
             client.close()
     return next(p for p in report.packages if p.name == name)
+
+
+def _running(cfg: Config, name: str, text: str | None) -> list[RunnerRecord]:
+    """The live runners of ``name`` (of a version ``text`` accepts, when given)."""
+    rng = VersionRange.parse(text) if text else None
+    return [r for r in RunnerState(cfg.state_dir).all() if r.package == name and r.is_alive()
+            and (rng is None or rng.contains(Version.parse(r.version)))]
+
+
+def _check_port(cfg: Config, host: str, port: int) -> None:
+    """Refuse a ``--port`` that is taken, before anything is installed or started.
+
+    Raises:
+        RunnerError: another runner or another program listens there.
+    """
+    import socket
+
+    for other in RunnerState(cfg.state_dir).all():
+        if other.port == port and other.is_alive():
+            raise supervisor.RunnerError(f"port {port} is used by runner {other.name}; pick another --port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise supervisor.RunnerError(
+                f"port {port} on {host} is not free ({exc.strerror or exc}): another program listens there;"
+                f" pick another --port, or leave --port out to get any free port") from None
 
 
 def _warnings(installed: InstalledPackage, host: str) -> None:
@@ -100,7 +129,10 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
 @click.option("--env", "env", multiple=True, metavar="K=V",
               help="A setting for the solver: set in its environment and in Context.settings (repeatable).")
-@click.option("--name", help="The runner's name for ps/stop/logs [default: the package's name].")
+@click.option("--name", help="The runner's name for ps/stop/logs [default: the package's name]."
+              " A new name starts another copy even if the package already runs.")
+@click.option("--another", is_flag=True,
+              help="Start another copy even if the package already runs (named NAME-2, NAME-3...).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (Context.device).")
 @click.option("--allow-url", "allow_urls", multiple=True, metavar="PREFIX",
               help="Let JSON requests give images as {\"url\": ...} under this prefix (repeatable).")
@@ -112,21 +144,28 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--run-before-install", is_flag=True,
               help="Run a legacy CVPM package's before_install shell script, if it has one that has not run"
               " (without asking). Without it the script runs only if you answer yes at a terminal.")
+@click.option("-v", "--verbose", is_flag=True, help="If it must be installed first, show the installer's output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runner's record as JSON.")
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[str, ...], name: str | None,
-        device: str, allow_urls: tuple[str, ...], max_image_mb: float | None, max_image_pixels: int | None,
-        max_request_mb: float | None, offline: bool, timeout: float, as_json: bool, run_before_install: bool) -> None:
+        another: bool, device: str, allow_urls: tuple[str, ...], max_image_mb: float | None,
+        max_image_pixels: int | None, max_request_mb: float | None, offline: bool, timeout: float, verbose: bool,
+        as_json: bool, run_before_install: bool) -> None:
     """Serve a package's solvers over REST, in the background, from its installed venv.
 
     Installs the package first if no installed version matches, starts the runner with the
     venv's Python, waits until every solver is loaded, and prints the URL. The runner listens
-    on 127.0.0.1 unless --host says otherwise.
+    on 127.0.0.1 unless --host says otherwise. A --port that is taken is refused before
+    anything is installed.
+
+    If the package already runs, says where (URL, pid, name) and starts nothing; --another
+    (or a new --name) starts a second copy.
 
     \b
     Examples:
       cvflow run demo/digits-lenet
+      cvflow run demo/digits-lenet --another     # a second copy, digits-lenet-2
       curl -F image=@digit.png http://127.0.0.1:PORT/solvers/classify/infer
       cvflow run 'demo/face-utility@^1:detect' --port 8080 --env OMP_NUM_THREADS=2
       cvflow ps
@@ -138,8 +177,15 @@ def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[s
         max_image_bytes=int(max_image_mb * (1 << 20)) if max_image_mb else None, max_image_pixels=max_image_pixels,
         max_request_bytes=int(max_request_mb * (1 << 20)) if max_request_mb else None, ready_timeout=timeout)
     cfg = config(ctx)
+    running = [] if name or another else _running(cfg, pkg, text)
+    if running:
+        _print_running(running, as_json)
+        return
+    if port:
+        _check_port(cfg, host, port)
     found = _installed(cfg, pkg, text)
-    installed = found or _install(ctx, cfg, pkg, text, offline, quiet=as_json, run_before_install=run_before_install)
+    installed = found or _install(ctx, cfg, pkg, text, offline, quiet=as_json, run_before_install=run_before_install,
+                                  verbose=verbose)
     if found is not None:  # installed earlier: its CVPM before_install script may not have run yet
         from cvflow.commands.install import before_install_consent
         from cvflow.install.before import handle
@@ -151,6 +197,20 @@ def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[s
         emit_json({**record.to_dict(), "url": record.url, "status": "ready"})
     else:
         _print_started(record)
+
+
+def _print_running(running: list[RunnerRecord], as_json: bool) -> None:
+    if as_json:
+        record = running[0]
+        emit_json({**record.to_dict(), "url": record.url, "status": supervisor.status(record),
+                   "already_running": True})
+        return
+    for record in running:
+        click.echo(f"{record.package}@{record.version} is already running as {record.name}"
+                   f" (pid {record.pid}) at {record.url}")
+    first = running[0]
+    click.echo(f"  logs: cvflow logs {first.name}   restart: cvflow restart {first.name}"
+               f"   a second copy: cvflow run {first.package} --another")
 
 
 def _uptime(record: RunnerRecord) -> str:

@@ -42,6 +42,10 @@ from cvflow.runner.results import encode_result
 from cvflow.solver import InputError
 
 log = logging.getLogger("cvflow.runner")
+
+#: Marks the readiness polls of ``cvflow run`` and ``cvflow ps`` (``cvflow.runtime.supervisor.probe``):
+#: a ``GET /readyz`` with it is answered but not written to the access log.
+POLL_HEADER = "x-cvflow-poll"
 _JSON = "application/json"
 _HTML = "text/html; charset=utf-8"
 
@@ -220,7 +224,7 @@ class Runner:
         finally:
             with self._inflight_lock:
                 self._inflight -= 1
-        if self.settings.access_log:
+        if self.settings.access_log and not (request.path == "/readyz" and POLL_HEADER in request.headers):
             _access.write(request, status, len(body), (time.perf_counter() - start) * 1000)
         return status, body, ctype
 

@@ -236,7 +236,7 @@ def probe(record: RunnerRecord, timeout: float = 1.0) -> str:
     host = record.url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
     conn = http.client.HTTPConnection(host, record.port, timeout=timeout)
     try:
-        conn.request("GET", "/readyz")
+        conn.request("GET", "/readyz", headers={"X-CVFlow-Poll": "1"})  # not in the runner's access log
         status = conn.getresponse().status
     except (OSError, http.client.HTTPException):
         return "not answering"
