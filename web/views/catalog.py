@@ -187,8 +187,8 @@ def solver_usage(solver: dict[str, Any], base: str) -> dict[str, Any]:
         payload = json.dumps(fields)
         curl = f"curl -H 'content-type: application/json' -d {shlex.quote(payload)} {url}"
         body = [f"json={fields!r}"]
-    args = "".join(f"    {a},\n" for a in [repr(url), *body, "timeout=60"])
-    python = f"import httpx\n\nr = httpx.post(\n{args})\nr.raise_for_status()\nprint(r.json())"
+    call_args = "".join(f"    {a},\n" for a in [repr(url), *body, "timeout=60"])
+    python = f"import httpx\n\nr = httpx.post(\n{call_args})\nr.raise_for_status()\nprint(r.json())"
     return {"name": solver.get("name"), "url": url, "curl": curl, "python": python, "declared": bool(declared)}
 
 
