@@ -131,6 +131,7 @@ def test_a_2019_cvpm_repository_is_indexed_installed_with_consent_and_run(one_hu
     result = run_cli(env, "run", "alice/text-tools", "--name", "text-tools", "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
+    assert "before install" not in result.stderr  # it ran in this venv: nothing to ask or say
     try:
         assert sorted(record["solvers"]) == ["count_letters", "shout"]
         url = record["url"]
