@@ -1,11 +1,14 @@
 """Install packages: resolve, lock, pull, and give each package version its own venv.
 
 ``install`` resolves a package and its package dependencies (or reads ``cvflow.lock``
-with ``locked=True``), writes the lock, pulls every version into the shared cache, then
-builds one virtual environment per package version at
+with ``locked=True``), writes the lock (unless told not to), pulls every version into the
+shared cache, then builds one virtual environment per package version at
 ``CVFLOW_HOME/venvs/<namespace>/<name>/<version>``:
 
-* ``uv venv`` + ``uv pip install`` when ``uv`` is on PATH, else ``python -m venv`` + pip;
+* ``uv venv`` + ``uv pip install --link-mode hardlink`` with the client's own uv (a
+  dependency), from one wheel cache (``CVFLOW_HOME/cache/uv``, or ``UV_CACHE_DIR``) and
+  with the user's pip configuration passed on; ``python -m venv`` + pip only when no uv
+  binary runs;
 * the Python ``requirements`` of the package *and* of its package dependencies (their
   code is importable in it too, so it must be able to run);
 * a ``.pth`` file that puts the package's cached snapshot, then its dependencies'
@@ -25,7 +28,8 @@ One module per step:
 | --- | --- |
 | ``plan`` | ``install``: resolve or read the lock, pull, build in dependency order |
 | ``lock`` | installing against ``cvflow.lock``: roots, wholeness, file digests |
-| ``venv`` | building one venv aside and swapping it into place |
+| ``venv`` | building one venv aside and swapping it into place; finding uv |
+| ``pipconfig`` | pip's configuration files and ``PIP_*`` variables, as uv's options |
 | ``hook`` | the import hook that makes ``cvflow`` importable in a package venv |
 | ``before`` | a legacy CVPM package's ``before_install`` script, run only with the user's consent |
 | ``state`` | ``installed.json``: list, record, uninstall |
