@@ -5,6 +5,10 @@ tests/indexer/test_cvpm_2019.py."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,31 @@ def test_packages_without_a_script_or_with_a_path_outside_are_left_alone(tmp_pat
         assert script_of(Path(record.snapshot)) is None
         assert handle(BeforeInstall(run=True), record) is False
     assert not marker.exists()
+
+
+CONSENT = """\
+from cvflow.commands.install import before_install_consent
+
+policy = before_install_consent(False)
+print("asks" if policy.ask is not None else "does not ask", policy.run)
+if policy.ask is not None:
+    print("answer", policy.ask("alice/x@1.0.0", "setup.sh"))
+"""
+
+
+@pytest.mark.parametrize(("typed", "answer"), [("y\n", "True"), ("n\n", "False"), ("\n", "False")])
+def test_at_a_terminal_the_cli_asks_and_no_is_the_default(typed, answer):
+    main, child = pty.openpty()  # stdin a real terminal; stdout and stderr pipes
+    try:
+        os.write(main, typed.encode())
+        done = subprocess.run([sys.executable, "-c", CONSENT], stdin=child, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(main)
+        os.close(child)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["asks False", f"answer {answer}"]
+    assert done.stderr.startswith("alice/x@1.0.0 asks to run setup.sh, a shell script from the package, before"
+                                  " install. Run it? [y/N]")
+    piped = subprocess.run([sys.executable, "-c", CONSENT], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60)
+    assert piped.stdout.splitlines() == ["does not ask False"]  # no terminal: nobody to ask
