@@ -134,8 +134,7 @@ def hub_url_note(url: str) -> str | None:
     path = urlsplit(_with_scheme(url.strip())).path.rstrip("/")
     if not path.endswith(API_ROOT):
         return None
-    return (f"{url.strip()} is the hub's API root; using the hub's own URL {normal}"
-            f" (give that to --hub, CVFLOW_HUB or `cvflow login --hub`)")
+    return f"{url.strip()} is the hub's API root; using the hub's own URL {normal}"
 
 
 def _redacted(parts: SplitResult) -> str:

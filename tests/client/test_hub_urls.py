@@ -50,7 +50,7 @@ def test_cvflow_hub_and_the_saved_login_are_mended_the_same_way(tmp_path: Path) 
     cfg = load_config(environ=env)
     assert (cfg.hub, cfg.hub_source, cfg.token, cfg.token_source) == (
         "http://127.0.0.1:8000", "environment", "cvf_env", "environment")
-    assert cfg.hub_note is not None and "CVFLOW_HUB" in cfg.hub_note
+    assert cfg.hub_note == "127.0.0.1:8000/api/v1 is the hub's API root; using the hub's own URL http://127.0.0.1:8000"
     (tmp_path / "config.toml").write_text('hub = "localhost:8000"\n[tokens]\n"localhost:8000/api/v1" = "cvf_saved"\n')
     saved = read_saved(tmp_path)
     assert (saved.hub, dict(saved.tokens)) == ("http://localhost:8000", {"http://localhost:8000": "cvf_saved"})

@@ -97,7 +97,7 @@ def test_hub_down_offers_offline_when_the_package_is_cached(published: httpx.Cli
     stderr = stderr_of(cvflow(home, dead_hub, "pull", "alice/detector@^1", "-q"))
 
     assert f"cannot reach the hub at {dead_hub}" in stderr, stderr
-    assert f"is the hub at {dead_hub} running? (that URL came from CVFLOW_HUB)" in stderr, stderr
+    assert "is it running? (that URL came from CVFLOW_HUB)" in stderr, stderr
     assert "is in the cache; to use it without the hub, run: cvflow pull 'alice/detector@^1' -q --offline" in stderr
     again = cvflow(home, dead_hub, "pull", "alice/detector@^1", "-q", "--offline")
     assert again.returncode == 0, again.stderr

@@ -106,8 +106,8 @@ def _token_hint(cfg: Config) -> str:
         return (f"the hub refused the token in the CVFLOW_TOKEN environment variable; fix or unset it,"
                 f" or run `{login}` and unset it")
     if cfg.token_source == "saved":
-        return (f"the hub refused the token saved for {cfg.hub} in {cfg.config_file} (it may be revoked or"
-                f" expired); run `{login}` to replace it")
+        return (f"the hub refused the token saved for {cfg.hub} in {cfg.config_file};"
+                f" run `{login}` to replace it")
     return f"you have no token for {cfg.hub}: run `{login}`, or give --token or CVFLOW_TOKEN"
 
 
@@ -115,7 +115,7 @@ def _unreachable_hints(ctx: click.Context, cfg: Config) -> list[str]:
     """For a hub that cannot be reached: where its URL came from, and --offline when the cache has the package."""
     where = {"option": "--hub", "environment": "CVFLOW_HUB", "saved": "the saved login (`cvflow login`)",
              "default": "the default; set --hub or CVFLOW_HUB"}[cfg.hub_source]
-    hints = [f"is the hub at {cfg.hub} running? (that URL came from {where})"]
+    hints = [f"is it running? (that URL came from {where})"]
     spec, offline = ctx.params.get("spec"), ctx.params.get("offline")
     if isinstance(spec, str) and offline is False and _cached(cfg, spec):
         hints.append(f"{_package_of(spec)} is in the cache; to use it without the hub, run: {_with_offline(ctx)}")
