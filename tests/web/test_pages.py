@@ -164,7 +164,8 @@ def test_package_page_shows_readme_versions_solvers_files_and_dependencies(hub: 
     # Copyable install and run lines.
     assert 'id="install-line" readonly value="cvflow install alice/detector@1.1.0"' in html
     assert 'id="run-line" readonly value="cvflow run alice/detector@1.1.0 --port 8765"' in html
-    assert html.count('data-copy="') == 7  # hub: login, CVFLOW_HUB; pull, install, run; the solver: curl, Python
+    use = html.split('<section class="use" aria-labelledby="use-h">', 1)[1].split("</section>", 1)[0]
+    assert use.count('data-copy="') == 7  # hub: login, CVFLOW_HUB; pull, install, run; the solver: curl, Python
     assert "torch" in text(html)
 
 
