@@ -153,3 +153,34 @@ def test_a_real_pip_conf_reaches_uv_and_pip_variables_win(tmp_path, clean_env):
     second = tmp_path / "venvs" / "two"
     build_venv(second, [], ["cvflowtest-conf"], offline=False, label="conf", cache_dir=tmp_path / "uv")
     assert python_in(second, "import cvflowtest_conf; print(cvflowtest_conf.VERSION)") == "2.0"
+
+
+class _Said:
+    """A ``Transfer`` that keeps what is logged on it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, description: str, total: int | None) -> int:
+        return 0
+
+    def advance(self, task_id: int, n: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_without_a_uv_binary_pip_installs_after_one_warning(tmp_path, wheels, clean_env):
+    # The uv binary ships with the client, so its absence is stood in for: find_uv answers None
+    # (the one thing replaced); venv and pip then run for real.
+    import cvflow.install.venv as venv_module
+
+    clean_env.setattr(venv_module, "find_uv", lambda: None)
+    clean_env.setenv("PIP_FIND_LINKS", str(wheels))
+    said, steps = _Said(), list[str]()
+    target = tmp_path / "venvs" / "pip"
+    build_venv(target, [], ["cvflowtest-a==1.0"], offline=True, label="t/pip", progress=said, steps=steps.append)
+    assert python_in(target, "import cvflowtest_a; print(cvflowtest_a.NAME)") == "a"
+    assert len(said.lines) == 1 and said.lines[0].startswith("warning: the uv binary cannot be found or run")
+    assert "installing 1 requirement with pip: cvflowtest-a==1.0" in " ".join(steps)
