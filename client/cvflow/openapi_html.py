@@ -12,6 +12,7 @@ nothing is loaded from elsewhere. Every string from the document is escaped.
 
 from __future__ import annotations
 
+import json
 import re
 from html import escape
 from typing import Any
@@ -87,9 +88,11 @@ class _Schemas:
         notes = []
         if schema.get("description"):
             notes.append(_text(schema["description"]))
+        if "default" in schema:
+            notes.append(f"default <code>{escape(json.dumps(schema['default']))}</code>")
         if isinstance(schema.get("enum"), list):
             notes.append("one of " + ", ".join(f"<code>{escape(str(v))}</code>" for v in schema["enum"]))
-        for key, word in (("default", "default"), ("minimum", "at least"), ("maximum", "at most"),
+        for key, word in (("minimum", "at least"), ("maximum", "at most"),
                           ("minLength", "length at least"), ("maxLength", "length at most"), ("pattern", "pattern")):
             if key in schema:
                 notes.append(f"{word} <code>{escape(str(schema[key]))}</code>")
