@@ -174,7 +174,7 @@ class PackageRole(Body):
 
 
 class Search(Query):
-    q: str = Field(default="", description="text to find in names and descriptions (the first 200 characters count)")
+    q: str = Field(default="", description="text to find in names, descriptions and tags (the first 200 characters count)")
     task: str | None = Field(default=None, description="task, e.g. detection")
     tag: str | None = Field(default=None, description="a tag")
     namespace: str | None = Field(default=None, description="only this namespace")
