@@ -121,3 +121,29 @@ def test_at_a_terminal_the_cli_asks_and_no_is_the_default(typed, answer):
     piped = subprocess.run([sys.executable, "-c", CONSENT], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=60)
     assert piped.stdout.splitlines() == ["does not ask False"]  # no terminal: nobody to ask
+
+
+BARS = """\
+import os
+from rich.console import Console
+from cvflow.commands.install import before_install_consent
+from cvflow.progress import transfer_bar
+
+with transfer_bar(console=Console(stderr=True, force_terminal=True)) as bar:
+    assert getattr(bar, "_progress", None) is not None  # bars are drawn
+    answer = before_install_consent(False, bar).ask("alice/x@1.0.0", "setup.sh")
+    os.write(1, f"answer {answer}\\n".encode())  # past rich, which holds sys.stdout while bars are drawn
+"""
+
+
+def test_the_question_is_asked_with_the_progress_bars_paused():
+    main, child = pty.openpty()
+    try:
+        os.write(main, b"y\n")
+        done = subprocess.run([sys.executable, "-c", BARS], stdin=child, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(main)
+        os.close(child)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["answer True"]
+    assert "asks to run setup.sh, a shell script from the package, before install. Run it? [y/N]" in done.stderr

@@ -18,6 +18,7 @@ from cvflow.install import uninstall as run_uninstall
 if TYPE_CHECKING:
     from cvflow.api import HubClient
     from cvflow.install.before import BeforeInstall
+    from cvflow.progress import Transfer
 
 
 def refuse_dataset(client: HubClient, spec: str) -> None:
@@ -54,15 +55,23 @@ def lock_target(lock_file: Path | None, locked: bool) -> Path | None:
     return here if locked or Path(MANIFEST_FILENAME).is_file() else None
 
 
-def before_install_consent(agreed: bool) -> BeforeInstall:
+def before_install_consent(agreed: bool, bar: Transfer | None = None) -> BeforeInstall:
     """What a legacy CVPM package's ``before_install`` script gets: run when the user agreed
-    (``--run-before-install``), else a yes/no question when stdin is a terminal, else not run
-    (and a line on stderr says so and how to run it)."""
+    (``--run-before-install``), else a yes/no question when stdin is a terminal (``bar``'s
+    progress bars, if drawn, pause while it is asked), else not run (and a line on stderr says
+    so and how to run it)."""
     from cvflow.install.before import BeforeInstall
 
     def ask(package: str, script: str) -> bool:
-        return click.confirm(f"{package} asks to run {script}, a shell script from the package, before install."
-                             " Run it?", default=False, err=True)
+        progress = getattr(bar, "_progress", None)  # rich's redraws would hide the question
+        if progress is not None:
+            progress.stop()
+        try:
+            return click.confirm(f"{package} asks to run {script}, a shell script from the package, before install."
+                                 " Run it?", default=False, err=True)
+        finally:
+            if progress is not None:
+                progress.start()
 
     def say(line: str) -> None:
         click.echo(line, err=True)
@@ -150,8 +159,8 @@ def install(ctx: click.Context, spec: str | None, offline: bool, locked: bool, l
         if client is not None and spec is not None and not locked:
             refuse_dataset(client, spec)
         with transfer_bar(quiet=as_json) as bar:
-            report = run_install(client, cache, cfg, spec, before_install=before_install_consent(run_before_install),
-                                 offline=offline, locked=locked,
+            report = run_install(client, cache, cfg, spec, offline=offline, locked=locked,
+                                 before_install=before_install_consent(run_before_install, bar),
                                  lock_path=lock_path or Path("cvflow.lock"), write_lock_file=lock_path is not None,
                                  prereleases=pre, progress=bar, verbose=verbose,
                                  steps=step_printer(bar, verbose=verbose, quiet=as_json))

@@ -55,7 +55,7 @@ def _install(ctx: click.Context, cfg: Config, name: str, text: str | None, offli
             click.echo(f"{spec} is not installed; installing it first", err=True)
         with transfer_bar(quiet=quiet) as bar:
             report = run_install(client, cfg.cache(), cfg, spec, offline=offline, lock_path=lock, progress=bar,
-                                 before_install=before_install_consent(run_before_install),
+                                 before_install=before_install_consent(run_before_install, bar),
                                  steps=step_printer(bar, verbose=verbose, quiet=quiet), verbose=verbose)
     finally:
         if client is not None:
