@@ -108,6 +108,7 @@ def test_a_2019_cvpm_toml_takes_its_version_from_outside_and_keeps_what_has_no_f
     with pytest.raises(ManifestError) as info:
         parse_cvpm(CVPM_2019, None, namespace="alice")  # no version in the file, none given
     assert [(p.code, p.field) for p in info.value.problems] == [("missing_field", "package.version")]
+    assert "the indexer takes it from the release tag" in info.value.problems[0].message
 
     m = parse_cvpm(CVPM_2019, None, namespace="alice", version="0.2.1", requirements=["numpy>=1.16"],
                    source="git://example.org/face")

@@ -192,13 +192,23 @@ def parse_cvpm_table(cvpm: dict[str, Any], pretrained: dict[str, Any], *, namesp
     try:
         manifest = build_manifest(table, legacy=True, source=LEGACY_MANIFEST_FILENAME)
     except ManifestError as exc:
-        if not extra:
-            raise
-        extra = exc.problems + extra
+        raise _problems([_explained(p) for p in exc.problems] + extra) from exc
     if extra:
-        n = len(extra)
-        raise ManifestError(f"{LEGACY_MANIFEST_FILENAME} has {n} problem{'s' if n != 1 else ''}", extra)
+        raise _problems(extra)
     return manifest
+
+
+def _problems(problems: list[Problem]) -> ManifestError:
+    n = len(problems)
+    return ManifestError(f"{LEGACY_MANIFEST_FILENAME} has {n} problem{'s' if n != 1 else ''}", problems)
+
+
+def _explained(problem: Problem) -> Problem:
+    """A missing version is what 2019 packages have: say where a version comes from."""
+    if (problem.code, problem.field) != ("missing_field", "package.version"):
+        return problem
+    return Problem(problem.code, problem.field, "version is required: cvpm.toml has none, and the indexer takes it"
+                   " from the release tag; to read the package here, add version = \"X.Y.Z\" to [package]")
 
 
 def _described(original: str, description: str | None, source: str | None) -> str:
