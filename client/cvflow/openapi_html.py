@@ -31,7 +31,7 @@ def _text(value: Any) -> str:
 
 
 def _anchor(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", value).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9_]*[^A-Za-z0-9_-][^A-Za-z0-9_]*", "-", value).strip("-") or "x"
 
 
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -102,3 +102,36 @@ def test_docs_takes_get_and_head_only(base: str) -> None:
     r = httpx.post(base + "/docs")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     assert r.headers["allow"] == "GET, HEAD"
+
+
+def test_the_renderer_escapes_everything_stops_at_cycles_and_depth() -> None:
+    from cvflow import openapi_html
+
+    spec = {
+        "openapi": "3.1.0",
+        "info": {"title": "<script>alert(1)</script>", "version": "1"},
+        "paths": {"/a/{x}": {"get": {
+            "summary": "a `code` span and <b>bold</b>", "tags": ["t\"'<>"],
+            "parameters": [{"name": "x\"><img src=y>", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "ok", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Node"}}}},
+                "404": {"description": "`gone`: <no such thing>; `other`: also"}}}},
+            "/b": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deep"}}}},
+                            "responses": {}}}},
+        "components": {"schemas": {
+            "Node": {"type": "object", "properties": {"child": {"$ref": "#/components/schemas/Node"},
+                                                      "missing": {"$ref": "#/components/schemas/Nope"}}},
+            "Deep": {"type": "object", "properties": {"l1": {"type": "object", "properties": {"l2": {"type": "object",
+                     "properties": {"l3": {"type": "object", "properties": {"l4": {"type": "object", "properties": {
+                         "l5": {"type": "object", "properties": {"l6": {"type": "string"}}}}}}}}}}}}},
+        }},
+    }
+    html = openapi_html.page(spec)
+    page = Page()
+    page.feed(html)
+    assert page.loads == [] and "<b>" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "a <code>code</code> span" in html
+    assert "as above: <code>Node</code>" in html, "a cycle is named, not followed"
+    assert "<code>l5</code>" in html and "<code>l6</code>" not in html, "nesting stops at MAX_DEPTH"
+    assert "<li><code>gone</code>: &lt;no such thing&gt;</li>" in html  # codes read from the description
+    assert {"op-get-a-x", "op-post-b"} <= page.ids, "an operation without an operationId has an anchor too"
