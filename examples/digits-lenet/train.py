@@ -9,27 +9,27 @@ Writes, next to this file:
   measured on, so anyone can check the number through the REST runner;
 * ``[metrics]`` of ``cvflow.toml`` - accuracy on that split and the forward-pass latency.
 
-Nothing is downloaded: the digits (1,797 8x8 images, 0..16 ink) ship inside scikit-learn.
+The data, the split and the latency measurement are ``examples/digits_common.py``'s, shared with
+the other digits classifiers so that their numbers compare. Nothing is downloaded: the digits
+(1,797 8x8 images, 0..16 ink) ship inside scikit-learn.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from digits_lenet.model import SIDE, LeNet
 from safetensors.torch import save_file
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-SEED = 0
+sys.path.insert(0, str(HERE.parent))  # examples/digits_common.py: build time only
+from digits_common import SEED, holdout, latency_ms, load_split, write_metrics  # noqa: E402
+
 EPOCHS = 60
 
 
@@ -46,11 +46,10 @@ def shifted(x: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     torch.manual_seed(SEED)
     np.random.seed(SEED)
-    digits = load_digits()
-    index = np.arange(len(digits.target))
-    train_idx, test_idx = train_test_split(index, test_size=0.2, random_state=SEED, stratify=digits.target)
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
-    labels = torch.tensor(digits.target, dtype=torch.long)
+    split = load_split()
+    train_idx, test_idx = split.train_idx, split.test_idx
+    images = torch.tensor(split.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    labels = torch.tensor(split.target, dtype=torch.long)
 
     model = LeNet()
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -68,43 +67,16 @@ def main() -> None:
     with torch.inference_mode():
         predicted = model(images[test_idx]).argmax(dim=1)
     accuracy = float((predicted == labels[test_idx]).float().mean())
-    one = images[test_idx[:1]]
     with torch.inference_mode():
-        for _ in range(50):
-            model(one)
-        times = []
-        for _ in range(500):
-            start = time.perf_counter()
-            model(one)
-            times.append(time.perf_counter() - start)
-    latency_ms = statistics.median(times) * 1000
+        latency = latency_ms(model, images[test_idx[:1]])
 
     (HERE / "weights").mkdir(exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(HERE / "weights" / "model.safetensors"), metadata={"architecture": "LeNet-8x8"})
     (HERE / "eval").mkdir(exist_ok=True)
-    holdout = {
-        "source": "sklearn.datasets.load_digits",
-        "split": f"train_test_split(test_size=0.2, random_state={SEED}, stratify=target): the test part",
-        "pixels": "8x8 row-major ink intensities, 0 (paper) .. 16 (ink)",
-        "indices": [int(i) for i in test_idx],
-        "labels": [int(digits.target[i]) for i in test_idx],
-        "images": [[int(v) for v in digits.images[i].ravel()] for i in test_idx],
-    }
-    (HERE / "eval" / "holdout.json").write_text(json.dumps(holdout, separators=(",", ":")) + "\n")
-    write_metrics(accuracy, latency_ms)
-    print(f"held-out accuracy {accuracy:.4f} on {len(test_idx)} images; forward pass p50 {latency_ms:.3f} ms")
-
-
-def write_metrics(accuracy: float, latency_ms: float) -> None:
-    """Replace the ``[metrics]`` table of cvflow.toml, keeping the rest of the file as written."""
-    path = HERE / "cvflow.toml"
-    text = path.read_text()
-    table = f"[metrics]\naccuracy = {accuracy:.4f}\nlatency_ms = {latency_ms:.3f}\n"
-    text, found = re.subn(r"(?ms)^\[metrics\]\n.*?(?=^\[|\Z)", table, text)
-    if not found:
-        text = text.rstrip("\n") + "\n\n" + table
-    path.write_text(text)
+    (HERE / "eval" / "holdout.json").write_text(json.dumps(holdout(split), separators=(",", ":")) + "\n")
+    write_metrics(HERE / "cvflow.toml", {"accuracy": accuracy, "latency_ms": latency})
+    print(f"held-out accuracy {accuracy:.4f} on {len(test_idx)} images; forward pass p50 {latency:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ from cvflow.solver import Context, PickleNotAllowedError, WeightsError, load_wei
 from tests.runner._images import EXAMPLES
 
 CLIENT = Path(__file__).resolve().parents[2] / "client" / "cvflow"
+EXAMPLE_NAMES = ["digits-lenet", "digits-logreg", "digits-mlp", "digits-knn", "digits-detector", "edge-sobel",
+                 "face-utility", "face-privacy"]
 
 
-@pytest.mark.parametrize("name", ["digits-lenet", "digits-detector", "edge-sobel", "face-utility", "face-privacy"])
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_each_example_validates_and_pins_what_it_needs(name):
     directory = EXAMPLES / name
     entries, problems = scan_package_files(directory)
@@ -96,7 +98,7 @@ def test_declared_inputs_must_match_what_infer_takes(tmp_path):
     assert "top_k: manifest says nothing, infer() takes integer" in message
 
 
-@pytest.mark.parametrize("name", ["digits-lenet", "digits-detector", "edge-sobel", "face-utility", "face-privacy"])
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_each_example_declares_its_solvers_inputs_and_outputs(name):
     for solver in load_package_dir(EXAMPLES / name).solvers:
         assert solver.inputs and solver.outputs, (name, solver.name)

@@ -1,0 +1,1 @@
+"""k-nearest-neighbours for 8x8 digits, in numpy: the model (``model``) and its CVFlow solver (``solver``)."""

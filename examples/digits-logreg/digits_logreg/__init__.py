@@ -1,0 +1,1 @@
+"""Multinomial logistic regression for 8x8 digits, in numpy: the model (``model``) and its CVFlow solver (``solver``)."""
