@@ -4,8 +4,8 @@ split its accuracy is measured on, how latency is measured, and how ``[metrics]`
     import sys; sys.path.insert(0, str(HERE.parent))   # examples/, beside the package
     from digits_common import Split, latency_ms, load_split, write_metrics
 
-One copy, so the numbers of demo/digits-lenet, demo/digits-logreg, demo/digits-mlp and
-demo/digits-knn are measured the same way and can be put on one chart. An installed package
+One copy, so the numbers of demo/digits-lenet, demo/digits-logreg, demo/digits-mlp,
+demo/digits-knn and demo/digits-svm are measured the same way and can be put on one chart. An installed package
 never imports this module: its solver needs only its own files.
 
 Nothing is downloaded: the digits (1,797 8x8 images, 0..16 ink) ship inside scikit-learn.

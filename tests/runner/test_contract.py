@@ -17,8 +17,8 @@ from cvflow.solver import Context, PickleNotAllowedError, WeightsError, load_wei
 from tests.runner._images import EXAMPLES
 
 CLIENT = Path(__file__).resolve().parents[2] / "client" / "cvflow"
-EXAMPLE_NAMES = ["digits-lenet", "digits-logreg", "digits-mlp", "digits-knn", "digits-detector", "edge-sobel",
-                 "face-utility", "face-privacy"]
+EXAMPLE_NAMES = ["digits-lenet", "digits-logreg", "digits-mlp", "digits-knn", "digits-svm", "digits-detector",
+                 "edge-sobel", "face-utility", "face-privacy"]
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

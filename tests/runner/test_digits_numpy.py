@@ -1,4 +1,4 @@
-"""The numpy digits classifiers of the demo hub (demo/digits-logreg, demo/digits-mlp, demo/digits-knn):
+"""The numpy digits classifiers of the demo hub (demo/digits-logreg, -mlp, -knn and -svm):
 each validates, installs into a real venv (numpy, Pillow and safetensors: no torch), serves the held-out
 split that demo/digits-lenet's accuracy is measured on and scores there what its manifest declares,
 within half a point; its weights are safetensors, read without pickle. The demo hub's model zoo
@@ -28,6 +28,9 @@ PACKAGES = {
     "digits-logreg": ("digits_logreg.model:LogisticRegression", {"coef": "F32", "intercept": "F32"}),
     "digits-mlp": ("digits_mlp.model:MLP", {"w0": "F32", "b0": "F32", "w1": "F32", "b1": "F32"}),
     "digits-knn": ("digits_knn.model:NearestNeighbours", {"images": "U8", "labels": "U8", "k": "I64"}),
+    "digits-svm": ("digits_svm.model:SupportVectorMachine",
+                   {"support_vectors": "U8", "n_support": "I64", "dual_coef": "F32", "intercept": "F32",
+                    "prob_a": "F32", "prob_b": "F32", "gamma": "F32"}),
 }
 WEIGHTS = "weights/model.safetensors"
 
@@ -62,7 +65,7 @@ def test_each_validates_and_ships_small_safetensors_weights(env: dict[str, str |
     header = safetensors_header(weights)
     arrays = {k: t for k, t in header.items() if k != "__metadata__"}
     assert {k: t["dtype"] for k, t in arrays.items()} == PACKAGES[name][1]
-    assert doc["metrics"]["params"] == sum(math.prod(t["shape"]) for k, t in arrays.items() if k != "k")
+    assert doc["metrics"]["params"] == sum(math.prod(t["shape"]) for k, t in arrays.items() if k not in ("k", "gamma"))
 
 
 @pytest.mark.parametrize("name", PACKAGES)
