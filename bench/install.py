@@ -16,7 +16,7 @@ size. Warm install: one more venv of the first set with every cache warm (for th
 the identical-requirements sharing, so uv really installs). Targets: the second and third torch
 package add < 50 MB each, and a warm install takes < 5 s. Needs torch 2.13.0's CPU wheel where
 pip finds it (this machine's pip.conf has ``find-links = /opt/wheels``) and the other wheels
-from the configured index; about 5 minutes on two CPUs.
+from the configured index; about 2.5 minutes on two idle CPUs.
 
     .venv/bin/python bench/install.py [--dir PATH]
 """
