@@ -3,11 +3,11 @@
 
 The package is published once with `cvflow publish` to `cvflow-hub serve` on loopback; its
 solver imports all four requirements. Each way of installing runs twice in a row against its
-own empty pip cache (PIP_CACHE_DIR): cold (wheels come from PyPI), then warm (from the cache
-the cold run filled). Every run starts from a fresh CVFLOW_HOME or venv folder. Rounds repeat
+own empty cache (PIP_CACHE_DIR, and UV_CACHE_DIR for `cvflow install`, whose installer is
+uv): cold (wheels come from PyPI), then warm (from the cache the cold run filled). Every run starts from a fresh CVFLOW_HOME or venv folder. Rounds repeat
 that with new caches; each row keeps its best round. Target: `cvflow install` <= 0.5x the time
-of venv + pip, cold and warm. A third way, what `cvflow install` runs under the hood without
-the rest (`venv --without-pip` + this venv's pip with `--python`), shows where the time goes.
+of venv + pip, cold and warm. A third way (`venv --without-pip` + this venv's pip with `--python`, what the client falls
+back to when uv cannot run) shows pip's own share.
 Needs PyPI (or the index pip is configured with).
 
     .venv/bin/python bench/client_install.py [--rounds 2] [--dir PATH]
@@ -80,7 +80,7 @@ def main() -> None:
 
         def cvflow_install(target: Path, cache: Path) -> None:
             out = cvflow_run(target, hub, "install", NAME, "--json", "--lock-file", str(target / "cvflow.lock"),
-                             extra_env={"PIP_CACHE_DIR": str(cache), **PIP_ENV})
+                             extra_env={"PIP_CACHE_DIR": str(cache), "UV_CACHE_DIR": str(cache / "uv"), **PIP_ENV})
             venv = Path(json.loads(out.stdout)["packages"][0]["venv"])
             imports(venv / "bin" / "python", "import solver")  # the package's solver imports all four
 
@@ -128,15 +128,15 @@ def main() -> None:
                                  text=True).stdout.split(" from ")[0]
     bundled = subprocess.run([sys.executable, "-c", "import ensurepip; print(ensurepip.version())"],
                              capture_output=True, text=True).stdout.strip()
-    installer = "uv (it is on PATH)" if shutil.which("uv") else "`python -m venv --without-pip` + this venv's pip"
+    installer = "uv (a dependency of the client), hard-linking from its cache"
     notes = [
         f"Requirements: {', '.join(f'`{r}`' for r in REQUIREMENTS)} (wheels from the configured index). "
         f"`cvflow install` resolves `{NAME}` on `cvflow-hub serve` (loopback), pulls it, writes `cvflow.lock`, "
         f"and builds the venv with {installer}; its time includes the `cvflow` process start. "
-        f"The peer's pip is the one `ensurepip` puts in every new venv (pip {bundled}); `cvflow install` and the "
-        f"third row drive this venv's {pip_version} with `--python`.",
+        f"The peer's pip is the one `ensurepip` puts in every new venv (pip {bundled}); the third row drives this "
+        f"venv's {pip_version} with `--python`.",
         "",
-        f"Cold: an empty PIP_CACHE_DIR; warm: the cache the cold run just filled. Every way gets its own cache, "
+        f"Cold: an empty cache (PIP_CACHE_DIR; for cvflow, UV_CACHE_DIR); warm: the cache the cold run just filled. Every way gets its own cache, "
         f"and PIP_DISABLE_PIP_VERSION_CHECK=1 (cvflow sets it itself). {args.rounds} rounds, best kept. After "
         "each run the venv's own python (`-I`) must import all four (for cvflow: the package's solver, which "
         "imports them). Cold times include PyPI's latency, so they move with the network.",
