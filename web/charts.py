@@ -1,6 +1,7 @@
-"""Charts drawn as SVG on the server: the model zoo's accuracy-vs-speed bubbles, the
-download history, how an annotation project's suggestions were used per model version, and a
-fine-tune's loss and validation-metric curves per epoch. No JavaScript; the numbers are also in a
+"""Charts drawn as SVG on the server: the model zoo's quality-vs-speed bubbles (each task judged
+by its own metric, :data:`QUALITY_METRICS`), the download history, how an annotation project's
+suggestions were used per model version, and a fine-tune's loss and validation-metric curves per
+epoch. No JavaScript; the numbers are also in a
 table beside each chart."""
 
 from __future__ import annotations
@@ -13,9 +14,41 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class QualityMetric:
+    """How the model zoo judges one task's packages: the ``[metrics]`` key it reads (higher is
+    better), the name its pages show, and what the number is."""
+
+    key: str
+    label: str
+    meaning: str
+
+
+#: Each task's quality metric, the one table the zoo reads (docs/solvers.md, "Metrics"); a task
+#: not named here is judged by :data:`DEFAULT_QUALITY`. Higher is better for every one of them:
+#: a lower-is-better number (an error rate) would turn the Pareto frontier upside down.
+QUALITY_METRICS: dict[str, QualityMetric] = {
+    "classification": QualityMetric("accuracy", "Accuracy", "the share of held-out images given the right class"),
+    "detection": QualityMetric("map50", "mAP@0.5", "COCO mean average precision over the classes, a box found when "
+                               "its IoU with a true one is 0.5 or more"),
+    "segmentation": QualityMetric("miou", "mIoU", "the mean over the classes of the intersection over union of the "
+                                  "predicted and the true masks"),
+    "keypoints": QualityMetric("oks_ap", "OKS AP", "COCO keypoint average precision, averaged over object keypoint "
+                               "similarity thresholds 0.50 to 0.95"),
+    "ocr": QualityMetric("accuracy", "Accuracy", "the share of held-out images whose text is read exactly"),
+}
+DEFAULT_QUALITY = QualityMetric("accuracy", "Accuracy", "the share of held-out inputs answered right")
+
+
+def quality_metric(task: str | None) -> QualityMetric:
+    """The metric the zoo judges ``task``'s packages by."""
+    return QUALITY_METRICS.get(task or "", DEFAULT_QUALITY)
+
+
+@dataclass(frozen=True)
 class ZooPoint:
     name: str
-    accuracy: float
+    #: The package's value of its task's quality metric (:func:`quality_metric`): higher is better.
+    quality: float
     latency_ms: float
     memory_mb: float | None
     #: The base a fine-tune came from, as the reader may see it (``name@version`` or "a private
@@ -50,17 +83,17 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
 
 
 def pareto_frontier(points: list[ZooPoint]) -> list[ZooPoint]:
-    """The points nothing beats: no other point is at least as fast and at least as accurate
-    and strictly better at one of the two. Sorted fastest first, so accuracy rises along it:
-    the best accuracy on offer for a latency budget is the last frontier point within it."""
+    """The points nothing beats: no other point is at least as fast and at least as good (its
+    quality metric) and strictly better at one of the two. Sorted fastest first, so quality rises
+    along it: the best quality on offer for a latency budget is the last frontier point within it."""
     frontier: list[ZooPoint] = []
     best = -math.inf
-    # Fastest first; among equally fast ones the most accurate first, which dominates the rest.
-    for p in sorted(points, key=lambda p: (p.latency_ms, -p.accuracy)):
-        if p.accuracy > best:
+    # Fastest first; among equally fast ones the best first, which dominates the rest.
+    for p in sorted(points, key=lambda p: (p.latency_ms, -p.quality)):
+        if p.quality > best:
             frontier.append(p)
-            best = p.accuracy
-        elif p.accuracy == best and frontier and frontier[-1].latency_ms == p.latency_ms:
+            best = p.quality
+        elif p.quality == best and frontier and frontier[-1].latency_ms == p.latency_ms:
             frontier.append(p)  # an exact tie with a frontier point: neither dominates the other
     return frontier
 
@@ -101,10 +134,11 @@ def _place_label(cx: float, cy: float, r: float, width: float, taken: list[tuple
     return best
 
 
-def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> str:
-    """Accuracy (y) against latency (x, log scale), bubble area by memory (when any package
-    reports it), as GluonCV draws it; each point labelled with its package's full name, and the
-    Pareto frontier as a step line through the points nothing beats."""
+def zoo_svg(points: list[ZooPoint], *, metric: QualityMetric = DEFAULT_QUALITY, width: int = 640,
+            height: int = 400) -> str:
+    """The task's quality ``metric`` (y) against latency (x, log scale), bubble area by memory
+    (when any package reports it), as GluonCV draws it; each point labelled with its package's
+    full name, and the Pareto frontier as a step line through the points nothing beats."""
     if not points:
         return ""
     pad_l, pad_r, pad_t, pad_b = 56, 16, 30, 44
@@ -115,7 +149,7 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
         lo, hi = mid - 0.25, mid + 0.25
     margin = (hi - lo) * 0.12  # room for the bubbles at either end
     lo, hi = lo - margin, hi + margin
-    accs = [p.accuracy for p in points]
+    accs = [p.quality for p in points]
     a_lo, a_hi = min(accs), max(accs)
     if a_hi - a_lo < 0.02:
         mid = (a_hi + a_lo) / 2
@@ -132,7 +166,7 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
     def y(v: float) -> float:
         return bottom - (v - a_lo) / (a_hi - a_lo) * (bottom - top)
 
-    title = "Accuracy against latency" + ("; bubble area shows memory" if mems else "")
+    title = f"{escape(metric.label)} against latency" + ("; bubble area shows memory" if mems else "")
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
         f'aria-labelledby="zoo-title" class="chart zoo-chart">',
@@ -150,14 +184,14 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
         f'<text x="{(left + right) / 2}" y="{height - 6}" class="label" text-anchor="middle">'
         "latency (ms, log scale) — faster is left</text>",
         f'<text x="14" y="{(top + bottom) / 2}" class="label" text-anchor="middle" '
-        f'transform="rotate(-90 14 {(top + bottom) / 2})">accuracy</text>',
+        f'transform="rotate(-90 14 {(top + bottom) / 2})">{escape(metric.key)}</text>',
     ]
     frontier = pareto_frontier(points)
     on_frontier = {id(p) for p in frontier}
-    if frontier:  # a step: each frontier point's accuracy holds until the next, faster-to-slower
-        coords = [(x(frontier[0].latency_ms), y(frontier[0].accuracy))]
+    if frontier:  # a step: each frontier point's quality holds until the next, faster-to-slower
+        coords = [(x(frontier[0].latency_ms), y(frontier[0].quality))]
         for p in frontier[1:]:
-            coords += [(x(p.latency_ms), coords[-1][1]), (x(p.latency_ms), y(p.accuracy))]
+            coords += [(x(p.latency_ms), coords[-1][1]), (x(p.latency_ms), y(p.quality))]
         coords.append((right, coords[-1][1]))
         names = ", ".join(p.name for p in frontier)
         parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in coords)}" class="frontier">'
@@ -165,12 +199,12 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
         parts.append(f'<g class="legend"><line x1="{right - 176}" y1="12" x2="{right - 156}" y2="12" class="frontier"/>'
                      f'<text x="{right - 150}" y="16" class="tick">Pareto frontier (bold)</text></g>')
     radius = {id(p): 5 + 22 * math.sqrt(p.memory_mb / m_hi) if p.memory_mb else 5.0 for p in points}
-    taken = [(x(p.latency_ms) - radius[id(p)], y(p.accuracy) - radius[id(p)],
-              x(p.latency_ms) + radius[id(p)], y(p.accuracy) + radius[id(p)]) for p in points]
+    taken = [(x(p.latency_ms) - radius[id(p)], y(p.quality) - radius[id(p)],
+              x(p.latency_ms) + radius[id(p)], y(p.quality) + radius[id(p)]) for p in points]
     taken.append((right - 180, 0.0, right, 20.0))  # the legend
     for p in sorted(points, key=lambda p: -(p.memory_mb or 0)):  # big bubbles first, small ones on top
         r = radius[id(p)]
-        cx, cy = x(p.latency_ms), y(p.accuracy)
+        cx, cy = x(p.latency_ms), y(p.quality)
         mark = ' class="on-frontier"' if id(p) in on_frontier else ""
         lineage = f" (fine-tune of {p.fine_tune_of.split('/', 1)[-1]})" if p.fine_tune_of is not None else ""
         lx, ly, anchor = _place_label(cx, cy, r, _CHAR_W * len(p.name + lineage), taken,
@@ -183,12 +217,13 @@ def zoo_svg(points: list[ZooPoint], *, width: int = 640, height: int = 400) -> s
             parts.append(
                 f'<g class="point fine-tune"><path{mark} d="M{cx:.1f} {cy - r:.1f}L{cx + r:.1f} {cy:.1f}L{cx:.1f} '
                 f'{cy + r:.1f}L{cx - r:.1f} {cy:.1f}Z"><title>{escape(p.name)}: fine-tune of {escape(p.fine_tune_of)}, '
-                f"accuracy {p.accuracy:.4g}, {p.latency_ms:g} ms{memory}{best}</title></path>{label}</g>"
+                f"{escape(metric.key)} {p.quality:.4g}, {p.latency_ms:g} ms{memory}{best}</title></path>{label}</g>"
             )
             continue
         parts.append(
             f'<g class="point"><circle{mark} cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
-            f"<title>{escape(p.name)}: accuracy {p.accuracy:.4g}, {p.latency_ms:g} ms{memory}{best}</title></circle>"
+            f"<title>{escape(p.name)}: {escape(metric.key)} {p.quality:.4g}, {p.latency_ms:g} ms{memory}{best}</title>"
+            "</circle>"
             f"{label}</g>"
         )
     parts.append("</svg>")

@@ -10,7 +10,16 @@ from datetime import date, timedelta
 
 import pytest
 
-from web.charts import ZooPoint, downloads_svg, nice_ticks, pareto_frontier, zoo_svg
+from cvflow.manifest import TASKS
+from web.charts import (
+    QUALITY_METRICS,
+    ZooPoint,
+    downloads_svg,
+    nice_ticks,
+    pareto_frontier,
+    quality_metric,
+    zoo_svg,
+)
 from web.views.catalog import RUNNER_PORT, example_value, solver_usage, use_it
 
 TODAY = date(2026, 12, 4)
@@ -94,6 +103,20 @@ def test_the_memory_note_is_left_out_when_no_package_reports_memory() -> None:
 def test_names_in_the_zoo_chart_are_escaped() -> None:
     svg = zoo_svg([ZooPoint("a/<b>", 0.9, 2, None, fine_tune_of="<i>@1.0.0")])
     assert "<b>" not in svg and "<i>" not in svg and "a/&lt;b&gt;" in svg
+
+
+def test_each_task_has_one_quality_metric_and_the_chart_names_it() -> None:
+    assert set(QUALITY_METRICS) <= TASKS
+    assert {t: quality_metric(t).key for t in ("classification", "detection", "segmentation", "keypoints", "ocr")} == {
+        "classification": "accuracy", "detection": "map50", "segmentation": "miou", "keypoints": "oks_ap",
+        "ocr": "accuracy"}
+    assert quality_metric("depth").key == quality_metric(None).key == "accuracy"  # the rest: accuracy
+    svg = zoo_svg([ZooPoint("a/centernet", 0.93, 8.3, None), ZooPoint("a/tiny", 0.61, 1.5, None)],
+                  metric=quality_metric("detection"))
+    assert '<title id="zoo-title">mAP@0.5 against latency</title>' in svg
+    assert re.search(r'transform="rotate\(-90 [^"]+\)">map50</text>', svg)
+    assert "<title>a/centernet: map50 0.93, 8.3 ms, on the Pareto frontier</title>" in svg
+    assert "accuracy" not in svg
 
 
 # --- the downloads chart -------------------------------------------------------------------------

@@ -4,12 +4,14 @@ finds on each page, and who may see what."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import date
 
 import pytest
 
 from tests.helpers import LiveHub, publish
+from tests.test_lineage import dataset_text, lineage_toml
 from tests.web.support import (
     HTML,
     README,
@@ -258,6 +260,44 @@ def test_zoo_charts_accuracy_against_latency_with_a_table(hub: LiveHub) -> None:
     assert re.search(r'<a href="/zoo/classification">classification</a> <span class="meta">4</span>', index)
     assert browser(hub).get("/zoo/detection").status_code == 200
     assert browser(hub).get("/zoo/juggling").status_code == 404
+
+
+def test_the_detection_zoo_judges_by_map50_and_lends_a_fine_tune_its_base_s_latency(hub: LiveHub) -> None:
+    token = hub.create_user("alice")
+    publish_direct(hub, token, "alice/centernet", extra="\n[metrics]\nmap50 = 0.93\nlatency_ms = 8.3\nrecall = 0.9")
+    publish_direct(hub, token, "alice/tiny-det", extra="\n[metrics]\nmap50 = 0.61\nlatency_ms = 1.5")
+    publish_direct(hub, token, "alice/slow-det", extra="\n[metrics]\nmap50 = 0.6\nlatency_ms = 20")
+    # An accuracy is no detector's quality metric: counted as missing, not plotted.
+    publish_direct(hub, token, "alice/accurate-det", extra="\n[metrics]\naccuracy = 0.99\nlatency_ms = 1")
+    coco = json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 1, "height": 1}],
+                       "annotations": [{"image_id": 1, "category_id": 1}], "categories": [{"id": 1, "name": "cat"}]})
+    publish_direct(hub, token, "alice/shots", manifest_text=dataset_text("alice/shots"),
+                   files={"annotations/train.json": coco.encode(), "images/train/a.png": b"\x89PNG"})
+    # A fine-tune's [metrics] are its validation metrics: map50 without a latency of its own.
+    publish_direct(hub, token, "alice/centernet-ft", extra="\n[metrics]\nmap50 = 0.95\n" + lineage_toml(
+        "alice/centernet@1.0.0", "alice/shots@1.0.0", metrics="{ map50 = 0.95 }", base_metrics="{ map50 = 0.41 }"))
+
+    page = browser(hub).get("/zoo/detection")
+    assert page.status_code == 200
+    svg = re.search(r"<svg .*?</svg>", page.text, re.S)
+    assert svg and '<title id="zoo-title">mAP@0.5 against latency</title>' in svg[0]
+    plotted = dict(re.findall(r"<title>([^:<]+): (?:fine-tune of [^,]+, )?map50 ([\d.]+), [\d.]+ ms", svg[0]))
+    assert plotted == {"alice/centernet": "0.93", "alice/tiny-det": "0.61", "alice/slow-det": "0.6",
+                       "alice/centernet-ft": "0.95"}
+    rows = re.findall(r'<tr><td><a href="/([^"]+)">.*?</td><td>([^<]+)</td><td>([^<]+)</td></tr>', page.text)
+    assert rows == [("alice/centernet-ft", "0.95", "8.3"), ("alice/centernet", "0.93", "8.3"),
+                    ("alice/tiny-det", "0.61", "1.5"), ("alice/slow-det", "0.6", "20")]  # the base's latency, lent
+    # The fine-tune ties its base's latency and beats it: the base falls off the frontier.
+    assert re.findall(r'<li><a href="/([^"]+)">', section(page.text, "frontier-h")) == [
+        "alice/tiny-det", "alice/centernet-ft"]
+    assert "<th scope=\"col\">mAP@0.5 (<code>map50</code>)</th>" in page.text
+    note = text(re.search(r'<p class="zoo-count">.*?</p>', page.text, re.S)[0])  # type: ignore[index]
+    assert note.startswith("4 packages charted; 1 reports no map50 and latency_ms and is not plotted")
+    how = text(re.search(r'<details id="add-metrics".*?</details>', page.text, re.S)[0])  # type: ignore[index]
+    assert "here map50 (higher is better)" in how and 'the section "Metrics" of docs/solvers.md' in how
+    assert "map50 = 0.9778" in how and "Not plotted: alice/accurate-det" in how
+    assert re.search(r'<a href="/zoo/detection">detection</a> <span class="meta">5</span> <code>map50</code>',
+                     browser(hub).get("/zoo").text)
 
 
 def test_user_and_organisation_pages_list_packages_and_members(hub: LiveHub) -> None:

@@ -24,7 +24,7 @@ from hub.models import Dependency, File, Namespace, Organisation, Package, Versi
 from hub.services import access, accounts, catalog, lineage, packages
 from hub.services.accounts import Principal
 from hub.storage import BlobNotFound, StorageError
-from web.charts import ZooPoint, downloads_svg, pareto_frontier, zoo_svg
+from web.charts import ZooPoint, downloads_svg, pareto_frontier, quality_metric, zoo_svg
 from web.datasets import IMAGE_TYPES, dataset_context
 from web.markdown import render_markdown
 from web.session import web_principal
@@ -290,8 +290,9 @@ def _canonical_url(request: Request, full_name: str) -> str:
 
 
 def zoo_points(session: Session, who: Principal, task: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Each visible model package's latest version with its accuracy and latency, and the names
-    of those that report no usable accuracy and latency (not charted); a fine-tune is
+    """Each visible model package's latest version with its value of the task's quality metric
+    (``quality``: :func:`web.charts.quality_metric`, e.g. ``map50`` for detection) and latency,
+    and the names of those that report no usable value of the two (not charted); a fine-tune is
     marked with its base (``fine_tune_of``: ``name@version``, or "a private package" to those who
     may not read it) and, since it keeps its base's network, lent the base's latency and memory
     when its own ``[metrics]`` (replaced by the validation metrics) lack them and the reader may
@@ -303,6 +304,7 @@ def zoo_points(session: Session, who: Principal, task: str) -> tuple[list[dict[s
         .order_by(Package.full_name)
     ))
     marks = lineage.zoo_marks(session, who, [id_ for id_, _, _ in rows if id_ is not None])
+    key = quality_metric(task).key
     points, missing = [], []
     for id_, name, manifest in rows:
         metrics = json.loads(manifest).get("metrics") or {}
@@ -310,10 +312,10 @@ def zoo_points(session: Session, who: Principal, task: str) -> tuple[list[dict[s
         if mark is not None:
             metrics = {**{k: mark["metrics"][k] for k in ("latency_ms", "memory_mb") if k in mark["metrics"]},
                        **metrics}
-        accuracy, latency = metrics.get("accuracy"), metrics.get("latency_ms")
-        if isinstance(accuracy, (int, float)) and isinstance(latency, (int, float)) and latency > 0:
+        quality, latency = metrics.get(key), metrics.get("latency_ms")
+        if isinstance(quality, (int, float)) and isinstance(latency, (int, float)) and latency > 0:
             memory = metrics.get("memory_mb")
-            points.append({"name": name, "accuracy": float(accuracy), "latency_ms": float(latency),
+            points.append({"name": name, "quality": float(quality), "latency_ms": float(latency),
                            "memory_mb": float(memory) if isinstance(memory, (int, float)) else None,
                            "fine_tune_of": None if mark is None else mark["label"],
                            "fine_tune_url": None if mark is None else mark["url"]})
@@ -341,14 +343,16 @@ async def zoo(request: Request) -> Response:
 
     def work(session: Session) -> dict[str, Any]:
         if task is None:
-            return {"task": None, "counts": task_counts(session, who)}
+            return {"task": None, "counts": task_counts(session, who),
+                    "metrics": {t: quality_metric(t) for t in TASKS}}
         points, missing = zoo_points(session, who, task)
-        drawn = [ZooPoint(p["name"], p["accuracy"], p["latency_ms"], p["memory_mb"], p["fine_tune_of"])
+        metric = quality_metric(task)
+        drawn = [ZooPoint(p["name"], p["quality"], p["latency_ms"], p["memory_mb"], p["fine_tune_of"])
                  for p in points]
         by_name = {p["name"]: p for p in points}
         frontier = [by_name[p.name] for p in pareto_frontier(drawn)]  # fastest first
-        return {"task": task, "points": points, "chart": zoo_svg(drawn), "missing": missing, "frontier": frontier,
-                "any_memory": any(p["memory_mb"] for p in points)}
+        return {"task": task, "metric": metric, "points": points, "chart": zoo_svg(drawn, metric=metric),
+                "missing": missing, "frontier": frontier, "any_memory": any(p["memory_mb"] for p in points)}
 
     return render(request, "zoo.html", **await in_session(request, work))
 
