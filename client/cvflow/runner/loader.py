@@ -4,6 +4,11 @@ A solver's class is ``module.path:ClassName``, imported with the package directo
 ``sys.path``, or ``path/to/file.py:ClassName``, a file loaded by its path (legacy CVPM packages
 name files in directories such as ``tesseract-ocr/`` that are not importable by a dotted name).
 
+A legacy CVPM package (its ``cvflow.toml`` has ``[tool.cvpm]``: it was read from ``cvpm.toml``)
+gets the ``cvpm`` shim (``cvflow.runner.cvpm_compat``) importable, and a solver of it written for
+the 2019 runtime (``infer(self, image_file, config)``) is constructed with no arguments and served
+through ``cvflow.runner.cvpm_compat.adapter``.
+
 The runner reads ``cvflow.toml`` with ``tomllib`` and trusts it: the hub (or ``cvflow
 validate``) has checked it with the full schema of ``cvflow.manifest``, which needs
 libraries a package's venv does not have.
@@ -21,7 +26,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from cvflow.runner import cvpm_compat
 from cvflow.runner.batching import SolverWorker, log
+from cvflow.runner.cvpm_compat import adapter
 from cvflow.runner.images import require_pillow
 from cvflow.runner.schema import SolverSchema, schema_of
 from cvflow.safeparse import loads_toml
@@ -54,6 +61,8 @@ class PackageInfo:
     weights: Mapping[str, Path] = field(default_factory=dict)
     weight_formats: Mapping[str, str] = field(default_factory=dict)
     allow_pickle: bool = False
+    #: Read from a 2019 ``cvpm.toml`` (``[tool.cvpm]`` in ``cvflow.toml``): its solvers may use ``cvpm``.
+    legacy: bool = False
 
     def solver(self, name: str) -> SolverEntry:
         for s in self.solvers:
@@ -83,8 +92,10 @@ def read_package(package_dir: Path) -> PackageInfo:
         suffix = Path(w["path"]).suffix
         guessed = "safetensors" if suffix == ".safetensors" else "pickle" if suffix in PICKLE_SUFFIXES else "other"
         formats[w["path"]] = w.get("format") or guessed
+    tool = data.get("tool")
+    legacy = isinstance(tool, dict) and isinstance(tool.get("cvpm"), dict)
     return PackageInfo(str(pkg.get("name", "?")), str(pkg.get("version", "?")), str(pkg.get("description", "")),
-                       package_dir, tuple(solvers), weights, formats, bool(pkg.get("allow_pickle", False)))
+                       package_dir, tuple(solvers), weights, formats, bool(pkg.get("allow_pickle", False)), legacy)
 
 
 def resolve_device(requested: str) -> str:
@@ -130,6 +141,8 @@ def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[
     if str(info.package_dir) not in sys.path:
         sys.path.insert(0, str(info.package_dir))  # a bare package directory (not installed): its modules first
     module_name, _, class_name = entry.class_path.partition(":")
+    if info.legacy:
+        cvpm_compat.install_finder()
     try:
         if module_name.endswith(".py"):
             module = _import_file(info.package_dir, module_name)
@@ -143,6 +156,8 @@ def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[
     context = Context(package=info.name, version=info.version, solver=name, package_dir=info.package_dir,
                       device=device, weights=dict(info.weights), weight_formats=dict(info.weight_formats),
                       settings=dict(settings), allow_pickle=info.allow_pickle)
+    if info.legacy and adapter.is_cvpm_solver(cls):
+        return _load_cvpm_solver(entry, cls, max_queue)
     instance = cls(context) if _takes_context(cls) else cls()
     infer = getattr(instance, "infer", None)
     if not callable(infer):
@@ -161,6 +176,18 @@ def load_solver(info: PackageInfo, name: str, *, device: str, settings: Mapping[
     worker = SolverWorker(name, infer, infer_batch if callable(infer_batch) else None,
                           max_size=entry.max_size, max_wait_ms=entry.max_wait_ms, max_queue=max_queue)
     return LoadedSolver(entry, instance, schema, worker)
+
+
+def _load_cvpm_solver(entry: SolverEntry, cls: type, max_queue: int) -> LoadedSolver:
+    """A 2019 solver: constructed with no arguments, as the 2019 runtime did; served one call at a
+    time with ``adapter.SCHEMA`` (one image, the other fields as ``config``)."""
+    instance = cls()
+    if getattr(instance, "is_ready", True) is False:
+        log.warning("solver %s: %s did not call set_ready(); it is served once loaded, as every solver is",
+                    entry.name, entry.class_path)
+    require_pillow()
+    worker = SolverWorker(entry.name, adapter.CvpmCall(instance.infer), None, max_queue=max_queue)
+    return LoadedSolver(entry, instance, adapter.SCHEMA, worker)
 
 
 def _import_file(package_dir: Path, relative: str) -> ModuleType:

@@ -77,6 +77,9 @@ def build_openapi(info: PackageInfo, solvers: Iterable[LoadedSolver], *, runner_
         batch = s.batching
         note = (f" Concurrent calls are batched: up to {batch['max_size']} per batch, waiting at most"
                 f" {batch['max_wait_ms']:g} ms while more are arriving." if batch else "")
+        if schema.extra is not None:
+            note += (f" A 2019 CVPM solver: it reads `image` from a temporary file, and every other field reaches it"
+                     f" in `{schema.extra}` (form fields and query parameters as text, JSON fields as given).")
         paths[f"/solvers/{s.name}/infer"] = {"post": {
             "operationId": f"infer_{s.name}".replace("-", "_"),
             "summary": summary,

@@ -56,7 +56,10 @@ def parse_inputs(schema: SolverSchema, content_type: str, body: bytes, query: st
             p.check_length(len(given), "images")
     decoded = {name: [_decode(by_name[name], s, policy) for s in given] for name, given in sources.items()}
     values = {name: (imgs if by_name[name].kind == "images" else imgs[0]) for name, imgs in decoded.items()}
-    return schema.complete({**scalars, **values})
+    inputs = schema.complete({**scalars, **values})
+    if schema.extra is not None:  # the other fields, as one dict
+        inputs[schema.extra] = {k: v for k, v in scalars.items() if k not in by_name}
+    return inputs
 
 
 def _decode(p: Param, source: Source, policy: images.ImagePolicy) -> Any:
@@ -69,6 +72,8 @@ def _decode(p: Param, source: Source, policy: images.ImagePolicy) -> Any:
 def _param(schema: SolverSchema, name: str) -> Param:
     p = schema.by_name.get(name)
     if p is None:
+        if schema.extra is not None:
+            return Param(name, "string", required=False)  # not an input: a text field for ``extra``
         schema.no_such_input(name)
     return p
 
@@ -125,6 +130,8 @@ def _from_json(schema: SolverSchema, body: bytes, scalars: dict[str, Any], sourc
                 raise field_error("invalid_field", name, f"{name}: must be a list of images")
             else:
                 sources[name] = [("json", v, None) for v in value]
+        elif name not in schema.by_name:
+            _set(scalars, p, value)  # a field for ``extra``: as given
         else:
             _set(scalars, p, p.from_json(value))
 

@@ -196,6 +196,9 @@ class SolverSchema:
 
     params: tuple[Param, ...]
     result: dict[str, Any]
+    #: When set, fields that are not inputs are taken, not refused: ``infer`` gets them as a dict
+    #: under this keyword (a 2019 CVPM solver's ``config``, ``cvflow.runner.cvpm_compat.adapter``).
+    extra: str | None = None
 
     @property
     def by_name(self) -> dict[str, Param]:
@@ -218,7 +221,7 @@ class SolverSchema:
         schema: dict[str, Any] = {
             "type": "object",
             "properties": {p.name: p.json_schema(multipart=multipart) for p in self.params},
-            "additionalProperties": False,
+            "additionalProperties": False if self.extra is None else {"type": "string"} if multipart else {},
         }
         required = [p.name for p in self.params if p.required]
         if required:
