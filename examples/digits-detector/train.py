@@ -8,7 +8,8 @@ Writes, next to this file:
 * ``eval/holdout.json``        - precision, recall and mAP@0.5 on held-out canvases of the base
   style (what it was trained on) and of the shifted style (the demo annotation project's), and
   a fine-tune probe: the same numbers after a short fine-tune on 50 shifted canvases;
-* ``[metrics]`` of ``cvflow.toml`` - those numbers and the forward-pass latency.
+* ``[metrics]`` of ``cvflow.toml`` - those numbers and the forward-pass latency on a demo image,
+  measured by ``measure.py`` (which also measures it alone, for the shipped weights).
 
 Nothing is downloaded: the digits (1,797 8x8 images) ship inside scikit-learn. Training and
 evaluation canvases use disjoint digits (``data.digit_split``). About two minutes on two CPU cores.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -27,7 +27,8 @@ import torch
 from digits_detector.data import BASE, SHIFTED, canvases
 from digits_detector.metrics import evaluate
 from digits_detector.model import DigitDetector
-from digits_detector.train import grey_tensor, train
+from digits_detector.train import train
+from measure import forward_latency
 from safetensors.torch import save_file
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +52,7 @@ def main() -> None:
     train(tuned, canvases(SHIFTED, PROBE["seed"], PROBE["canvases"]), epochs=PROBE["epochs"], lr=PROBE["lr"])
     probe = {name: evaluate(tuned, samples, threshold=THRESHOLD) for name, samples in held_out.items()}
 
-    latency_ms = _latency(model)
+    latency_ms = forward_latency(model)
     (HERE / "weights").mkdir(exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(HERE / "weights" / "model.safetensors"), metadata={"architecture": "CenterNet-digits-s4"})
@@ -75,20 +76,6 @@ def main() -> None:
     for name in held_out:
         print(f"{name}: {results[name]} -> after the fine-tune probe: {probe[name]}")
     print(f"forward pass p50 {latency_ms:.3f} ms; {time.perf_counter() - started:.0f} s in all")
-
-
-def _latency(model: DigitDetector) -> float:
-    """The median forward pass for one canvas, in milliseconds."""
-    one = grey_tensor([canvases(BASE, 9, 1, digits="test")[0].image])
-    with torch.inference_mode():
-        for _ in range(20):
-            model(one)
-        times = []
-        for _ in range(200):
-            start = time.perf_counter()
-            model(one)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def write_metrics(metrics: dict[str, float]) -> None:

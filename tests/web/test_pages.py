@@ -6,10 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import tomllib
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from hub.demo import EXAMPLES, load_examples
 from tests.helpers import LiveHub, publish
 from tests.test_lineage import dataset_text, lineage_toml
 from tests.web.support import (
@@ -298,6 +302,19 @@ def test_the_detection_zoo_judges_by_map50_and_lends_a_fine_tune_its_base_s_late
     assert "map50 = 0.9778" in how and "Not plotted: alice/accurate-det" in how
     assert re.search(r'<a href="/zoo/detection">detection</a> <span class="meta">5</span> <code>map50</code>',
                      browser(hub).get("/zoo").text)
+
+
+def test_the_demo_detector_is_charted_on_the_detection_zoo(hub: LiveHub, tmp_path: Path) -> None:
+    """examples/digits-detector, published as ``cvflow-hub serve --demo`` publishes it, is on the
+    detection chart at its manifest's map50 and latency_ms."""
+    shutil.copytree(EXAMPLES / "digits-detector", tmp_path / "digits-detector",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    lines = list(load_examples(hub.context, tmp_path))
+    assert lines == ["demo: published demo/digits-detector@1.0.0"], lines
+    metrics = tomllib.loads((EXAMPLES / "digits-detector" / "cvflow.toml").read_text())["metrics"]
+    page = browser(hub).get("/zoo/detection").text
+    assert (f"<title>demo/digits-detector: map50 {metrics['map50']:.4g}, {metrics['latency_ms']:g} ms, "
+            "on the Pareto frontier</title>") in page
 
 
 def test_user_and_organisation_pages_list_packages_and_members(hub: LiveHub) -> None:
