@@ -221,3 +221,18 @@ def test_the_utility_reads_and_writes_images(tmp_path: Path) -> None:
         sys.meta_path.remove(cvpm_compat.CvpmShimFinder)
         for name in [n for n in sys.modules if n == "cvpm" or n.startswith("cvpm.")]:
             del sys.modules[name]
+
+
+def test_a_real_cvpm_wins_over_the_shim(tmp_path: Path) -> None:
+    (tmp_path / "cvpm").mkdir()
+    (tmp_path / "cvpm" / "__init__.py").write_text("REAL = True\n")
+    sys.path.insert(0, str(tmp_path))
+    cvpm_compat.install_finder()
+    try:
+        import cvpm  # type: ignore[import-not-found]
+
+        assert getattr(cvpm, "REAL", False) and not hasattr(cvpm, "CVFLOW_SHIM")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.meta_path.remove(cvpm_compat.CvpmShimFinder)
+        sys.modules.pop("cvpm", None)
