@@ -343,8 +343,7 @@ async def zoo(request: Request) -> Response:
 
     def work(session: Session) -> dict[str, Any]:
         if task is None:
-            return {"task": None, "counts": task_counts(session, who),
-                    "metrics": {t: quality_metric(t) for t in TASKS}}
+            return {"task": None, "counts": task_counts(session, who)}
         points, missing = zoo_points(session, who, task)
         metric = quality_metric(task)
         drawn = [ZooPoint(p["name"], p["quality"], p["latency_ms"], p["memory_mb"], p["fine_tune_of"])
