@@ -227,7 +227,7 @@ def test_kserve_v2_routes(probe):
     assert probe.get("/v2/health/ready").json() == {"ready": True}
     meta = probe.get("/v2/models/inspect").json()
     assert meta["versions"] == ["1.0.0"]
-    assert {"name": "count", "datatype": "INT64", "shape": [1]} in meta["inputs"]
+    assert {"name": "count", "datatype": "INT64", "shape": [-1]} in meta["inputs"]  # -1: the batch
     r = probe.post("/v2/models/inspect/infer", json={"id": "r1", "inputs": [
         {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(RED).decode()]},
         {"name": "count", "datatype": "INT64", "shape": [1], "data": [4]}]})

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 #: Every code the runner answers with; :data:`CODES` has exactly these keys (checked below).
 ErrorCode = Literal[
     "bad_request", "not_an_image", "invalid_json", "too_deep", "invalid_multipart", "invalid_base64",
-    "url_fetch_failed", "url_not_allowed", "not_found", "solver_not_found", "method_not_allowed",
+    "url_fetch_failed", "url_not_allowed", "invalid_tensor", "not_found", "solver_not_found", "method_not_allowed",
     "request_timeout", "request_too_large", "uri_too_long", "headers_too_large", "image_too_large",
     "unsupported_media_type", "invalid_field", "missing_field", "unknown_field", "invalid_input",
     "solver_error", "invalid_result", "not_implemented", "not_ready", "busy", "solver_timeout",
@@ -29,6 +29,8 @@ CODES: dict[ErrorCode, tuple[int, str]] = {
     "invalid_multipart": (400, "The multipart/form-data body cannot be parsed."),
     "invalid_base64": (400, "An image given as text is not valid base64 or a data: URL."),
     "url_fetch_failed": (400, "An image URL the runner allows could not be fetched."),
+    "invalid_tensor": (400, "A KServe v2 tensor whose datatype, shape or data does not match the model's metadata;"
+                       " an input given twice; an output the model has not."),
     "url_not_allowed": (403, "An image URL the runner was not told to allow (cvflow run --allow-url)."),
     "not_found": (404, "No such route."),
     "solver_not_found": (404, "The package has no such solver, or this runner does not serve it."),

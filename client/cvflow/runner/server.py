@@ -8,7 +8,7 @@ Routes::
     GET  /openapi.json             the OpenAPI 3.1 document, built from the solvers' type hints
     GET  /docs                     that document as a readable page (``cvflow.openapi_html``)
     POST /solvers/{solver}/infer   run a solver (multipart, JSON, or a raw image body)
-    GET  /v2/...  POST /v2/models/{solver}/infer    the KServe v2 protocol (see ``kserve``)
+    GET  /v2/...  POST /v2/models/{solver}[/versions/{v}]/infer   the KServe v2 protocol (see ``kserve``)
 
 A connection thread receives, parses and decodes a request on its own, then queues the call
 for the solver (``batching``): decoding runs on many threads, the solver on one at a time.
@@ -237,9 +237,9 @@ class Runner:
             raise RunnerError("method_not_allowed", f"{method} is not allowed on {path}; allowed: {', '.join(allowed)}")
         infer = allowed == _POST
         if method == "POST" and infer:
-            body = request.body(self.settings.max_request_bytes)
             if parts[0] == "v2":
-                return 200, kserve.infer(self, parts[2], body), _JSON
+                return kserve.infer(self, request, parts[1:])  # reads (and decompresses) its body itself
+            body = request.body(self.settings.max_request_bytes)
             return 200, self.infer(parts[1], request.headers.get("content-type", ""), body, request.query), _JSON
         if method in ("GET", "HEAD") and not infer:
             if not parts:
@@ -254,7 +254,7 @@ class Runner:
                 return 200, self.openapi(), _JSON
             if parts == ["docs"]:
                 return 200, self.docs(), _HTML
-            if parts[0] == "v2":
+            if parts[0] == "v2" and allowed is not None:
                 return kserve.get(self, parts[1:])
         raise RunnerError("not_found", f"no route {path}; see GET / and GET /openapi.json")
 
@@ -265,13 +265,12 @@ _POST = ("POST",)
 
 def _allowed(parts: list[str]) -> tuple[str, ...] | None:
     """The methods of the resource at ``parts`` (for 405 and its ``Allow``); None: no such resource."""
-    if parts in ([], ["healthz"], ["readyz"], ["openapi.json"], ["docs"], ["v2"], ["v2", "health", "live"],
-                 ["v2", "health", "ready"]):
+    if parts in ([], ["healthz"], ["readyz"], ["openapi.json"], ["docs"]):
         return _GET
     if len(parts) == 3 and parts[0] == "solvers" and parts[2] == "infer":
         return _POST
-    if len(parts) in (3, 4) and parts[:2] == ["v2", "models"]:
-        return _POST if parts[3:] == ["infer"] else _GET if parts[3:] in ([], ["ready"]) else None
+    if parts[:1] == ["v2"]:
+        return kserve.allowed(parts[1:])
     return None
 
 
