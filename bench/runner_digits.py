@@ -87,16 +87,59 @@ def pin(pid: int, cpu: int) -> None:
             pass
 
 
-def lua_script(path: Path, bodies: list[bytes]) -> None:
+def lua_script(path: Path, bodies: list[bytes], route: str = "/solvers/classify/infer",
+               headers: list[dict[str, str]] | None = None) -> None:
+    """A wrk script posting ``bodies`` in turn to ``route``, each with its headers (multipart by default)."""
     def quote(data: bytes) -> str:
         return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}" for b in data) + '"'
 
+    def table(h: dict[str, str]) -> str:
+        return "{" + ", ".join(f"[{quote(k.encode())}] = {quote(v.encode())}" for k, v in h.items()) + "}"
+
+    each = headers or [{"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}] * len(bodies)
     path.write_text(
         "local bodies = {\n" + ",\n".join(quote(b) for b in bodies) + "\n}\n"
-        f'local headers = {{["Content-Type"] = "multipart/form-data; boundary={BOUNDARY}"}}\n'
+        "local headers = {\n" + ",\n".join(table(h) for h in each) + "\n}\n"
         "local i = 0\n"
         "request = function()\n  i = i % #bodies + 1\n"
-        '  return wrk.format("POST", "/solvers/classify/infer", headers, bodies[i])\nend\n')
+        f'  return wrk.format("POST", "{route}", headers[i], bodies[i])\nend\n')
+
+
+def kserve_bodies(images: list[bytes], *, binary: bool) -> tuple[list[bytes], list[dict[str, str]]]:
+    """The bodies tritonclient posts for one digit each (its own encoder): the binary tensor
+    extension (its default), or JSON with the PNG as base64 and the result asked as JSON."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    bodies, headers = [], []
+    for image in images:
+        given = triton.InferInput("image", [1], "BYTES")
+        given.set_data_from_numpy(np.array([image if binary else base64.b64encode(image)], dtype=np.object_),
+                                  binary_data=binary)
+        outputs = None if binary else [triton.InferRequestedOutput("result", binary_data=False)]
+        body, json_size = triton.InferenceServerClient.generate_request_body([given], outputs=outputs)
+        bodies.append(body)
+        headers.append({"Content-Type": "application/octet-stream" if binary else "application/json",
+                        **({"Inference-Header-Content-Length": str(json_size)} if json_size is not None else {})})
+    return bodies, headers
+
+
+def check_kserve(record: supervisor.RunnerRecord, images: list[bytes], labels: list[int], *, binary: bool) -> float:
+    """The accuracy through tritonclient itself (binary tensors or JSON), on every held-out digit."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{record.port}", network_timeout=30)
+    right = 0
+    for image, label in zip(images, labels, strict=True):
+        given = triton.InferInput("image", [1], "BYTES")
+        given.set_data_from_numpy(np.array([image if binary else base64.b64encode(image)], dtype=np.object_),
+                                  binary_data=binary)
+        outputs = [triton.InferRequestedOutput("result", binary_data=binary)]
+        answer = client.infer("classify", [given], outputs=outputs).as_numpy("result")
+        right += json.loads(answer[0])["digit"] == label
+    client.close()
+    return right / len(images)
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -167,6 +210,11 @@ def main() -> None:
         images_json.write_text(json.dumps([base64.b64encode(i).decode() for i in images]))
         script = wd / "post.lua"
         lua_script(script, [multipart(i) for i in images])
+        v2 = "/v2/models/classify/infer"
+        v2_binary, v2_json = wd / "v2-binary.lua", wd / "v2-json.lua"
+        for lua, binary in ((v2_binary, True), (v2_json, False)):
+            bodies, headers = kserve_bodies(images, binary=binary)
+            lua_script(lua, bodies, v2, headers)
 
         inproc = []
         for _ in range(args.rounds):
@@ -192,6 +240,13 @@ def main() -> None:
             before = runner_stats(record)
             rest16 = [wrk_post(url, script, 16, args.seconds) for _ in range(args.rounds)]
             after = runner_stats(record)
+            for binary in (True, False):
+                v2_accuracy = check_kserve(record, images, holdout["labels"], binary=binary)
+                if v2_accuracy != accuracy:
+                    sys.exit(f"accuracy through KServe v2 (binary={binary}) is {v2_accuracy:.4f}, not {accuracy:.4f}")
+            kserve1 = [wrk_post(url, v2_binary, 1, args.seconds) for _ in range(args.rounds)]
+            kserve16 = [wrk_post(url, v2_binary, 16, args.seconds) for _ in range(args.rounds)]
+            kserve16_json = [wrk_post(url, v2_json, 16, args.seconds) for _ in range(args.rounds)]
         finally:
             supervisor.stop(config, record)
 
@@ -199,6 +254,7 @@ def main() -> None:
     c16 = best([r["c16"] for r in inproc])
     b16 = best([r["batch16"] for r in inproc])
     r1, r16 = best(rest1), best(rest16)
+    k1, k16, k16_json = best(kserve1), best(kserve16), best(kserve16_json)
     ratio = r16["rps"] / c16["rps"]
     overhead = r1["p50_ms"] - c1["p50_ms"]
     # Batch sizes while 16 connections were posting (the warm-ups included).
@@ -217,11 +273,17 @@ def main() -> None:
             f" **{verdict(overhead <= OVERHEAD_TARGET_MS)}**"),
         row("REST, 16 connections, batched", r16, f"{ratio:.2f}× in-process 16 threads (target ≥ {THROUGHPUT_TARGET}):"
             f" **{verdict(ratio >= THROUGHPUT_TARGET)}**; mean batch {mean_batch:.1f}"),
+        row("KServe v2, binary tensors, 1 connection", k1, f"p50 {k1['p50_ms'] - r1['p50_ms']:+.2f} ms vs REST"),
+        row("KServe v2, binary tensors, 16 connections", k16, f"{k16['rps'] / r16['rps']:.2f}× REST multipart"),
+        row("KServe v2, JSON (base64), 16 connections", k16_json, f"{k16_json['rps'] / r16['rps']:.2f}× REST multipart"),
     ]
     notes = [
         f"Accuracy through REST on the 360 held-out digits: {accuracy:.4f}. Runner and in-process calls on CPU 1"
         f" with OMP_NUM_THREADS=1; wrk -t1 on CPU 0, {args.seconds} s after a 1 s warm-up, best of {args.rounds}"
         " rounds. Each call decodes a 32x32 PNG (multipart over REST) and returns the top 3 guesses.",
+        "KServe v2 rows: wrk posts the bodies tritonclient builds (`generate_request_body`): the binary tensor"
+        " extension, its default, with the PNG as it is and the result as binary data; or JSON with the PNG as"
+        f" base64. Through tritonclient itself, both give the REST accuracy ({accuracy:.4f}).",
         quiet.note(),
     ]
     report("runner_digits", "demo/digits-lenet: REST runner vs in-process",
