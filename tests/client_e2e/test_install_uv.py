@@ -131,12 +131,15 @@ def test_pip_settings_become_uv_options_unless_uv_has_its_own(tmp_path):
     options = uv_options(env)
     assert options.args == ["--index-url", "https://corp.example/simple",
                             "--extra-index-url", "https://extra.example/simple",  # the missing file:// index left out
+                            "--index-strategy", "unsafe-best-match",  # pip's: the best version across indexes
                             "--find-links", str(wheels), "--no-index", "--constraint", str(constraints)]
     assert options.env == {"SSL_CERT_FILE": "/corp/ca.pem"}
     theirs = uv_options({**env, "UV_INDEX_URL": "https://uv.example/simple", "UV_FIND_LINKS": "/x",
                          "UV_NO_INDEX": "1", "UV_CONSTRAINT": "c.txt", "SSL_CERT_FILE": "/etc/ca.pem",
                          "UV_EXTRA_INDEX_URL": "https://uv-extra.example/simple"})
     assert theirs.args == [] and theirs.env == {}
+    own_strategy = uv_options({**env, "UV_INDEX_STRATEGY": "first-index"})
+    assert "--extra-index-url" in own_strategy.args and "--index-strategy" not in own_strategy.args
 
 
 def test_a_real_pip_conf_reaches_uv_and_pip_variables_win(tmp_path, clean_env):

@@ -229,7 +229,7 @@ def test_publish_empty_files_and_legacy_cvpm_packages(hub, env, tmp_path):
     refused = run_cli(env, "publish", str(legacy))
     assert refused.exit_code == 1 and "--namespace" in refused.stderr
     body = publish_json(env, legacy, "--namespace", "alice")
-    assert body["package"] == "alice/old_model"
+    assert body["package"] == "alice/old-model"  # Old_Model by the documented CVPM name rule (docs/indexer.md)
     doc = httpx.get(body["url"]).json()
     assert {f["path"] for f in doc["files"]} == {"cvflow.toml", "cvpm.toml", "old_model/solver.py"}
     assert doc["manifest"]["solvers"] == [{"name": "detect-faces", "class": "old_model.solver:Detector",

@@ -17,15 +17,18 @@ for ``pip install`` are read here, the way pip reads them, and handed to uv:
 | pip setting | uv option | unless set |
 | --- | --- | --- |
 | ``index-url`` | ``--index-url`` | ``UV_INDEX_URL``, ``UV_DEFAULT_INDEX`` |
-| ``extra-index-url`` | ``--extra-index-url`` (each) | ``UV_EXTRA_INDEX_URL``, ``UV_INDEX`` |
+| ``extra-index-url`` | ``--extra-index-url`` (each), and the strategy | ``UV_EXTRA_INDEX_URL``, ``UV_INDEX`` |
 | ``find-links`` | ``--find-links`` (each) | ``UV_FIND_LINKS`` |
 | ``no-index`` | ``--no-index`` | ``UV_NO_INDEX`` |
 | ``constraint`` | ``--constraint`` (each) | ``UV_CONSTRAINT`` |
 | ``cert`` | ``SSL_CERT_FILE`` in uv's environment | ``SSL_CERT_FILE`` |
 
-An index given as a ``file://`` URL, or a ``find-links`` folder, that does not exist is left
-out: pip warns about it and goes on, uv would refuse to install anything. Only the standard
-library reads the files (``configparser``).
+The strategy (``--index-strategy unsafe-best-match``) is pip's: the best version across every
+index. uv's own default takes only the first index that has a project at all, so an extra index
+holding one old release of a project would hide PyPI's (``UV_INDEX_STRATEGY`` overrides it). An
+index given as a ``file://`` URL, or a ``find-links`` folder, that does not exist is left out:
+pip warns about it and goes on, uv would refuse to install anything.
+Only the standard library reads the files (``configparser``).
 """
 
 from __future__ import annotations
@@ -109,9 +112,13 @@ def uv_options(environ: Mapping[str, str] | None = None) -> UvOptions:
     if index and _reachable(index) and unset("UV_INDEX_URL", "UV_DEFAULT_INDEX"):
         args += ["--index-url", index]
     if unset("UV_EXTRA_INDEX_URL", "UV_INDEX"):
-        for url in pip.get("extra-index-url", "").split():
-            if _reachable(url):
-                args += ["--extra-index-url", url]
+        extra = [url for url in pip.get("extra-index-url", "").split() if _reachable(url)]
+        for url in extra:
+            args += ["--extra-index-url", url]
+        if extra and unset("UV_INDEX_STRATEGY"):
+            # pip takes the best version across all its indexes; uv, by default, only the first
+            # index that has the project at all, which would hide newer releases elsewhere.
+            args += ["--index-strategy", "unsafe-best-match"]
     if unset("UV_FIND_LINKS"):
         for where in pip.get("find-links", "").split():
             if _reachable(where):
