@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import web
 from hub import api
-from hub.api import openapi
+from hub.api import hf, openapi
 from hub.api._http import dumps, json_response
 from hub.context import HubContext, build_context
 from hub.errors import ErrorCode, HubError
@@ -67,7 +67,7 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
             Middleware(web_security.SecurityHeadersMiddleware),
             Middleware(web_security.SessionMiddleware, secret=secret),
             Middleware(QueryTokenMiddleware),  # innermost: its error page may read the session
-            Middleware(web_security.CsrfMiddleware),  # inside the session: it reads the session's token
+            Middleware(CsrfMiddleware),  # inside the session: it reads the session's token
         ],
         exception_handlers={
             HubError: _hub_error,
@@ -110,7 +110,20 @@ API_PREFIXES = ("/api/", "/healthz", "/readyz")
 
 
 def is_api_path(path: str) -> bool:
-    return path == "/api" or path.startswith(API_PREFIXES)
+    """Under :data:`API_PREFIXES`, or the Hugging Face protocol's ``/{namespace}/{name}/resolve/...``
+    (``hub.api.hf``), which a package page's path would otherwise reach."""
+    return path == "/api" or path.startswith(API_PREFIXES) or hf.is_resolve_path(path)
+
+
+class CsrfMiddleware(web_security.CsrfMiddleware):
+    """The website's CSRF check, on the website's paths only: every API path (:func:`is_api_path`,
+    the resolve path included) takes a token and never reads the session cookie."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_api_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class ApiRoutes(BaseRoute):

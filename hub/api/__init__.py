@@ -36,6 +36,7 @@ from hub.api import (  # noqa: E402  (they use ``:id``)
     changes,
     docs,
     health,
+    hf,
     packages,
     project_data,
     projects,
@@ -44,7 +45,7 @@ from hub.api import (  # noqa: E402  (they use ``:id``)
 )
 from hub.api._http import Endpoint  # noqa: E402
 
-MODULES = (health, accounts, packages, blobs, repositories, changes, projects, project_data, training, docs)
+MODULES = (health, accounts, packages, blobs, repositories, changes, projects, project_data, training, hf, docs)
 
 
 def endpoints() -> list[Endpoint]:

@@ -1,0 +1,353 @@
+"""The Hugging Face Hub's read protocol: ``huggingface_hub`` with ``HF_ENDPOINT`` set to the hub.
+
+A package is a model repository ``namespace/name``; a revision is one of its versions, ``main``
+(the latest version that is not yanked: a release, or a pre-release when there is no release)
+or a version's commit id. Versions are not git commits, so each gets a stable one: the sha1 of
+``cvflow:<namespace>/<name>@<version>``, the same on every hub that holds the version. Every
+file is described as Git LFS describes it (its sha256 is its ``ETag``), whether or not it is
+large. The mapping, and what is not served, is in docs/huggingface.md.
+
+Lookups and visibility are the native API's (``hub.services.packages``, ``hub.services.access``):
+a private package the caller may not read is "not found", as on ``/api/v1``. A miss answers 404
+with the ``X-Error-Code`` the client maps to its error classes (``RepoNotFound``,
+``RevisionNotFound``, ``EntryNotFound``). A file is sent by the native download path
+(:func:`hub.api.downloads.blob_response`: ``X-Accel-Redirect``, a presigned redirect, or the
+bytes), and a ``GET`` of ``cvflow.toml`` counts a download as it does there; ``HEAD``, which the
+client sends before every download and every cache check, answers the metadata only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from functools import wraps
+from typing import Any, Literal
+
+from pydantic import Field
+from sqlmodel import Session, col, select
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cvflow.manifest import MANIFEST_FILENAME
+from hub.api._http import Registry, json_response, principal, read_query
+from hub.api.access import OPTIONAL
+from hub.api.bodies import Query, QueryInt
+from hub.api.downloads import blob_response
+from hub.context import ctx, in_session
+from hub.errors import HubError
+from hub.models import File, Package, PackageTag, Version
+from hub.services import catalog, packages
+from hub.services.accounts import Principal
+
+endpoint = Registry()
+
+#: The revision that names the latest version.
+MAIN = "main"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+#: ``/{namespace}/{name}/resolve/{revision}/{path}``: the one website-shaped path the protocol owns.
+RESOLVE_PATH = re.compile(r"^/[^/]+/[^/]+/resolve/[^/]+/")
+#: The client's error classes, by the hub's codes.
+_HF_CODES = {"package_not_found": "RepoNotFound", "version_not_found": "RevisionNotFound",
+             "file_not_found": "EntryNotFound"}
+#: Tasks as Hugging Face's ``pipeline_tag``.
+PIPELINE_TAGS = {"classification": "image-classification", "detection": "object-detection",
+                 "segmentation": "image-segmentation", "keypoints": "keypoint-detection"}
+_TASKS = {v: k for k, v in PIPELINE_TAGS.items()}
+
+_PKG = (("namespace", "path", "namespace (user or organisation)"), ("name", "path", "package name"))
+_REV = (*_PKG, ("version", "path", f"the revision: a version, `{MAIN}` (the latest version not yanked) "
+                                   "or a version's 40-character commit id"))
+_FILE = (*_REV, ("path", "path", "the file's path in the package"))
+_NOT_FOUND = ("package_not_found", "version_not_found")
+_HEADERS = {"X-Error-Code": "on a 404: `RepoNotFound`, `RevisionNotFound` or `EntryNotFound`"}
+
+
+def is_resolve_path(path: str) -> bool:
+    return RESOLVE_PATH.match(path) is not None
+
+
+def commit_id(full_name: str, version: str) -> str:
+    """The commit id of ``full_name@version``: stable, and the same on every hub."""
+    return hashlib.sha1(f"cvflow:{full_name}@{version}".encode(), usedforsecurity=False).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The Git LFS pointer file of a blob: what ``oid`` (its git blob id) and ``pointerSize`` describe."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def _git_oid(data: bytes, kind: str = "blob") -> str:
+    return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data, usedforsecurity=False).hexdigest()
+
+
+# --- lookups --------------------------------------------------------------------------------
+
+
+def resolve(session: Session, who: Principal, namespace: str, name: str, revision: str) -> tuple[Package, Version]:
+    """The package (if ``who`` may read it) and the version ``revision`` names.
+
+    Raises ``package_not_found`` or ``version_not_found``."""
+    package = packages.get_package(session, who, namespace, name)
+    if revision == MAIN:
+        if package.latest_version is None:
+            raise HubError("version_not_found", f"{package.full_name} has no version that is not yanked")
+        return package, packages.get_version(session, package, package.latest_version)
+    if _COMMIT.fullmatch(revision):
+        for version in session.exec(select(Version).where(Version.package_id == package.id)):
+            if commit_id(package.full_name, version.version) == revision:
+                return package, version
+        raise HubError("version_not_found", f"{package.full_name} has no version with commit id {revision}")
+    return package, packages.get_version(session, package, revision)
+
+
+def _files(session: Session, version: Version) -> Sequence[File]:
+    return session.exec(select(File).where(File.version_id == version.id).order_by(col(File.path))).all()
+
+
+def _entry(f: File) -> dict[str, Any]:
+    pointer = lfs_pointer(f.sha256, f.size)
+    return {"type": "file", "path": f.path, "size": f.size, "oid": _git_oid(pointer),
+            "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(pointer)}}
+
+
+def tree(files: Sequence[File], path: str, recursive: bool, commit: str) -> list[dict[str, Any]] | None:
+    """The entries under the folder ``path`` ("" for the root), folders first; None when it is no folder."""
+    prefix = f"{path.strip('/')}/" if path.strip("/") else ""
+    folders: set[str] = set()
+    entries: list[dict[str, Any]] = []
+    for f in files:
+        if not f.path.startswith(prefix):
+            continue
+        parts = f.path[len(prefix):].split("/")
+        depth = len(parts) - 1 if recursive else min(1, len(parts) - 1)
+        folders.update(prefix + "/".join(parts[: i + 1]) for i in range(depth))
+        if recursive or len(parts) == 1:
+            entries.append(_entry(f))
+    if prefix and not entries and not folders:
+        return None
+    return [{"type": "directory", "path": d, "size": 0, "oid": _git_oid(f"{commit}:{d}".encode(), "tree")}
+            for d in sorted(folders)] + entries
+
+
+def _tags(package: dict[str, Any]) -> list[str]:
+    tags = ["cvflow", *package["tags"]]
+    if package["task"]:
+        tags.append(PIPELINE_TAGS.get(package["task"], package["task"]))
+    return list(dict.fromkeys(tags))
+
+
+def model_summary(package: dict[str, Any]) -> dict[str, Any]:
+    """A package summary (``catalog.package_summary``) as an entry of ``/api/models``."""
+    latest = package["latest_version"]
+    return {"_id": package["name"], "id": package["name"], "modelId": package["name"], "author": package["namespace"],
+            "sha": commit_id(package["name"], latest) if latest else None, "private": package["private"],
+            "gated": False, "disabled": False, "downloads": package["downloads"], "likes": 0,
+            "library_name": "cvflow", "tags": _tags(package), "pipeline_tag": PIPELINE_TAGS.get(package["task"] or ""),
+            "createdAt": package["created_at"], "lastModified": package["updated_at"]}
+
+
+def model_document(session: Session, package: Package, version: Version) -> dict[str, Any]:
+    """``/api/models/{id}[/revision/{revision}]``: the repository at one version, with its files."""
+    tags = list(session.exec(select(PackageTag.tag).where(PackageTag.package_id == package.id)
+                             .order_by(col(PackageTag.tag))))
+    doc = model_summary(catalog.package_summary(package, tags))
+    doc.update({"sha": commit_id(package.full_name, version.version), "lastModified": catalog.iso(version.created_at),
+                "version": version.version, "yanked": version.yanked,
+                "siblings": [{"rfilename": e["path"], "size": e["size"], "blobId": e["oid"],
+                              "lfs": {"sha256": e["lfs"]["oid"], "size": e["size"],
+                                      "pointerSize": e["lfs"]["pointerSize"]}}
+                             for e in map(_entry, _files(session, version))]})
+    return doc
+
+
+def refs(session: Session, package: Package) -> dict[str, Any]:
+    """``main`` as the one branch, every version as a tag (yanked ones too: they stay pinnable)."""
+    versions = session.exec(select(Version.version).where(Version.package_id == package.id)
+                            .order_by(col(Version.sort_key).desc())).all()
+
+    def ref(name: str, kind: str, version: str) -> dict[str, str]:
+        return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": commit_id(package.full_name, version)}
+
+    branches = [ref(MAIN, "heads", package.latest_version)] if package.latest_version else []
+    return {"branches": branches, "converts": [], "tags": [ref(v, "tags", v) for v in versions], "pullRequests": []}
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+def _hf_errors(func: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Misses answered with the ``X-Error-Code`` the client maps to its error classes."""
+
+    @wraps(func)
+    async def handler(request: Request) -> Response:
+        try:
+            return await func(request)
+        except HubError as exc:
+            hf_code = _HF_CODES.get(exc.code)
+            if hf_code is None:
+                raise
+            headers = {"x-error-code": hf_code}
+            commit = exc.details.pop("commit", None)
+            if commit:  # the client remembers that the file is absent at this commit
+                headers["x-repo-commit"] = commit
+            return json_response(exc.body(), status=exc.status, headers=headers)
+
+    return handler
+
+
+ModelSort = Literal["downloads", "lastModified", "createdAt", "likes", "trendingScore", "id"]
+_SORTS: dict[str, catalog.Sort] = {"lastModified": "recent", "createdAt": "recent", "id": "name"}
+
+
+class ModelSearch(Query):
+    search: str = Field(default="", description="text to find in names, descriptions and tags")
+    author: str | None = Field(default=None, description="only this namespace")
+    filter: str | None = Field(default=None, description="a tag")
+    pipeline_tag: str | None = Field(default=None, description="a task as Hugging Face names it, e.g. object-detection")
+    sort: ModelSort = Field(default="downloads", description="the order (likes and trendingScore: by downloads)")
+    limit: QueryInt = Field(default=catalog.MAX_PER_PAGE, ge=1, le=1_000_000,
+                            description=f"results per page (at most {catalog.MAX_PER_PAGE} a page; "
+                                        "the `Link` header names the next page)")
+    page: QueryInt = Field(default=1, ge=1, le=1_000_000, description="page number, from 1")
+
+
+class TreeQuery(Query):
+    recursive: bool = Field(default=False, description="list the folders' contents too")
+    expand: bool = Field(default=False, description="accepted; no more is known of a file than its size and hashes")
+
+
+_LIST = {"type": "array", "items": {"type": "object"}}
+
+
+@endpoint("GET", "/api/models", "Hugging Face protocol: search models (list_models)", "huggingface",
+          access=OPTIONAL, query=ModelSearch, response=_LIST, headers={"Link": "the next page, rel=\"next\""})
+async def list_models(request: Request) -> Response:
+    who = await principal(request)
+    q: ModelSearch = read_query(request)
+    task = _TASKS.get(q.pipeline_tag, q.pipeline_tag) if q.pipeline_tag else None
+    per_page = min(q.limit, catalog.MAX_PER_PAGE)
+    found = await in_session(request, catalog.search, who, query=q.search.strip()[:200], namespace=q.author or None,
+                             tag=q.filter or None, task=task, kind="model", sort=_SORTS.get(q.sort, "downloads"),
+                             page=q.page, per_page=per_page)
+    headers = {}
+    if q.page * per_page < found["total"]:
+        headers["link"] = f'<{request.url.include_query_params(page=q.page + 1)}>; rel="next"'
+    return json_response([model_summary(p) for p in found["results"]], headers=headers)
+
+
+async def _model_info(request: Request, revision: str) -> Response:
+    who = await principal(request)
+    p = request.path_params
+
+    def work(session: Session) -> dict[str, Any]:
+        package, version = resolve(session, who, p["namespace"], p["name"], revision)
+        return model_document(session, package, version)
+
+    return json_response(await in_session(request, work))
+
+
+@endpoint("GET", "/api/models/{namespace}/{name}", "Hugging Face protocol: a model at main (model_info)",
+          "huggingface", access=OPTIONAL, errors=_NOT_FOUND, params=_PKG, headers=_HEADERS)
+@_hf_errors
+async def model_info(request: Request) -> Response:
+    return await _model_info(request, MAIN)
+
+
+@endpoint("GET", "/api/models/{namespace}/{name}/revision/{version}",
+          "Hugging Face protocol: a model at a revision (model_info, snapshot_download)", "huggingface",
+          access=OPTIONAL, errors=_NOT_FOUND, params=_REV, headers=_HEADERS)
+@_hf_errors
+async def model_info_at(request: Request) -> Response:
+    return await _model_info(request, request.path_params["version"])
+
+
+@endpoint("GET", "/api/models/{namespace}/{name}/refs", "Hugging Face protocol: main and the versions as tags "
+          "(list_repo_refs)", "huggingface", access=OPTIONAL, errors=("package_not_found",), params=_PKG,
+          headers=_HEADERS)
+@_hf_errors
+async def list_refs(request: Request) -> Response:
+    who = await principal(request)
+    p = request.path_params
+
+    def work(session: Session) -> dict[str, Any]:
+        return refs(session, packages.get_package(session, who, p["namespace"], p["name"]))
+
+    return json_response(await in_session(request, work))
+
+
+async def _tree(request: Request) -> Response:
+    who = await principal(request)
+    p = request.path_params
+    q: TreeQuery = read_query(request)
+
+    def work(session: Session) -> list[dict[str, Any]]:
+        package, version = resolve(session, who, p["namespace"], p["name"], p["version"])
+        commit = commit_id(package.full_name, version.version)
+        entries = tree(_files(session, version), p.get("path", ""), q.recursive, commit)
+        if entries is None:
+            raise HubError("file_not_found", f"{package.full_name}@{version.version} has no folder {p['path']!r}",
+                           details={"commit": commit})
+        return entries
+
+    return json_response(await in_session(request, work))
+
+
+@endpoint("GET", "/api/models/{namespace}/{name}/tree/{version}",
+          "Hugging Face protocol: the files at a revision (list_repo_tree, list_repo_files)", "huggingface",
+          access=OPTIONAL, errors=_NOT_FOUND, params=_REV, query=TreeQuery, response=_LIST, headers=_HEADERS)
+@_hf_errors
+async def list_tree(request: Request) -> Response:
+    return await _tree(request)
+
+
+@endpoint("GET", "/api/models/{namespace}/{name}/tree/{version}/{path:path}",
+          "Hugging Face protocol: a folder's files at a revision (list_repo_tree)", "huggingface",
+          access=OPTIONAL, errors=(*_NOT_FOUND, "file_not_found"),
+          params=(*_REV, ("path", "path", "a folder in the package")), query=TreeQuery, response=_LIST,
+          headers=_HEADERS)
+@_hf_errors
+async def list_folder(request: Request) -> Response:
+    return await _tree(request)
+
+
+@endpoint("GET", "/{namespace}/{name}/resolve/{version}/{path:path}",
+          "Hugging Face protocol: a file at a revision (hf_hub_download; HEAD: its metadata only). "
+          "A GET of cvflow.toml counts a download", "huggingface",
+          access=OPTIONAL, params=_FILE, request_type="",
+          errors=(*_NOT_FOUND, "file_not_found", "invalid_range", "blob_not_found", "storage_unavailable"),
+          also={302: "the file, at a presigned URL of the blob store", 304: "the file is the one of If-None-Match"},
+          headers={"X-Repo-Commit": "the revision's commit id", "ETag": "the quoted sha256 of the file",
+                   "X-Linked-Etag": "the same", "X-Linked-Size": "the file's size", **_HEADERS})
+@_hf_errors
+async def resolve_file(request: Request) -> Response:
+    who = await principal(request)
+    p = request.path_params
+    head = request.method == "HEAD"
+    rng = request.headers.get("range", "")
+    # Counted as the native download is: a whole (or from-the-start) GET of the manifest.
+    counts = not head and p["path"] == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-"))
+
+    def lookup(session: Session) -> tuple[str, File, bool]:
+        package, version = resolve(session, who, p["namespace"], p["name"], p["version"])
+        commit = commit_id(package.full_name, version.version)
+        file = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
+        if file is None:
+            raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}",
+                           details={"commit": commit})
+        fresh = request.headers.get("if-none-match") in (f'"{file.sha256}"', "*")
+        if counts and not fresh:
+            catalog.record_download(session, version)
+        return commit, file, fresh
+
+    commit, file, fresh = await in_session(request, lookup, write=counts)
+    meta = {"x-repo-commit": commit, "etag": f'"{file.sha256}"', "x-linked-etag": f'"{file.sha256}"',
+            "x-linked-size": str(file.size)}
+    if head:
+        return Response(headers={**meta, "content-length": str(file.size), "accept-ranges": "bytes",
+                                 "content-type": "application/octet-stream"})
+    if fresh:
+        return Response(status_code=304, headers=meta)
+    response = await blob_response(request, ctx(request), file.sha256, file.size, filename=file.path.rsplit("/", 1)[-1])
+    response.headers.update(meta)
+    return response
