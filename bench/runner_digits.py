@@ -7,6 +7,10 @@ in-process side decodes the same PNG bytes into a ``cvflow.solver.Image`` and ca
 time, the ceiling that batching can reach. Before timing, every held-out digit goes through
 REST once and the accuracy must be >= 0.95.
 
+The same digits also go over KServe v2 (``/v2/models/classify/infer``): first through
+tritonclient itself (binary tensors, then JSON), whose accuracy must equal REST's, then wrk
+posts the bodies tritonclient builds, beside the native multipart route at 1 and 16 connections.
+
 Targets: REST throughput at 16 connections (with batching) >= 0.7x in-process with 16
 threads; REST p50 at 1 connection no more than 3 ms above in-process p50 at 1 caller.
 
