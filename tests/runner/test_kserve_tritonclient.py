@@ -192,6 +192,8 @@ def test_errors_the_client_reports(client):
     refused(lambda: client.infer("grey", [image_input(b"not a png")]), "400", "not_an_image")
     refused(lambda: client.infer("grey", [image_input(png(2, 2), name="photo")]), "422", "unknown_field")
     refused(lambda: client.infer("nope", [image]), "404", "solver_not_found")
+    huge = image_input(png(2, 2) + b"\0" * LIMIT)  # over the body limit as sent: refused before it is read
+    refused(lambda: client.infer("grey", [huge]), "413", "request_too_large")
     refused(lambda: client.infer("grey", [image], model_version="1.0.0"), "404", "not_found", "no version '1.0.0'")
 
 

@@ -339,7 +339,10 @@ def _kwargs(schema: SolverSchema, call: dict[str, Any], policy: images.ImagePoli
             decoded[name] = [_image(p, v, policy) for v in value]
         elif p.kind == "image":
             decoded[name] = _image(p, value, policy)
-    return schema.complete({**scalars, **decoded})
+    inputs = schema.complete({**scalars, **decoded})
+    if schema.extra is not None:  # a 2019 CVPM solver's config: no tensor fills it
+        inputs[schema.extra] = {}
+    return inputs
 
 
 def _text(p: Param, value: bytes) -> str:

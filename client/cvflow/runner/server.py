@@ -204,18 +204,17 @@ class Runner:
         with self._inflight_lock:
             self._inflight += 1
         status = 500
+        v2 = request.path.startswith("/v2/")  # errors in KServe's shape, {"error": "code: message"}
         try:
             status, body, ctype = self._route(request)
         except RunnerError as exc:
-            status, body, ctype = exc.status, exc.body(), _JSON
-            if request.path.startswith("/v2/"):
-                body = kserve.error_body(exc)
+            status, body, ctype = exc.status, kserve.error_body(exc) if v2 else exc.body(), _JSON
         except BodyTooLarge as exc:
             err = RunnerError("request_too_large", f"{exc}; the runner takes bodies up to {exc.limit} bytes")
-            status, body, ctype = err.status, err.body(), _JSON
+            status, body, ctype = err.status, kserve.error_body(err) if v2 else err.body(), _JSON
         except BadRequest as exc:
             err = RunnerError(exc.code, exc.message)
-            status, body, ctype = err.status, err.body(), _JSON
+            status, body, ctype = err.status, kserve.error_body(err) if v2 else err.body(), _JSON
         except ConnectionError:
             raise  # the client went away inside its body: nobody to answer
         except Exception as exc:
