@@ -136,6 +136,10 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (Context.device).")
 @click.option("--allow-url", "allow_urls", multiple=True, metavar="PREFIX",
               help="Let JSON requests give images as {\"url\": ...} under this prefix (repeatable).")
+@click.option("--label-studio", "label_studio", metavar="URL",
+              help="Also serve Label Studio's ML backend protocol (/health, /setup, /predict, /webhook) for the"
+              " solver that declares `suggest`, reading task images from the Label Studio at URL with the"
+              " token in LABEL_STUDIO_API_KEY. Connect it in Label Studio: Settings > Model > the runner's URL.")
 @click.option("--max-image-mb", type=click.FloatRange(min=0, min_open=True), help="Largest image file [20].")
 @click.option("--max-image-pixels", type=click.IntRange(min=1), help="Most pixels in one image [40000000].")
 @click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), help="Largest request body [64].")
@@ -151,7 +155,7 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[str, ...], name: str | None,
         another: bool, device: str, allow_urls: tuple[str, ...], max_image_mb: float | None,
         max_image_pixels: int | None, max_request_mb: float | None, offline: bool, timeout: float, verbose: bool,
-        as_json: bool, run_before_install: bool) -> None:
+        as_json: bool, run_before_install: bool, label_studio: str | None) -> None:
     """Serve a package's solvers over REST, in the background, from its installed venv.
 
     Installs the package first if no installed version matches, starts the runner with the
@@ -168,6 +172,7 @@ def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[s
       cvflow run demo/digits-lenet --another     # a second copy, digits-lenet-2
       curl -F image=@digit.png http://127.0.0.1:PORT/solvers/classify/infer
       cvflow run 'demo/face-utility@^1:detect' --port 8080 --env OMP_NUM_THREADS=2
+      cvflow run demo/digits-logreg --label-studio http://localhost:8080   # a Label Studio ML backend
       cvflow ps
       cvflow stop digits-lenet
     """
@@ -175,7 +180,8 @@ def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[s
     options = supervisor.RunOptions(
         host=host, port=port, device=device, env=_env_pairs(env), allow_urls=allow_urls,
         max_image_bytes=int(max_image_mb * (1 << 20)) if max_image_mb else None, max_image_pixels=max_image_pixels,
-        max_request_bytes=int(max_request_mb * (1 << 20)) if max_request_mb else None, ready_timeout=timeout)
+        max_request_bytes=int(max_request_mb * (1 << 20)) if max_request_mb else None, ready_timeout=timeout,
+        label_studio=label_studio.rstrip("/") if label_studio else None)
     cfg = config(ctx)
     running = [] if name or another else _running(cfg, pkg, text)
     if running:

@@ -14,6 +14,7 @@ package that pins its own web stack cannot clash with it. ``cvflow run`` starts 
 | ``requests`` | multipart / JSON / raw-image bodies to keyword arguments |
 | ``images`` | image decoding, size and pixel limits, allowed URLs |
 | ``batching`` | one worker thread per solver; micro-batches |
+| ``label_studio`` | Label Studio's ML backend protocol (``--label-studio``): configs, tasks, results |
 | ``cvpm_compat/`` | 2019 CVPM solvers run unchanged: the ``cvpm`` shim and the ``infer(image_file, config)`` adapter |
 | ``openapi``, ``kserve``, ``results``, ``errors``, ``multipart`` | what their names say |
 """

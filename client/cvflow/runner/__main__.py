@@ -17,7 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from cvflow.runner.images import ImagePolicy
+from cvflow.runner.images import ImagePolicy, url_allowed
+from cvflow.runner.label_studio import LabelStudioSettings
 from cvflow.runner.loader import LoadError
 from cvflow.runner.protocol import Limits
 from cvflow.runner.server import Runner, RunnerSettings, served_urls
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None) -> tuple[RunnerSettings, Path | None]:
     p.add_argument("--max-queue", type=int, default=1024)
     p.add_argument("--request-timeout", type=float, default=300.0)
     p.add_argument("--allow-url", action="append", default=[], help="fetch image URLs under this prefix")
+    p.add_argument("--label-studio", metavar="URL",
+                   help="also answer Label Studio's ML backend protocol (/health, /setup, /predict, /webhook),"
+                   " reading task images from the Label Studio at URL (token: env LABEL_STUDIO_API_KEY)")
     p.add_argument("--status-file", type=Path, help="write {pid, host, port} here once listening")
     p.add_argument("--no-access-log", action="store_true")
     # HTTP limits; `cvflow run --env CVFLOW_RUNNER_IDLE_TIMEOUT=30` reaches them through the environment.
@@ -51,6 +55,11 @@ def parse_args(argv: list[str] | None) -> tuple[RunnerSettings, Path | None]:
         kind = float if flag.endswith("timeout") else int
         p.add_argument(f"--{flag}", type=kind, default=kind(os.environ.get(var, default)), help=f"env: {var}")
     a = p.parse_args(argv)
+    label_studio = None
+    if a.label_studio:
+        if not url_allowed(a.label_studio, (a.label_studio,)):
+            p.error(f"--label-studio: {a.label_studio!r} is not an http(s) URL")
+        label_studio = LabelStudioSettings(a.label_studio.rstrip("/"), os.environ.get("LABEL_STUDIO_API_KEY", ""))
     names = [n for n in os.environ.get(SETTINGS_VAR, "").split(",") if n]
     return RunnerSettings(
         package_dir=a.package_dir.resolve(), solvers=tuple(a.solver), host=a.host, port=a.port, device=a.device,
@@ -58,6 +67,7 @@ def parse_args(argv: list[str] | None) -> tuple[RunnerSettings, Path | None]:
         max_request_bytes=a.max_request_bytes, max_queue=a.max_queue, request_timeout=a.request_timeout,
         settings={n: os.environ.get(n, "") for n in names}, access_log=not a.no_access_log,
         http=Limits(a.header_timeout, a.idle_timeout, a.body_timeout, a.max_header_bytes, a.max_headers),
+        label_studio=label_studio,
     ), a.status_file
 
 

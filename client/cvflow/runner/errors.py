@@ -17,7 +17,7 @@ ErrorCode = Literal[
     "request_timeout", "request_too_large", "uri_too_long", "headers_too_large", "image_too_large",
     "unsupported_media_type", "invalid_field", "missing_field", "unknown_field", "invalid_input",
     "solver_error", "invalid_result", "not_implemented", "not_ready", "busy", "solver_timeout",
-    "http_version_not_supported",
+    "http_version_not_supported", "invalid_label_config",
 ]
 
 #: code -> (HTTP status, meaning)
@@ -45,6 +45,7 @@ CODES: dict[ErrorCode, tuple[int, str]] = {
     "missing_field": (422, "A required field is missing."),
     "unknown_field": (422, "The solver has no input of this name."),
     "invalid_input": (422, "The solver refused the input (its message says why)."),
+    "invalid_label_config": (422, "A Label Studio labelling config: not XML, or no control the solver fills."),
     "solver_error": (500, "The solver raised an exception; the message is its text."),
     "invalid_result": (500, "The solver returned something that is not JSON-serialisable."),
     "not_implemented": (501, "A Transfer-Encoding other than chunked."),

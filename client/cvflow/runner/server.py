@@ -9,6 +9,8 @@ Routes::
     GET  /docs                     that document as a readable page (``cvflow.openapi_html``)
     POST /solvers/{solver}/infer   run a solver (multipart, JSON, or a raw image body)
     GET  /v2/...  POST /v2/models/{solver}[/versions/{v}]/infer   the KServe v2 protocol (see ``kserve``)
+    GET  /health  POST /setup /predict /webhook /train   Label Studio's ML backend protocol, only
+                                   with ``--label-studio URL`` (see ``label_studio``)
 
 A connection thread receives, parses and decodes a request on its own, then queues the call
 for the solver (``batching``): decoding runs on many threads, the solver on one at a time.
@@ -34,6 +36,8 @@ from cvflow.runner import kserve
 from cvflow.runner.batching import Arrival, CallTimeout, QueueFull
 from cvflow.runner.errors import RunnerError
 from cvflow.runner.images import ImagePolicy
+from cvflow.runner.label_studio import ROUTES as LABEL_STUDIO_ROUTES
+from cvflow.runner.label_studio import LabelStudioBackend, LabelStudioSettings
 from cvflow.runner.loader import LoadedSolver, PackageInfo, load_solver, read_package, resolve_device
 from cvflow.runner.openapi import build_openapi
 from cvflow.runner.protocol import BadRequest, BodyTooLarge, Limits, Request, Server
@@ -66,6 +70,7 @@ class RunnerSettings:
     settings: dict[str, str] = field(default_factory=dict)
     access_log: bool = True
     http: Limits = field(default_factory=Limits)  # header, idle and body timeouts; head size and count
+    label_studio: LabelStudioSettings | None = None  # None: no Label Studio routes
 
 
 class Runner:
@@ -86,6 +91,7 @@ class Runner:
         self._docs: bytes | None = None
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        self.label_studio = None if settings.label_studio is None else LabelStudioBackend(self, settings.label_studio)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -230,6 +236,8 @@ class Runner:
     def _route(self, request: Request) -> tuple[int, bytes, str]:
         method, path = request.method, request.path
         parts = [p for p in path.split("/") if p]
+        if self.label_studio is not None and len(parts) == 1 and parts[0] in LABEL_STUDIO_ROUTES:
+            return self._label_studio(request, self.label_studio, parts[0])
         allowed = _allowed(parts)
         if allowed is not None and method not in allowed:
             request.response_headers.append(("Allow", ", ".join(allowed)))
@@ -256,6 +264,16 @@ class Runner:
             if parts[0] == "v2" and allowed is not None:
                 return kserve.get(self, parts[1:])
         raise RunnerError("not_found", f"no route {path}; see GET / and GET /openapi.json")
+
+
+    def _label_studio(self, request: Request, backend: LabelStudioBackend, route: str) -> tuple[int, bytes, str]:
+        allowed = LABEL_STUDIO_ROUTES[route]
+        if request.method not in allowed:
+            request.response_headers.append(("Allow", ", ".join(allowed)))
+            raise RunnerError("method_not_allowed", f"{request.method} is not allowed on {request.path};"
+                              f" allowed: {', '.join(allowed)}")
+        body = request.body(self.settings.max_request_bytes) if request.method == "POST" else b""
+        return 200, backend.handle(request.method, route, body), _JSON
 
 
 _GET = ("GET", "HEAD")

@@ -80,18 +80,20 @@ class RunOptions:
     max_image_pixels: int | None = None
     max_request_bytes: int | None = None
     ready_timeout: float = 180.0
+    label_studio: str | None = None  # Label Studio's URL: its ML backend routes on
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "device": self.device, "env": dict(self.env),
                 "allow_urls": list(self.allow_urls), "max_image_bytes": self.max_image_bytes,
-                "max_image_pixels": self.max_image_pixels, "max_request_bytes": self.max_request_bytes}
+                "max_image_pixels": self.max_image_pixels, "max_request_bytes": self.max_request_bytes,
+                "label_studio": self.label_studio}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunOptions:
         return cls(host=data.get("host", "127.0.0.1"), port=data.get("port"), device=data.get("device", "auto"),
                    env=dict(data.get("env") or {}), allow_urls=tuple(data.get("allow_urls") or ()),
                    max_image_bytes=data.get("max_image_bytes"), max_image_pixels=data.get("max_image_pixels"),
-                   max_request_bytes=data.get("max_request_bytes"))
+                   max_request_bytes=data.get("max_request_bytes"), label_studio=data.get("label_studio"))
 
 
 # -- start ------------------------------------------------------------------------------------
@@ -184,6 +186,8 @@ def _spawn(installed: InstalledPackage, snapshot: Path, solvers: Sequence[str], 
         argv += ["--solver", s]
     for prefix in options.allow_urls:
         argv += ["--allow-url", prefix]
+    if options.label_studio:
+        argv += ["--label-studio", options.label_studio]
     limits = (("--max-image-bytes", options.max_image_bytes), ("--max-image-pixels", options.max_image_pixels),
               ("--max-request-bytes", options.max_request_bytes))
     for flag, value in limits:
