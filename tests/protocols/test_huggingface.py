@@ -188,17 +188,31 @@ def test_the_download_takes_the_native_fast_path(world: World) -> None:
 
 def test_private_package_with_and_without_a_token(world: World, tmp_path: Path) -> None:
     code = """
+        import httpx2
+        from huggingface_hub.utils._http import hf_request_event_hook
+        sent = []  # every request the client makes: its URL and whether it carried the token
+        def record(request):
+            sent.append([str(request.url), "authorization" in request.headers])
+        hf.set_client_factory(lambda: httpx2.Client(event_hooks={"request": [hf_request_event_hook, record]},
+                                                    follow_redirects=True, timeout=None))
         try:
             info = hf.model_info("alice/secret")
             out = {"sha": info.sha, "private": info.private,
                    "manifest": open(hf.hf_hub_download("alice/secret", "cvflow.toml")).read(),
-                   "found": [m.id for m in hf.list_models(search="secret")]}
+                   "found": [m.id for m in hf.list_models(search="secret")], "sent": sent}
         except errors.RepositoryNotFoundError as exc:
             out = {"error": type(exc).__name__, "found": [m.id for m in hf.list_models(search="secret")]}
     """
     owner = run_client(world.hub, tmp_path / "a", code, token=world.alice)
     assert owner["sha"] == commit_id("alice/secret", "1.0.0") and owner["private"] is True
     assert 'name = "alice/secret"' in owner["manifest"] and owner["found"] == ["alice/secret"]
+    at_hub = [auth for url, auth in owner["sent"] if url.startswith(world.hub.url)]
+    at_store = [(url, auth) for url, auth in owner["sent"] if not url.startswith(world.hub.url)]
+    assert at_hub and all(at_hub), owner["sent"]
+    if world.hub.backend == "postgres-s3":  # the manifest came from the store, without the token
+        assert at_store and all("X-Amz-Signature" in url and not auth for url, auth in at_store), at_store
+    else:
+        assert at_store == []
     for token in (None, world.bob):
         other = run_client(world.hub, tmp_path / "b", code, token=token)
         assert other == {"error": "RepositoryNotFoundError", "found": []}
