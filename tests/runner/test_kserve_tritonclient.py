@@ -40,6 +40,10 @@ batch = { max_size = 8, max_wait_ms = 2000 }
 [[solvers]]
 name = "album"
 class = "grey_for_kserve_tests:Album"
+
+[[solvers]]
+name = "shout"
+class = "grey_for_kserve_tests:Shout"
 """
 MODULE = """import numpy as np
 from cvflow.solver import Image
@@ -60,6 +64,10 @@ class Grey:
 class Album:
     def infer(self, pages: list[Image], title: str = "") -> dict:
         return {"title": title, "sizes": [[p.width, p.height] for p in pages]}
+
+class Shout:
+    def infer(self, text: str) -> dict:
+        return {"text": text.upper()}
 """
 LIMIT = 1 << 20
 
@@ -160,6 +168,14 @@ def test_a_solver_without_batching_gets_the_calls_one_by_one_and_a_list_input(cl
     assert results(client.infer("album", [pages, title])) == [{"title": "t", "sizes": [[1, 2], [3, 4]]}]
     titles = triton.InferInput("title", [2], "BYTES").set_data_from_numpy(np.array([b"a", b"b"], dtype=np.object_))
     refused(lambda: client.infer("album", [pages, titles]), "400", "invalid_tensor", "one call")
+
+
+def test_n_calls_to_a_solver_without_infer_batch_run_one_by_one(client, runner):
+    stats = runner.solvers["shout"].worker.stats
+    before = stats.batches
+    texts = triton.InferInput("text", [3], "BYTES").set_data_from_numpy(np.array([b"a", b"b", b"c"], dtype=np.object_))
+    assert results(client.infer("shout", [texts])) == [{"text": "A"}, {"text": "B"}, {"text": "C"}]
+    assert stats.batches - before == 3 and stats.largest_batch == 1
 
 
 def test_async_infer_at_concurrency_8(client):
