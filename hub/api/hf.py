@@ -130,11 +130,13 @@ def tree(files: Sequence[File], path: str, recursive: bool, commit: str) -> list
             for d in sorted(folders)] + entries
 
 
+def _pipeline_tag(task: str | None) -> str | None:
+    return PIPELINE_TAGS.get(task, task) if task else None
+
+
 def _tags(package: dict[str, Any]) -> list[str]:
-    tags = ["cvflow", *package["tags"]]
-    if package["task"]:
-        tags.append(PIPELINE_TAGS.get(package["task"], package["task"]))
-    return list(dict.fromkeys(tags))
+    task = _pipeline_tag(package["task"])
+    return list(dict.fromkeys(["cvflow", *package["tags"], *([task] if task else [])]))
 
 
 def model_summary(package: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def model_summary(package: dict[str, Any]) -> dict[str, Any]:
     return {"_id": package["name"], "id": package["name"], "modelId": package["name"], "author": package["namespace"],
             "sha": commit_id(package["name"], latest) if latest else None, "private": package["private"],
             "gated": False, "disabled": False, "downloads": package["downloads"], "likes": 0,
-            "library_name": "cvflow", "tags": _tags(package), "pipeline_tag": PIPELINE_TAGS.get(package["task"] or ""),
+            "library_name": "cvflow", "tags": _tags(package), "pipeline_tag": _pipeline_tag(package["task"]),
             "createdAt": package["created_at"], "lastModified": package["updated_at"]}
 
 
