@@ -273,3 +273,18 @@ def test_the_resolve_path_wins_over_the_website_for_its_shape_only(world: World)
     assert r.headers["x-repo-commit"] == commit_id("alice/detector", "1.1.0")
     page = client.get("/alice/detector", headers={"accept": "text/html"})
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+
+
+def test_list_models_pages_by_link(world: World) -> None:
+    client = world.hub.client(world.alice)
+    first = client.get("/api/models", params={"author": "alice", "limit": 1, "sort": "id"})
+    assert first.status_code == 200 and len(first.json()) == 1, first.text
+    names = [first.json()[0]["id"]]
+    link = first.links["next"]["url"]
+    while link:
+        page = client.get(link)
+        assert page.status_code == 200 and len(page.json()) == 1, page.text
+        names.append(page.json()[0]["id"])
+        link = page.links.get("next", {}).get("url")
+    assert names == sorted(names) and {"alice/detector", "alice/secret"} <= set(names)
+    assert "alice/secret" not in [m["id"] for m in world.hub.client().get("/api/models").json()]
