@@ -1,16 +1,10 @@
-"""The Hugging Face Hub's read protocol: ``huggingface_hub`` with ``HF_ENDPOINT`` set to the hub.
+"""The Hugging Face Hub's read protocol over HTTP: ``huggingface_hub`` with ``HF_ENDPOINT`` set to the hub.
 
-A package is a model repository ``namespace/name``; a revision is one of its versions, ``main``
-(the latest version that is not yanked: a release, or a pre-release when there is no release)
-or a version's commit id. Versions are not git commits, so each gets a stable one: the sha1 of
-``cvflow:<namespace>/<name>@<version>``, the same on every hub that holds the version. Every
-file is described as Git LFS describes it (its sha256 is its ``ETag``), whether or not it is
-large. The mapping, and what is not served, is in docs/huggingface.md.
-
-Lookups and visibility are the native API's (``hub.services.packages``, ``hub.services.access``):
-a private package the caller may not read is "not found", as on ``/api/v1``. A miss answers 404
-with the ``X-Error-Code`` the client maps to its error classes (``RepoNotFound``,
-``RevisionNotFound``, ``EntryNotFound``). A file is sent by the native download path
+The revisions, commit ids and documents are :mod:`hub.services.hf`'s; the mapping, and what is
+not served, is in docs/huggingface.md. Lookups and visibility are the native API's: a private
+package the caller may not read is "not found", as on ``/api/v1``. A miss answers 404 with the
+``X-Error-Code`` the client maps to its error classes (``RepoNotFound``, ``RevisionNotFound``,
+``EntryNotFound``). A file is sent by the native download path
 (:func:`hub.api.downloads.blob_response`: ``X-Accel-Redirect``, a presigned redirect, or the
 bytes), and a ``GET`` of ``cvflow.toml`` counts a download as it does there; ``HEAD``, which the
 client sends before every download and every cache check, answers the metadata only.
@@ -18,14 +12,13 @@ client sends before every download and every cache check, answers the metadata o
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, Literal
 
 from pydantic import Field
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,24 +29,17 @@ from hub.api.bodies import Query, QueryInt
 from hub.api.downloads import blob_response
 from hub.context import ctx, in_session
 from hub.errors import HubError
-from hub.models import File, Package, PackageTag, Version
-from hub.services import catalog, packages
-from hub.services.accounts import Principal
+from hub.models import File
+from hub.services import catalog, hf, packages
+from hub.services.hf import MAIN, commit_id
 
 endpoint = Registry()
 
-#: The revision that names the latest version.
-MAIN = "main"
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 #: ``/{namespace}/{name}/resolve/{revision}/{path}``: the one website-shaped path the protocol owns.
 RESOLVE_PATH = re.compile(r"^/[^/]+/[^/]+/resolve/[^/]+/")
 #: The client's error classes, by the hub's codes.
 _HF_CODES = {"package_not_found": "RepoNotFound", "version_not_found": "RevisionNotFound",
              "file_not_found": "EntryNotFound"}
-#: Tasks as Hugging Face's ``pipeline_tag``.
-PIPELINE_TAGS = {"classification": "image-classification", "detection": "object-detection",
-                 "segmentation": "image-segmentation", "keypoints": "keypoint-detection"}
-_TASKS = {v: k for k, v in PIPELINE_TAGS.items()}
 
 _PKG = (("namespace", "path", "namespace (user or organisation)"), ("name", "path", "package name"))
 _REV = (*_PKG, ("version", "path", f"the revision: a version, `{MAIN}` (the latest version not yanked) "
@@ -65,114 +51,6 @@ _HEADERS = {"X-Error-Code": "on a 404: `RepoNotFound`, `RevisionNotFound` or `En
 
 def is_resolve_path(path: str) -> bool:
     return RESOLVE_PATH.match(path) is not None
-
-
-def commit_id(full_name: str, version: str) -> str:
-    """The commit id of ``full_name@version``: stable, and the same on every hub."""
-    return hashlib.sha1(f"cvflow:{full_name}@{version}".encode(), usedforsecurity=False).hexdigest()
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    """The Git LFS pointer file of a blob: what ``oid`` (its git blob id) and ``pointerSize`` describe."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
-def _git_oid(data: bytes, kind: str = "blob") -> str:
-    return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data, usedforsecurity=False).hexdigest()
-
-
-# --- lookups --------------------------------------------------------------------------------
-
-
-def resolve(session: Session, who: Principal, namespace: str, name: str, revision: str) -> tuple[Package, Version]:
-    """The package (if ``who`` may read it) and the version ``revision`` names.
-
-    Raises ``package_not_found`` or ``version_not_found``."""
-    package = packages.get_package(session, who, namespace, name)
-    if revision == MAIN:
-        if package.latest_version is None:
-            raise HubError("version_not_found", f"{package.full_name} has no version that is not yanked")
-        return package, packages.get_version(session, package, package.latest_version)
-    if _COMMIT.fullmatch(revision):
-        for version in session.exec(select(Version).where(Version.package_id == package.id)):
-            if commit_id(package.full_name, version.version) == revision:
-                return package, version
-        raise HubError("version_not_found", f"{package.full_name} has no version with commit id {revision}")
-    return package, packages.get_version(session, package, revision)
-
-
-def _files(session: Session, version: Version) -> Sequence[File]:
-    return session.exec(select(File).where(File.version_id == version.id).order_by(col(File.path))).all()
-
-
-def _entry(f: File) -> dict[str, Any]:
-    pointer = lfs_pointer(f.sha256, f.size)
-    return {"type": "file", "path": f.path, "size": f.size, "oid": _git_oid(pointer),
-            "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(pointer)}}
-
-
-def tree(files: Sequence[File], path: str, recursive: bool, commit: str) -> list[dict[str, Any]] | None:
-    """The entries under the folder ``path`` ("" for the root), folders first; None when it is no folder."""
-    prefix = f"{path.strip('/')}/" if path.strip("/") else ""
-    folders: set[str] = set()
-    entries: list[dict[str, Any]] = []
-    for f in files:
-        if not f.path.startswith(prefix):
-            continue
-        parts = f.path[len(prefix):].split("/")
-        depth = len(parts) - 1 if recursive else min(1, len(parts) - 1)
-        folders.update(prefix + "/".join(parts[: i + 1]) for i in range(depth))
-        if recursive or len(parts) == 1:
-            entries.append(_entry(f))
-    if prefix and not entries and not folders:
-        return None
-    return [{"type": "directory", "path": d, "size": 0, "oid": _git_oid(f"{commit}:{d}".encode(), "tree")}
-            for d in sorted(folders)] + entries
-
-
-def _pipeline_tag(task: str | None) -> str | None:
-    return PIPELINE_TAGS.get(task, task) if task else None
-
-
-def _tags(package: dict[str, Any]) -> list[str]:
-    task = _pipeline_tag(package["task"])
-    return list(dict.fromkeys(["cvflow", *package["tags"], *([task] if task else [])]))
-
-
-def model_summary(package: dict[str, Any]) -> dict[str, Any]:
-    """A package summary (``catalog.package_summary``) as an entry of ``/api/models``."""
-    latest = package["latest_version"]
-    return {"_id": package["name"], "id": package["name"], "modelId": package["name"], "author": package["namespace"],
-            "sha": commit_id(package["name"], latest) if latest else None, "private": package["private"],
-            "gated": False, "disabled": False, "downloads": package["downloads"], "likes": 0,
-            "library_name": "cvflow", "tags": _tags(package), "pipeline_tag": _pipeline_tag(package["task"]),
-            "createdAt": package["created_at"], "lastModified": package["updated_at"]}
-
-
-def model_document(session: Session, package: Package, version: Version) -> dict[str, Any]:
-    """``/api/models/{id}[/revision/{revision}]``: the repository at one version, with its files."""
-    tags = list(session.exec(select(PackageTag.tag).where(PackageTag.package_id == package.id)
-                             .order_by(col(PackageTag.tag))))
-    doc = model_summary(catalog.package_summary(package, tags))
-    doc.update({"sha": commit_id(package.full_name, version.version), "lastModified": catalog.iso(version.created_at),
-                "version": version.version, "yanked": version.yanked,
-                "siblings": [{"rfilename": e["path"], "size": e["size"], "blobId": e["oid"],
-                              "lfs": {"sha256": e["lfs"]["oid"], "size": e["size"],
-                                      "pointerSize": e["lfs"]["pointerSize"]}}
-                             for e in map(_entry, _files(session, version))]})
-    return doc
-
-
-def refs(session: Session, package: Package) -> dict[str, Any]:
-    """``main`` as the one branch, every version as a tag (yanked ones too: they stay pinnable)."""
-    versions = session.exec(select(Version.version).where(Version.package_id == package.id)
-                            .order_by(col(Version.sort_key).desc())).all()
-
-    def ref(name: str, kind: str, version: str) -> dict[str, str]:
-        return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": commit_id(package.full_name, version)}
-
-    branches = [ref(MAIN, "heads", package.latest_version)] if package.latest_version else []
-    return {"branches": branches, "converts": [], "tags": [ref(v, "tags", v) for v in versions], "pullRequests": []}
 
 
 # --- endpoints ------------------------------------------------------------------------------
@@ -227,7 +105,7 @@ _LIST = {"type": "array", "items": {"type": "object"}}
 async def list_models(request: Request) -> Response:
     who = await principal(request)
     q: ModelSearch = read_query(request)
-    task = _TASKS.get(q.pipeline_tag, q.pipeline_tag) if q.pipeline_tag else None
+    task = hf.TASKS.get(q.pipeline_tag, q.pipeline_tag) if q.pipeline_tag else None
     per_page = min(q.limit, catalog.MAX_PER_PAGE)
     found = await in_session(request, catalog.search, who, query=q.search.strip()[:200], namespace=q.author or None,
                              tag=q.filter or None, task=task, kind="model", sort=_SORTS.get(q.sort, "downloads"),
@@ -235,7 +113,7 @@ async def list_models(request: Request) -> Response:
     headers = {}
     if q.page * per_page < found["total"]:
         headers["link"] = f'<{request.url.include_query_params(page=q.page + 1)}>; rel="next"'
-    return json_response([model_summary(p) for p in found["results"]], headers=headers)
+    return json_response([hf.model_summary(p) for p in found["results"]], headers=headers)
 
 
 async def _model_info(request: Request, revision: str) -> Response:
@@ -243,8 +121,8 @@ async def _model_info(request: Request, revision: str) -> Response:
     p = request.path_params
 
     def work(session: Session) -> dict[str, Any]:
-        package, version = resolve(session, who, p["namespace"], p["name"], revision)
-        return model_document(session, package, version)
+        package, version = hf.resolve(session, who, p["namespace"], p["name"], revision)
+        return hf.model_document(session, package, version)
 
     return json_response(await in_session(request, work))
 
@@ -273,7 +151,7 @@ async def list_refs(request: Request) -> Response:
     p = request.path_params
 
     def work(session: Session) -> dict[str, Any]:
-        return refs(session, packages.get_package(session, who, p["namespace"], p["name"]))
+        return hf.refs(session, packages.get_package(session, who, p["namespace"], p["name"]))
 
     return json_response(await in_session(request, work))
 
@@ -284,9 +162,9 @@ async def _tree(request: Request) -> Response:
     q: TreeQuery = read_query(request)
 
     def work(session: Session) -> list[dict[str, Any]]:
-        package, version = resolve(session, who, p["namespace"], p["name"], p["version"])
+        package, version = hf.resolve(session, who, p["namespace"], p["name"], p["version"])
         commit = commit_id(package.full_name, version.version)
-        entries = tree(_files(session, version), p.get("path", ""), q.recursive, commit)
+        entries = hf.tree(hf.files(session, version), p.get("path", ""), q.recursive, commit)
         if entries is None:
             raise HubError("file_not_found", f"{package.full_name}@{version.version} has no folder {p['path']!r}",
                            details={"commit": commit})
@@ -331,16 +209,12 @@ async def resolve_file(request: Request) -> Response:
     counts = not head and p["path"] == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-"))
 
     def lookup(session: Session) -> tuple[str, File, bool]:
-        package, version = resolve(session, who, p["namespace"], p["name"], p["version"])
-        commit = commit_id(package.full_name, version.version)
-        file = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
-        if file is None:
-            raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}",
-                           details={"commit": commit})
+        package, version = hf.resolve(session, who, p["namespace"], p["name"], p["version"])
+        file = hf.find_file(session, package, version, p["path"])
         fresh = request.headers.get("if-none-match") in (f'"{file.sha256}"', "*")
         if counts and not fresh:
             catalog.record_download(session, version)
-        return commit, file, fresh
+        return commit_id(package.full_name, version.version), file, fresh
 
     commit, file, fresh = await in_session(request, lookup, write=counts)
     meta = {"x-repo-commit": commit, "etag": f'"{file.sha256}"', "x-linked-etag": f'"{file.sha256}"',

@@ -6,6 +6,7 @@
 | ``accounts`` | users, organisations, tokens |
 | ``packages`` | publishing, yanking, privacy and roles |
 | ``catalog`` | the read side: package and version documents, search, download counts |
+| ``hf`` | the Hugging Face Hub protocol's revisions (``main``, versions, commit ids) and documents |
 | ``lineage`` | a fine-tune's ``[lineage]``: checked on publish, recorded with every stored version, read by the pages |
 | ``blobs`` | resumable uploads and blob checks |
 | ``gc`` | removing unreferenced blobs and abandoned uploads |

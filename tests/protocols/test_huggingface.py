@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hub.api.hf import commit_id
+from hub.services.hf import commit_id
 from tests.conftest import BACKENDS, scratch_pg_database, start_hub
 from tests.helpers import LiveHub, publish
 
