@@ -315,7 +315,7 @@ class LabelStudioBackend:
         if not url_allowed(url, allowed):
             raise field_error("url_not_allowed", where, f"{where}: {url[:200]} lies neither under Label Studio's"
                               f" URL ({self.settings.url}) nor under an --allow-url prefix")
-        headers = {"User-Agent": "cvflow-runner", "Accept": "image/*"}
+        headers = {"User-Agent": "cvflow-runner", "Accept": "*/*"}  # Label Studio answers 406 to image/*
         token = self.settings.api_key or self._token
         if token and url_allowed(url, home):
             headers["Authorization"] = f"Token {token}"

@@ -20,7 +20,7 @@ ls = LabelStudio(base_url=url, api_key=token)
 project = ls.projects.create(title="cvflow", label_config=Path(config_file).read_text())
 files = sorted(Path(image_dir).glob("*.png"))
 answer = requests.post(f"{url}/api/projects/{project.id}/import", headers={"Authorization": f"Token {token}"},
-                       files=[("file", (f.name, f.read_bytes(), "image/png")) for f in files], timeout=60)
+                       files=[(f"file{i}", (f.name, f.read_bytes(), "image/png")) for i, f in enumerate(files)], timeout=60)
 answer.raise_for_status()
 backend = ls.ml.create(project=project.id, url=runner, title="cvflow runner", is_interactive=False)
 ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
