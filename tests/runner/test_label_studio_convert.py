@@ -1,5 +1,6 @@
 """Label Studio's side of the runner, without Label Studio: the labelling config's controls, a
-solver's output as Label Studio results, and the routes' answers to bad input over a real socket."""
+solver's output as Label Studio results, the routes' answers to bad input over a real socket,
+and ``cvflow run --label-studio`` reaching the runner."""
 
 from __future__ import annotations
 
@@ -110,3 +111,15 @@ def test_routes_answer_label_studio_and_refuse_bad_input(runner: str) -> None:
         assert http.get("/predict").status_code == 405
         hook = http.post("/webhook", json={"action": "ANNOTATION_CREATED"})
         assert hook.status_code == 200 and json.loads(hook.content)["action"] == "ANNOTATION_CREATED"
+
+
+def test_cvflow_run_passes_label_studio_to_the_runner(env: dict[str, str | None]) -> None:
+    """``cvflow run --label-studio`` reaches the runner: qa/probe declares no ``suggest``, so its
+    runner refuses to start, and says why."""
+    from tests.client_e2e._publish_helpers import run_cli
+
+    result = run_cli(env, "run", "qa/probe:inspect", "--name", "ls-probe", "--label-studio", "http://127.0.0.1:1")
+    assert result.exit_code == 1, result.output
+    assert "no solver served here declares `suggest`" in result.stderr, result.stderr
+    bad = run_cli(env, "run", "qa/probe:inspect", "--label-studio", "ftp://example.com")
+    assert bad.exit_code == 2 and "is not an http(s) URL" in bad.output, bad.output

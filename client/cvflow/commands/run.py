@@ -123,6 +123,14 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _http_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from cvflow.runner.images import url_allowed
+
+    if value is not None and not url_allowed(value, (value,)):
+        raise click.BadParameter(f"{value!r} is not an http(s) URL, e.g. http://localhost:8080")
+    return value.rstrip("/") if value else None
+
+
 @click.command()
 @click.argument("spec", metavar="NS/NAME[@RANGE][:SOLVER[,SOLVER]]")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on [default: any free port].")
@@ -136,7 +144,7 @@ def _env_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (Context.device).")
 @click.option("--allow-url", "allow_urls", multiple=True, metavar="PREFIX",
               help="Let JSON requests give images as {\"url\": ...} under this prefix (repeatable).")
-@click.option("--label-studio", "label_studio", metavar="URL",
+@click.option("--label-studio", "label_studio", metavar="URL", callback=_http_url,
               help="Also serve Label Studio's ML backend protocol (/health, /setup, /predict, /webhook) for the"
               " solver that declares `suggest`, reading task images from the Label Studio at URL with the"
               " token in LABEL_STUDIO_API_KEY. Connect it in Label Studio: Settings > Model > the runner's URL.")
@@ -181,7 +189,7 @@ def run(ctx: click.Context, spec: str, port: int | None, host: str, env: tuple[s
         host=host, port=port, device=device, env=_env_pairs(env), allow_urls=allow_urls,
         max_image_bytes=int(max_image_mb * (1 << 20)) if max_image_mb else None, max_image_pixels=max_image_pixels,
         max_request_bytes=int(max_request_mb * (1 << 20)) if max_request_mb else None, ready_timeout=timeout,
-        label_studio=label_studio.rstrip("/") if label_studio else None)
+        label_studio=label_studio)
     cfg = config(ctx)
     running = [] if name or another else _running(cfg, pkg, text)
     if running:
