@@ -94,27 +94,44 @@ def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
+    """Follows a redirect only under ``prefixes``; an ``Authorization`` header goes along only
+    while the new URL stays under ``auth_under``."""
+
+    def __init__(self, prefixes: tuple[str, ...], auth_under: tuple[str, ...] = ()) -> None:
         self.prefixes = prefixes
+        self.auth_under = auth_under
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         if not url_allowed(newurl, self.prefixes):
             raise urllib.error.HTTPError(newurl, code, f"redirected to {newurl}, which is not allowed", headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and not url_allowed(newurl, self.auth_under):
+            new.remove_header("Authorization")
+        return new
 
 
-def fetch(url: str, field: str, policy: ImagePolicy) -> bytes:
+def fetch(url: str, field: str, policy: ImagePolicy, *, allowed: tuple[str, ...] | None = None,
+          refusal: str | None = None, headers: dict[str, str] | None = None,
+          auth_under: tuple[str, ...] = ()) -> bytes:
     """The bytes at an allowed ``url``, at most ``policy.max_bytes`` of them.
+
+    ``allowed`` replaces ``policy.allow_urls`` as the prefixes the URL and its redirects must lie
+    under, and ``refusal`` the message for one that does not. ``headers`` replace the default
+    ``Accept: image/*``; an ``Authorization`` among them follows redirects only under ``auth_under``.
 
     Raises:
         RunnerError: ``url_not_allowed`` (403), ``url_fetch_failed`` (400), ``image_too_large`` (413).
     """
-    if not url_allowed(url, policy.allow_urls):
-        hint = ("this runner allows no URLs; start it with --allow-url PREFIX" if not policy.allow_urls
-                else "allowed: " + ", ".join(policy.allow_urls))
-        raise field_error("url_not_allowed", field, f"{field}: {url[:200]} is not an allowed URL ({hint})")
-    opener = urllib.request.build_opener(_CheckedRedirects(policy.allow_urls))
-    request = urllib.request.Request(url, headers={"User-Agent": "cvflow-runner", "Accept": "image/*"})
+    prefixes = policy.allow_urls if allowed is None else allowed
+    if not url_allowed(url, prefixes):
+        if refusal is None:
+            hint = ("this runner allows no URLs; start it with --allow-url PREFIX" if not prefixes
+                    else "allowed: " + ", ".join(prefixes))
+            refusal = f"{url[:200]} is not an allowed URL ({hint})"
+        raise field_error("url_not_allowed", field, f"{field}: {refusal}")
+    opener = urllib.request.build_opener(_CheckedRedirects(prefixes, auth_under))
+    request = urllib.request.Request(url, headers={"User-Agent": "cvflow-runner",
+                                                   **(headers if headers is not None else {"Accept": "image/*"})})
     try:
         with opener.open(request, timeout=policy.url_timeout) as response:
             data: bytes = response.read(policy.max_bytes + 1)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree
 
 from cvflow.runner.errors import RunnerError, field_error
-from cvflow.runner.images import ImagePolicy, url_allowed
+from cvflow.runner.images import ImagePolicy, fetch, url_allowed
 from cvflow.runner.requests import parse_inputs
 from cvflow.runner.results import encode_result
 from cvflow.safeparse import TooDeepError, loads_json, loads_toml
@@ -200,22 +200,6 @@ def to_results(output: Any, suggest: Suggest, control: Control, width: int, heig
     return results
 
 
-class _RedirectsWithoutToken(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only under an allowed prefix, and drops the token when it leaves Label Studio."""
-
-    def __init__(self, allowed: tuple[str, ...], home: tuple[str, ...]) -> None:
-        self.allowed = allowed
-        self.home = home
-
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-        if not url_allowed(newurl, self.allowed):
-            raise urllib.error.HTTPError(newurl, code, f"redirected to {newurl}, which is not allowed", headers, fp)
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and not url_allowed(newurl, self.home):
-            new.remove_header("Authorization")
-        return new
-
-
 class LabelStudioBackend:
     """The protocol's routes for one runner. ``/setup`` remembers Label Studio's token and config."""
 
@@ -311,27 +295,13 @@ class LabelStudioBackend:
         if url.startswith("/"):
             url = urllib.parse.urljoin(self.settings.url.rstrip("/") + "/", url.lstrip("/"))
         policy: ImagePolicy = self.runner.settings.images
-        allowed = policy.allow_urls + home
-        if not url_allowed(url, allowed):
-            raise field_error("url_not_allowed", where, f"{where}: {url[:200]} lies neither under Label Studio's"
-                              f" URL ({self.settings.url}) nor under an --allow-url prefix")
-        headers = {"User-Agent": "cvflow-runner", "Accept": "*/*"}  # Label Studio answers 406 to image/*
+        headers = {"Accept": "*/*"}  # Label Studio answers 406 to image/*
         token = self.settings.api_key or self._token
         if token and url_allowed(url, home):
             headers["Authorization"] = f"Token {token}"
-        opener = urllib.request.build_opener(_RedirectsWithoutToken(allowed, home))
-        try:
-            with opener.open(urllib.request.Request(url, headers=headers), timeout=policy.url_timeout) as response:
-                data: bytes = response.read(policy.max_bytes + 1)
-        except urllib.error.HTTPError as exc:
-            raise field_error("url_fetch_failed", where,
-                              f"{where}: fetching {url[:200]} failed: {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise field_error("url_fetch_failed", where, f"{where}: fetching {url[:200]} failed: {reason}") from None
-        if len(data) > policy.max_bytes:
-            raise field_error("image_too_large", where, f"{where}: over the limit of {policy.max_bytes} bytes")
-        return data
+        return fetch(url, where, policy, allowed=policy.allow_urls + home, headers=headers, auth_under=home,
+                     refusal=f"{url[:200]} lies neither under Label Studio's URL ({self.settings.url})"
+                             " nor under an --allow-url prefix")
 
 
 def _object(body: bytes) -> dict[str, Any]:
