@@ -25,9 +25,9 @@ from cvflow import __version__
 from cvflow.runner import images
 from cvflow.runner.batching import Arrival
 from cvflow.runner.errors import RunnerError, field_error
+from cvflow.runner.requests import parse_json
 from cvflow.runner.results import encode_result
 from cvflow.runner.schema import Param, SolverSchema
-from cvflow.safeparse import TooDeepError, loads_json
 
 if TYPE_CHECKING:
     from cvflow.runner.loader import LoadedSolver
@@ -184,12 +184,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
             raise RunnerError("bad_request", f"Inference-Header-Content-Length {header_length!r} is not a length"
                               f" within the body's {len(body)} bytes")
         body, tensors = body[:int(header_length)], body[int(header_length):]
-    try:
-        head = loads_json(body)
-    except TooDeepError as exc:
-        raise RunnerError("too_deep", f"the body is not read: {exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunnerError("invalid_json", f"the body is not valid JSON: {exc}") from None
+    head = parse_json(body)
     if not isinstance(head, dict) or not isinstance(head.get("inputs"), list):
         raise RunnerError("invalid_json", 'a v2 inference request is {"inputs": [{"name", "datatype", "shape",'
                           ' "data"}, ...]}')

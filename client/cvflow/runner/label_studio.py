@@ -38,9 +38,9 @@ from xml.etree import ElementTree
 
 from cvflow.runner.errors import RunnerError, field_error
 from cvflow.runner.images import ImagePolicy, fetch, url_allowed
-from cvflow.runner.requests import parse_inputs
+from cvflow.runner.requests import parse_inputs, parse_json
 from cvflow.runner.results import encode_result
-from cvflow.safeparse import TooDeepError, loads_json, loads_toml
+from cvflow.safeparse import loads_toml
 from cvflow.solver import Image
 
 if TYPE_CHECKING:
@@ -307,12 +307,7 @@ class LabelStudioBackend:
 def _object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
-    try:
-        data = loads_json(body)
-    except TooDeepError as exc:
-        raise RunnerError("too_deep", f"the body is not read: {exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunnerError("invalid_json", f"the body is not valid JSON: {exc}") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise RunnerError("invalid_json", "the body is not a JSON object")
     return data

@@ -107,13 +107,22 @@ def _from_multipart(schema: SolverSchema, content_type: str, body: bytes, scalar
             _set(scalars, p, p.from_text(text))
 
 
-def _from_json(schema: SolverSchema, body: bytes, scalars: dict[str, Any], sources: dict[str, list[Source]]) -> None:
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, its nesting bounded before parsing.
+
+    Raises:
+        RunnerError: ``too_deep`` or ``invalid_json``.
+    """
     try:
-        data = loads_json(body) if body.strip() else {}
+        return loads_json(body)
     except TooDeepError as exc:
         raise RunnerError("too_deep", f"the body is not read: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunnerError("invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _from_json(schema: SolverSchema, body: bytes, scalars: dict[str, Any], sources: dict[str, list[Source]]) -> None:
+    data = parse_json(body) if body.strip() else {}
     if not isinstance(data, dict):
         raise RunnerError("invalid_json", f"the body must be a JSON object of inputs, not {type(data).__name__}")
     for name, value in data.items():
