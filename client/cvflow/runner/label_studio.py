@@ -22,17 +22,11 @@ Label Studio sent in ``/setup``) only when they lie under it.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree
 
@@ -76,22 +70,6 @@ class Control:
     to_name: str
     value: str  # the task data key of the image it labels ("$image" -> "image")
     labels: tuple[str, ...]
-
-
-def _conversion() -> ModuleType:
-    """``cvflow.annotate.outputs``. In a package's venv ``cvflow.manifest``'s ``__init__`` cannot run
-    (it needs the client's libraries): its package is registered bare, so that ``suggest`` (standard
-    library only) imports."""
-    try:
-        from cvflow.annotate import outputs
-    except ImportError:
-        root = Path(__file__).resolve().parent.parent / "manifest"
-        spec = importlib.util.spec_from_file_location("cvflow.manifest", root / "__init__.py",
-                                                      submodule_search_locations=[str(root)])
-        assert spec is not None
-        sys.modules["cvflow.manifest"] = importlib.util.module_from_spec(spec)  # not executed
-        from cvflow.annotate import outputs
-    return outputs
 
 
 def _fromstring() -> Callable[[str], ElementTree.Element]:
@@ -181,9 +159,10 @@ def to_results(output: Any, suggest: Suggest, control: Control, width: int, heig
     Raises:
         SuggestOutputError: the output does not hold what the solver's ``suggest`` declares.
     """
-    outputs = _conversion()
+    from cvflow.annotate.outputs import to_suggestions
+
     output, suggest = _fold_case(output, suggest, control.labels)
-    mapped: Mapped = outputs.to_suggestions(output, suggest, control.labels, width, height)
+    mapped: Mapped = to_suggestions(output, suggest, control.labels, width, height)
     common = {"from_name": control.from_name, "to_name": control.to_name, "type": control.kind}
     if control.kind == "choices":
         if not mapped.suggestions:
@@ -213,7 +192,6 @@ class LabelStudioBackend:
         self.solver_name, self.suggest = self._declaration()
 
     def _declaration(self) -> tuple[str, Suggest]:
-        _conversion()  # first: registers cvflow.manifest where its __init__ cannot run
         from cvflow.manifest.suggest import parse_suggest
         from cvflow.runner.loader import LoadError
 
@@ -276,10 +254,11 @@ class LabelStudioBackend:
                                   self.runner.settings.images)
             output = json.loads(encode_result(self.runner.call(solver, kwargs, arrival), solver.name))
         image = next(v for v in kwargs.values() if isinstance(v, Image))
-        outputs = _conversion()
+        from cvflow.annotate.outputs import SuggestOutputError
+
         try:
             result = to_results(output, self.suggest, control, image.width, image.height)
-        except outputs.SuggestOutputError as exc:
+        except SuggestOutputError as exc:
             raise RunnerError("invalid_result", exc.message) from None
         return {"result": result, "score": max((r["score"] for r in result), default=0.0),
                 "model_version": self.model_version}
