@@ -168,6 +168,18 @@ def start_hub(settings: Settings) -> tuple[LiveHub, ServerThread]:
     return LiveHub(f"http://127.0.0.1:{server.port}", context), server
 
 
+@contextlib.contextmanager
+def running_hub(settings: Settings) -> Iterator[LiveHub]:
+    """A hub of its own for a module's fixture: started, then stopped with its clients and engine."""
+    live, server = start_hub(settings)
+    try:
+        yield live
+    finally:
+        live.close_clients()
+        server.__exit__()
+        live.context.engine.dispose()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def live_hub(request: pytest.FixtureRequest, make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
     hub, server = start_hub(make_settings(request.param))

@@ -3,7 +3,9 @@ form, publishing quickly in-process, and reading the parts of a page a test care
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +21,22 @@ from hub.services.blobs import user_holder
 from tests.helpers import PASSWORD, LiveHub, manifest
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+#: Browser context options: a desktop window and a phone (390x844 CSS pixels, touch).
+DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 900}}
+PHONE: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
+                         "has_touch": True}
+
+
+@contextlib.contextmanager
+def clipboard_context(chromium: Any, origin: str, **options: Any) -> Iterator[Any]:
+    """A Chromium context (``options`` as ``new_context`` takes them) whose pages on ``origin``
+    may read and write the clipboard, closed afterwards."""
+    ctx = chromium.new_context(**options)
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=origin)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
 SOLVER = b"class Detector:\n    def infer(self, image):\n        return []\n"
 HTML = {"accept": "text/html,application/xhtml+xml"}
 README = b"""# Digit reader

@@ -13,9 +13,9 @@ import pytest
 from playwright.sync_api import expect
 
 from hub.security import TOKEN_PREFIX
-from tests.conftest import start_hub
+from tests.conftest import running_hub
 from tests.helpers import PASSWORD, LiveHub
-from tests.web.support import SOLVER, publish_direct
+from tests.web.support import DESKTOP, PHONE, SOLVER, clipboard_context, publish_direct
 
 README = b"""# Reading handwritten digits
 
@@ -33,26 +33,21 @@ ZOO = {"alice/digits-lenet": (0.97, 0.8, 2), "alice/resnet-lite": (0.76, 8.5, 98
 @pytest.fixture(scope="module")
 def site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
     """One hub for the module, seeded once: three classifiers with metrics, a detector, a private model."""
-    live, server = start_hub(make_settings("sqlite-file"))
-    token = live.create_user("alice")
-    for name, (acc, lat, mem) in ZOO.items():
-        publish_direct(live, token, name, task="classification", description=f"{name.split('/')[1]} classifier",
-                       files={"solver.py": SOLVER, "README.md": README} if "digits" in name else None,
-                       extra=f'framework = "torch"\n\n[metrics]\naccuracy = {acc}\nlatency_ms = {lat}\nmemory_mb = {mem}')
-    publish_direct(live, token, "alice/face-finder", description="Finds faces in photos", tags=("faces",))
-    publish_direct(live, token, "alice/private-model", private=True, description="Not for everyone")
-    yield live
-    live.close_clients()
-    server.__exit__()
-    live.context.engine.dispose()
+    with running_hub(make_settings("sqlite-file")) as live:
+        token = live.create_user("alice")
+        for name, (acc, lat, mem) in ZOO.items():
+            publish_direct(live, token, name, task="classification", description=f"{name.split('/')[1]} classifier",
+                           files={"solver.py": SOLVER, "README.md": README} if "digits" in name else None,
+                           extra=f'framework = "torch"\n\n[metrics]\naccuracy = {acc}\nlatency_ms = {lat}\nmemory_mb = {mem}')
+        publish_direct(live, token, "alice/face-finder", description="Finds faces in photos", tags=("faces",))
+        publish_direct(live, token, "alice/private-model", private=True, description="Not for everyone")
+        yield live
 
 
 @pytest.fixture
 def context(chromium: Any, site: LiveHub) -> Iterator[Any]:
-    ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
-    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
-    yield ctx
-    ctx.close()
+    with clipboard_context(chromium, site.url, **DESKTOP) as ctx:
+        yield ctx
 
 
 def shoot(page: Any, folder: Path, name: str) -> None:
@@ -172,8 +167,7 @@ def test_keyboard_reaches_the_skip_link_first_and_inputs_are_labelled(context: A
 
 
 def test_package_page_fits_a_phone(chromium: Any, site: LiveHub, screenshots: Path) -> None:
-    phone = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                 has_touch=True)
+    phone = chromium.new_context(**PHONE)
     try:
         page = phone.new_page()
         for path, name in (("/alice/digits-lenet", "package-phone"), ("/", "home-phone"),

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import start_hub
+from tests.conftest import running_hub
 from tests.helpers import LiveHub
-from tests.web.support import SOLVER, download, publish_direct
+from tests.web.support import DESKTOP, SOLVER, clipboard_context, download, publish_direct
 from web.views.catalog import RUNNER_PORT
 
 #: accuracy, latency (ms), memory (MB or None): two of them are beaten on both counts.
@@ -30,31 +30,26 @@ MARKUP = "<img src=x onerror=window.__xss='input'>"
 def site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
     """One hub for the module: four classifiers with metrics, one without, a detector with
     declared inputs and a download today, and a package whose input descriptions hold markup."""
-    live, server = start_hub(make_settings("sqlite-file"))
-    token = live.create_user("carol")
-    for name, (acc, lat, mem) in ZOO.items():
-        memory = f"\nmemory_mb = {mem}" if mem else ""
-        publish_direct(live, token, name, task="classification",
-                       extra=f"\n[metrics]\naccuracy = {acc}\nlatency_ms = {lat}{memory}")
-    publish_direct(live, token, "carol/unmeasured", task="classification", extra="\n[metrics]\naccuracy = 0.99")
-    publish_direct(live, token, "carol/finder", "2.0.0", files={"solver.py": SOLVER},
-                   solver_extra='inputs = { image = "image: a photo", min_score = "number: default 0.4" }')
-    download(live, "carol/finder", "2.0.0")
-    publish_direct(live, token, "carol/planted", files={"solver.py": SOLVER},
-                   solver_extra=f"inputs = {{ image = {json.dumps('image: ' + MARKUP)}, "
-                                f"top_k = {json.dumps('integer: (default <script>window.__xss=1</script>)')} }}")
-    yield live
-    live.close_clients()
-    server.__exit__()
-    live.context.engine.dispose()
+    with running_hub(make_settings("sqlite-file")) as live:
+        token = live.create_user("carol")
+        for name, (acc, lat, mem) in ZOO.items():
+            memory = f"\nmemory_mb = {mem}" if mem else ""
+            publish_direct(live, token, name, task="classification",
+                           extra=f"\n[metrics]\naccuracy = {acc}\nlatency_ms = {lat}{memory}")
+        publish_direct(live, token, "carol/unmeasured", task="classification", extra="\n[metrics]\naccuracy = 0.99")
+        publish_direct(live, token, "carol/finder", "2.0.0", files={"solver.py": SOLVER},
+                       solver_extra='inputs = { image = "image: a photo", min_score = "number: default 0.4" }')
+        download(live, "carol/finder", "2.0.0")
+        publish_direct(live, token, "carol/planted", files={"solver.py": SOLVER},
+                       solver_extra=f"inputs = {{ image = {json.dumps('image: ' + MARKUP)}, "
+                                    f"top_k = {json.dumps('integer: (default <script>window.__xss=1</script>)')} }}")
+        yield live
 
 
 @pytest.fixture
 def page(chromium: Any, site: LiveHub) -> Iterator[Any]:
-    ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
-    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
-    yield ctx.new_page()
-    ctx.close()
+    with clipboard_context(chromium, site.url, **DESKTOP) as ctx:
+        yield ctx.new_page()
 
 
 def test_one_active_day_is_one_thin_bar_at_today_with_dates_below(page: Any, site: LiveHub, screenshots: Path) -> None:

@@ -32,7 +32,7 @@ from cvflow.errors import DatasetError
 from hub.db import session_scope
 from hub.models import Package, User, Version
 from hub.services import accounts
-from tests.conftest import start_hub
+from tests.conftest import running_hub
 from tests.datasets.synth import CLASSES, assert_boxes_close, boxes_of, build_detection, build_imagefolder
 from tests.helpers import PASSWORD, LiveHub
 from tests.web.support import browser, csrf, publish_direct, sign_in, text
@@ -565,11 +565,8 @@ def test_an_exported_imagefolder_zip_imports_back_unchanged(hub: LiveHub, tmp_pa
 @pytest.fixture
 def browser_site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
     """A hub of its own on SQLite for the browser test (one backend: the page is the same on both)."""
-    live, server = start_hub(make_settings("sqlite-file"))
-    yield live
-    live.close_clients()
-    server.__exit__()
-    live.context.engine.dispose()
+    with running_hub(make_settings("sqlite-file")) as live:
+        yield live
 
 
 def test_import_and_export_in_a_browser(chromium: Any, browser_site: LiveHub, screenshots: Path) -> None:

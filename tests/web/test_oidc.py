@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from hub.db import session_scope
 from hub.models import User, UserIdentity
-from tests.conftest import reset, start_hub
+from tests.conftest import reset, running_hub
 from tests.helpers import LiveHub
 from tests.web.oidc_provider import OIDCProvider
 from tests.web.support import browser, csrf, text
@@ -35,11 +35,8 @@ def idp() -> Iterator[OIDCProvider]:
 def oidc_site(make_settings, idp: OIDCProvider) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
     providers = [{"name": "testidp", "issuer": idp.issuer, "client_id": "cvflow", "client_secret": "s3cret",
                   "title": "Test IdP"}]
-    live, server = start_hub(make_settings("sqlite-file", oidc_providers=json.dumps(providers)))
-    yield live
-    live.close_clients()
-    server.__exit__()
-    live.context.engine.dispose()
+    with running_hub(make_settings("sqlite-file", oidc_providers=json.dumps(providers))) as live:
+        yield live
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from hub.db import session_scope
 from hub.models import AnnotationItem
-from tests.conftest import start_hub
+from tests.conftest import running_hub
 from tests.helpers import PASSWORD, LiveHub
 from tests.web.support import Tags, browser, csrf, section, sign_in, text
 from web.charts import usage_svg
@@ -354,11 +354,8 @@ def test_snapshot_publishes_the_saved_items_as_a_dataset_version(hub: LiveHub, s
 @pytest.fixture
 def browser_site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
     """A hub of its own on SQLite for the browser test (one backend: the page is the same on both)."""
-    live, server = start_hub(make_settings("sqlite-file"))
-    yield live
-    live.close_clients()
-    server.__exit__()
-    live.context.engine.dispose()
+    with running_hub(make_settings("sqlite-file")) as live:
+        yield live
 
 
 def test_annotation_page_in_a_browser_draws_accepts_undoes_and_saves(chromium: Any, browser_site: LiveHub,

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import start_hub
+from tests.conftest import running_hub
 from tests.helpers import LiveHub
-from tests.web.support import publish_direct
+from tests.web.support import DESKTOP, PHONE, clipboard_context, publish_direct
 
 WEIGHTS = b"\1" * 4096
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -24,24 +24,18 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture(scope="module")
 def site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
-    live, server = start_hub(make_settings("sqlite-file"))
-    token = live.create_user("alice")
-    publish_direct(live, token, "alice/reader", description="Reads digits", files={
-        "solver.py": b"class Reader:\n    def infer(self, image):\n        return []\n", "weights.bin": WEIGHTS},
-        source_repository="https://example.org/alice/reader.git", source_commit=COMMIT)
-    yield live
-    live.close_clients()
-    server.__exit__()
-    live.context.engine.dispose()
+    with running_hub(make_settings("sqlite-file")) as live:
+        token = live.create_user("alice")
+        publish_direct(live, token, "alice/reader", description="Reads digits", files={
+            "solver.py": b"class Reader:\n    def infer(self, image):\n        return []\n", "weights.bin": WEIGHTS},
+            source_repository="https://example.org/alice/reader.git", source_commit=COMMIT)
+        yield live
 
 
 @pytest.fixture
 def phone(chromium: Any, site: LiveHub) -> Iterator[Any]:
-    ctx = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                               has_touch=True)
-    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
-    yield ctx
-    ctx.close()
+    with clipboard_context(chromium, site.url, **PHONE) as ctx:
+        yield ctx
 
 
 def loopback_only(page: Any) -> list[str]:
@@ -52,7 +46,7 @@ def loopback_only(page: Any) -> list[str]:
 
 
 def test_api_reference_in_a_browser(chromium: Any, site: LiveHub, screenshots: Path) -> None:
-    ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
+    ctx = chromium.new_context(**DESKTOP)
     try:
         page = ctx.new_page()
         hosts = loopback_only(page)
@@ -115,7 +109,7 @@ def test_package_page_on_a_phone_shortens_digests_and_copies_them_whole(
 
 
 def test_desktop_package_page_shows_digests_whole_without_buttons(chromium: Any, site: LiveHub) -> None:
-    ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
+    ctx = chromium.new_context(**DESKTOP)
     try:
         page = ctx.new_page()
         page.goto(site.url + "/alice/reader")

@@ -25,7 +25,7 @@ from hub.services import accounts
 from hub.services import training as service
 from hub.services.accounts import Principal
 from tests.annotation import add_items
-from tests.conftest import start_hub
+from tests.conftest import running_hub
 from tests.helpers import PASSWORD, LiveHub, manifest
 from tests.web.support import browser, csrf, publish_direct, sign_in, text
 from web.charts import Series, curve_svg, loss_curve_svg, metric_curve_svg
@@ -360,11 +360,8 @@ def test_the_forms_parsing_and_the_outcome_in_words() -> None:
 @pytest.fixture
 def browser_site(make_settings) -> Iterator[LiveHub]:  # type: ignore[no-untyped-def]
     """A hub of its own on SQLite for the browser test (one backend: the page is the same on both)."""
-    live, server = start_hub(make_settings("sqlite-file"))
-    yield live
-    live.close_clients()
-    server.__exit__()
-    live.context.engine.dispose()
+    with running_hub(make_settings("sqlite-file")) as live:
+        yield live
 
 
 def test_the_panel_follows_a_running_job_in_a_browser(chromium: Any, browser_site: LiveHub, screenshots: Path) -> None:
