@@ -134,7 +134,7 @@ def _local_version(session: Session, who: Principal, pool: UpstreamPool | None,
     published here; any other miss raises.
     """
     try:
-        package = packages.get_package(session, who, p["namespace"], p["name"])
+        package = packages.get_package(session, who, p["namespace"], p["name"], suggest=pool is None)
         return package, packages.get_version(session, package, p["version"])
     except HubError as exc:
         if pool is None or exc.code not in ("package_not_found", "version_not_found"):

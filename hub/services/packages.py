@@ -111,14 +111,16 @@ def find_packages(session: Session, names: Sequence[str]) -> dict[str, tuple[int
     return found
 
 
-def get_package(session: Session, principal: Principal, namespace: str, name: str) -> Package:
+def get_package(session: Session, principal: Principal, namespace: str, name: str, *,
+                suggest: bool = True) -> Package:
     """The package, if the caller may see it; a private one is "not found" to others.
 
     Any look-alike spelling of its name finds it (:func:`find_package`); the row says the
-    canonical name."""
+    canonical name. The "not found" error carries close names (:func:`suggest_names`) unless
+    ``suggest`` is false: a caller that answers a miss otherwise (from an upstream) skips the query."""
     package = find_package(session, namespace, name)
     if package is None or not can_read(session, principal, package):
-        close = suggest_names(session, principal, namespace, name)
+        close = suggest_names(session, principal, namespace, name) if suggest else []
         raise HubError("package_not_found", f"no package {namespace}/{name}",
                        details={"suggestions": close} if close else None)
     return package
