@@ -27,6 +27,7 @@ from cvflow.errors import (
     HubUnavailableError,
     ValidationError,
 )
+from cvflow.fetch import Fetcher
 from cvflow.safeparse import MAX_DOCUMENT_DEPTH, loads_json
 
 MiB = 1 << 20
@@ -81,12 +82,18 @@ class HubClient:
         # Every request, each redirect included, passes this hook: the token never leaves the
         # hub's origin (a presigned store URL, an absolute URL, an http -> https hop).
         self.http.event_hooks["request"].append(self._token_only_to_the_hub)
+        # Blob bodies skip httpx where the client talks to the network itself (see cvflow.fetch).
+        self.fetcher: Fetcher | None = None if client is not None or transport is not None else Fetcher.for_hub(
+            self.base_url, headers={"user-agent": headers["user-agent"]}, token_header=headers.get("authorization"),
+            timeout=timeout)
 
     def _token_only_to_the_hub(self, request: httpx.Request) -> None:
         if _origin(request.url) != self._origin:
             request.headers.pop("authorization", None)
 
     def close(self) -> None:
+        if self.fetcher is not None:
+            self.fetcher.close()
         self.http.close()
 
     def __enter__(self) -> HubClient:

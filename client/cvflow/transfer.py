@@ -42,10 +42,10 @@ import os
 import random as _random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cvflow.errors import CVFlowError, HubError, HubUnavailableError, IntegrityError
 from cvflow.paths import SHA256_RE
@@ -244,7 +244,7 @@ def _receive(client: HubClient, url_path: str, digest: str, partial: Path, have:
                                               f" {response.headers.get('content-range')!r}) to a Range request")
             os.lseek(fd, have, os.SEEK_SET)
             written = have
-            for chunk in response.iter_bytes():  # no re-chunking: a cut keeps every byte received
+            for chunk in response.views():  # each piece written as it comes: a cut keeps every byte received
                 if written + len(chunk) > size:
                     raise IntegrityError(f"{what}: the hub sent more than the {size} bytes promised;"
                                          " nothing was stored")
@@ -276,19 +276,51 @@ def _receive(client: HubClient, url_path: str, digest: str, partial: Path, have:
     return hasher
 
 
+class _Body(Protocol):
+    """An answer as :func:`_receive` reads it: :class:`cvflow.fetch.Answer`, or httpx's through :class:`_Httpx`."""
+
+    status_code: int
+
+    @property
+    def headers(self) -> Any: ...  # a case-insensitive mapping
+
+    def views(self) -> Iterable[bytes | memoryview]: ...
+
+
+class _Httpx:
+    def __init__(self, response: httpx.Response) -> None:
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self._response = response
+
+    def views(self) -> Iterator[bytes]:
+        return self._response.iter_bytes()
+
+
 @contextlib.contextmanager
-def _get(client: HubClient, url_path: str, headers: dict[str, str] | None) -> Iterator[httpx.Response]:
-    """``client.stream`` that also hands back an error answer's ``Retry-After``."""
+def _get(client: HubClient, url_path: str, headers: dict[str, str] | None) -> Iterator[_Body]:
+    """A streamed GET that hands back an error answer's ``Retry-After`` with the error.
+
+    The client's :class:`~cvflow.fetch.Fetcher` carries the bytes where it has one, else httpx.
+    """
     import httpx  # here, not at the top: importing the cache must not cost httpx's import
 
     from cvflow.api import _error_for
 
+    if client.fetcher is not None:
+        with client.fetcher.get(url_path, headers) as answer:
+            if answer.status_code >= 400:
+                error = httpx.Response(answer.status_code, headers=list(answer.headers.items()),
+                                       content=answer.read())
+                raise _Refused(_error_for(error), answer.headers.get("retry-after"))
+            yield answer
+        return
     try:
         with client.http.stream("GET", url_path, headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
                 raise _Refused(_error_for(response), response.headers.get("retry-after"))
-            yield response
+            yield _Httpx(response)
     except httpx.TimeoutException as exc:
         raise HubUnavailableError(f"the hub at {client.base_url} did not answer in time") from exc
     except httpx.TransportError as exc:
@@ -323,7 +355,7 @@ def _gave_up(error: HubError, what: str, done: int, size: int, tries: int, retry
     return HubUnavailableError(message, code=error.code, status=error.status, details=error.details)
 
 
-def _range_starts_at(response: httpx.Response, offset: int) -> bool:
+def _range_starts_at(response: _Body, offset: int) -> bool:
     return str(response.headers.get("content-range", "")).startswith(f"bytes {offset}-")
 
 
