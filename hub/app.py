@@ -24,7 +24,7 @@ import web
 from hub import api
 from hub.api import hf, openapi
 from hub.api._http import dumps, json_response
-from hub.context import HubContext, build_context
+from hub.context import HubContext, build_context, run_sync
 from hub.errors import ErrorCode, HubError
 from hub.mirror.feed import SerialTracker
 from hub.mirror.middleware import ReadOnlyMiddleware, SerialHeaderMiddleware
@@ -92,6 +92,8 @@ async def _lifespan(app: Starlette, *, owns_context: bool) -> AsyncIterator[None
     async with contextlib.AsyncExitStack() as stack:
         if owns_context:
             stack.callback(hub.close)
+        hub.downloads.start()  # stopped before the context closes: its last batch needs the engine
+        stack.push_async_callback(run_sync, hub.downloads.stop)
         app.state.login_throttle = limiter = throttle.open_throttle(hub.settings, hub.engine)
         stack.callback(getattr(limiter, "close", _nothing))  # the Redis limiter holds a client
         app.state.upstreams = pool = upstream_pool(hub)

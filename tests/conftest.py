@@ -208,6 +208,7 @@ def reset(hub: LiveHub) -> None:
         for blob in list(store.iter_blobs()):
             store.delete(blob.digest)
     hub.context.cache.clear()
+    hub.context.downloads.discard()  # counts of the last test's versions, whose ids are reused
     hub.context.uploads._hashes.clear()
 
 

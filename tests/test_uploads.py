@@ -131,6 +131,7 @@ def published(hub, alice):
 
 def _downloads(hub) -> int:
     # The version document is never cached; the package document may lag by the cache TTL.
+    hub.context.downloads.flush()  # downloads are counted in memory and written in batches
     return int(hub.client().get("/api/v1/packages/alice/detector/versions/1.0.0").json()["downloads"])
 
 

@@ -29,7 +29,7 @@ from hub.api.bodies import Query, QueryInt
 from hub.api.downloads import blob_response
 from hub.context import ctx, in_session
 from hub.errors import HubError
-from hub.models import File
+from hub.models import File, row_id
 from hub.services import catalog, hf, packages
 from hub.services.hf import MAIN, commit_id
 
@@ -208,15 +208,15 @@ async def resolve_file(request: Request) -> Response:
     # Counted as the native download is: a whole (or from-the-start) GET of the manifest.
     counts = not head and p["path"] == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-"))
 
-    def lookup(session: Session) -> tuple[str, File, bool]:
+    def lookup(session: Session) -> tuple[str, File, bool, tuple[int, int]]:
         package, version = hf.resolve(session, who, p["namespace"], p["name"], p["version"])
         file = hf.find_file(session, package, version, p["path"])
         fresh = request.headers.get("if-none-match") in (f'"{file.sha256}"', "*")
-        if counts and not fresh:
-            catalog.record_download(session, version)
-        return commit_id(package.full_name, version.version), file, fresh
+        return commit_id(package.full_name, version.version), file, fresh, (row_id(version), row_id(package))
 
-    commit, file, fresh = await in_session(request, lookup, write=counts)
+    commit, file, fresh, ids = await in_session(request, lookup)
+    if counts and not fresh:  # counted in memory, written in batches (hub.context.DownloadCounter)
+        ctx(request).downloads.add(*ids)
     meta = {"x-repo-commit": commit, "etag": f'"{file.sha256}"', "x-linked-etag": f'"{file.sha256}"',
             "x-linked-size": str(file.size)}
     if head:

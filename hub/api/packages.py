@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -17,16 +19,17 @@ from hub.api import bodies
 from hub.api._http import Registry, dumps, json_response, principal, read_body, read_query
 from hub.api.access import OPTIONAL, Access
 from hub.api.downloads import blob_response
-from hub.context import ctx, in_session, run_sync
+from hub.context import HubContext, PublicFile, ctx, in_session, run_sync
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.mirror.copies import origin_json
 from hub.mirror.upstream import UpstreamPool
-from hub.models import File, Package, Version, utcnow
+from hub.models import File, Package, Version, row_id, utcnow
 from hub.services import catalog, packages
-from hub.services.accounts import Principal, get_user
+from hub.services.accounts import ANONYMOUS, Principal, get_user
 
 endpoint = Registry()
+log = logging.getLogger(__name__)
 
 _PKG = (("namespace", "path", "namespace (user or organisation)"), ("name", "path", "package name"))
 _VER = (*_PKG, ("version", "path", "SemVer version"))
@@ -85,22 +88,20 @@ async def get_package(request: Request) -> Response:
     namespace, name = request.path_params["namespace"], request.path_params["name"]
     hub = ctx(request)
     anonymous = "authorization" not in request.headers
+    key = _cache_key(namespace, name)
     if anonymous:
-        hit = hub.cache.get(_cache_key(namespace, name))
+        hit = hub.cache.get_stale(key)
         if hit is not None:
-            return _document(request, *hit)
+            body, etag, expired = hit
+            if expired and hub.cache.begin_refresh(key):
+                # This answer and those until the refresh is done get the expired document,
+                # and no request waits for the database (a thundering herd every TTL).
+                asyncio.get_running_loop().run_in_executor(None, _refresh, hub, _pool(request), key, namespace, name)
+            return _document(request, body, etag)
     who = await principal(request)
 
     pool = _pool(request)
-
-    def work(session: Session) -> tuple[bytes, bool] | str | None:
-        kind = pool.local_kind(session, f"{namespace}/{name}") if pool is not None else "local"
-        if kind == "local":
-            package = packages.get_package(session, who, namespace, name)
-            doc = _with_origin(session, package, catalog.package_document(session, package))
-            # Only a document asked for by its canonical name is cached: writes invalidate that name.
-            return dumps(doc), package.private or package.full_name != f"{namespace}/{name}"
-        return kind
+    generation = hub.cache.generation
 
     def local() -> dict[str, Any]:  # the versions copied here, for when no upstream answers
         # A session of its own: the pool calls this after the upstreams failed, long after the
@@ -109,7 +110,7 @@ async def get_package(request: Request) -> Response:
             package = packages.get_package(session, who, namespace, name)
             return _with_origin(session, package, catalog.package_document(session, package))
 
-    found = await in_session(request, work)
+    found = await in_session(request, _local_document, pool, who, namespace, name)
     if not isinstance(found, tuple):
         assert pool is not None
         doc = await run_sync(pool.package_document, f"{namespace}/{name}", local=local if found else None)
@@ -117,8 +118,41 @@ async def get_package(request: Request) -> Response:
     body, private = found
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     if anonymous and not private:
-        hub.cache.put(_cache_key(namespace, name), body, etag)
+        hub.cache.put(key, body, etag, generation=generation)
     return _document(request, body, etag)
+
+
+def _local_document(session: Session, pool: UpstreamPool | None, who: Principal, namespace: str,
+                    name: str) -> tuple[bytes, bool] | str | None:
+    """The package's document and whether it may not be cached, when it was published here;
+    else what the pool knows of the name (``local_kind``)."""
+    kind = pool.local_kind(session, f"{namespace}/{name}") if pool is not None else "local"
+    if kind == "local":
+        package = packages.get_package(session, who, namespace, name)
+        doc = _with_origin(session, package, catalog.package_document(session, package))
+        # Only a document asked for by its canonical name is cached: writes invalidate that name.
+        return dumps(doc), package.private or package.full_name != f"{namespace}/{name}"
+    return kind
+
+
+def _refresh(hub: HubContext, pool: UpstreamPool | None, key: str, namespace: str, name: str) -> None:
+    """Build an expired cached document again, in a thread, for anonymous readers. Whatever the
+    answer is not (a package gone, made private, or served from an upstream), the entry goes
+    and the next request takes the full path."""
+    generation = hub.cache.generation
+    try:
+        with session_scope(hub.engine) as session:
+            found = _local_document(session, pool, ANONYMOUS, namespace, name)
+        if isinstance(found, tuple) and not found[1]:
+            body = found[0]
+            hub.cache.put(key, body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', generation=generation)
+        else:
+            hub.cache.invalidate(key)
+    except Exception:
+        hub.cache.invalidate(key)
+        log.debug("refreshing %s failed", key, exc_info=True)
+    finally:
+        hub.cache.end_refresh(key)
 
 
 def _pool(request: Request) -> UpstreamPool | None:
@@ -316,37 +350,43 @@ async def download_file(request: Request) -> Response:
     who = await principal(request)
     p = request.path_params
     hub = ctx(request)
-    pool = _pool(request)
     rng = request.headers.get("range", "")
     # A version is downloaded once per fetch of its manifest, which every pull needs and a
     # client that already has the version does not fetch again (the way Hugging Face counts
     # a model's config file). Resumed ranges and 304s are not new downloads.
     counts = p["path"] == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-"))
-
-    def lookup(session: Session) -> tuple[str, Any] | None:
-        found = _local_version(session, who, pool, p)
-        if found is None:
-            return None
-        package, version = found
-        file = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
-        if file is None:
-            raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}")
-        etag = f'"{file.sha256}"'
-        if request.headers.get("if-none-match") in (etag, "*"):
-            return etag, None
-        if counts:
-            catalog.record_download(session, version)
-        return etag, file
-
-    # One unit of work finds the file and counts the download; the bytes are sent after it closed.
-    found = await in_session(request, lookup, write=counts)
-    if found is None:  # fetched from an upstream, verified and stored, then sent from here
-        assert pool is not None
-        entry = await run_sync(pool.fetch_file, f"{p['namespace']}/{p['name']}", p["version"], p["path"])
-        return await blob_response(request, hub, entry["sha256"], entry["size"], filename=p["path"].rsplit("/", 1)[-1])
-    etag, file = found
+    # A public package's file is everyone's to read: found once, it is served without a query
+    # until the cache's TTL, or until a change to the catalog on this replica clears it.
+    key = (p["namespace"], p["name"], p["version"], p["path"])
+    file = hub.cache.get_file(key)
     if file is None:
+        pool = _pool(request)
+        generation = hub.cache.generation  # taken before the query: see MetadataCache.put_file
+
+        def lookup(session: Session) -> tuple[PublicFile, bool] | None:
+            found = _local_version(session, who, pool, p)
+            if found is None:
+                return None
+            package, version = found
+            row = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
+            if row is None:
+                raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}")
+            return PublicFile(row.sha256, row.size, row.path, row_id(version), row_id(package)), package.private
+
+        found = await in_session(request, lookup)
+        if found is None:  # fetched from an upstream, verified and stored, then sent from here
+            assert pool is not None
+            entry = await run_sync(pool.fetch_file, f"{p['namespace']}/{p['name']}", p["version"], p["path"])
+            return await blob_response(request, hub, entry["sha256"], entry["size"],
+                                       filename=p["path"].rsplit("/", 1)[-1])
+        file, private = found
+        if not private:
+            hub.cache.put_file(key, file, generation=generation)
+    etag = f'"{file.sha256}"'
+    if request.headers.get("if-none-match") in (etag, "*"):
         return Response(status_code=304, headers={"etag": etag})
+    if counts:  # counted in memory, written in batches (hub.context.DownloadCounter)
+        hub.downloads.add(file.version_id, file.package_id)
     return await blob_response(request, hub, file.sha256, file.size, filename=file.path.rsplit("/", 1)[-1])
 
 

@@ -6,6 +6,7 @@ Documents are built from indexed columns only; nothing here hashes or walks blob
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Literal, get_args
 from urllib.parse import quote
@@ -24,7 +25,6 @@ from hub.models import (
     PackageTag,
     Version,
     row_id,
-    utcnow,
 )
 from hub.services import lineage, packages
 from hub.services.access import visible_filter
@@ -214,17 +214,30 @@ def index(session: Session, principal: Principal, names: list[str]) -> dict[str,
     return {"packages": out, "missing": sorted(set(names) - out.keys())}
 
 
-def record_download(session: Session, version: Version) -> None:
-    """Count one download of ``version``: per version, per package and per day."""
-    session.exec(sa.update(Version).where(col(Version.id) == version.id).values(downloads=col(Version.downloads) + 1))
-    session.exec(sa.update(Package).where(col(Package.id) == version.package_id).values(downloads=col(Package.downloads) + 1))
-    today = utcnow().date()
+def record_downloads(session: Session, counts: Mapping[tuple[int, int, date], int]) -> None:
+    """Add batched download counts, ``{(version_id, package_id, day): n}``: per version, per
+    package and per day (:class:`hub.context.DownloadCounter` collects them). Counts of a
+    version deleted since are dropped."""
+    live = set(session.exec(select(Version.id).where(col(Version.id).in_({v for v, _, _ in counts}))).all())
+    per_version: dict[int, int] = {}
+    per_package: dict[int, int] = {}
+    per_day: dict[tuple[int, date], int] = {}
+    for (version_id, package_id, day), n in counts.items():
+        if version_id in live:
+            per_version[version_id] = per_version.get(version_id, 0) + n
+            per_package[package_id] = per_package.get(package_id, 0) + n
+            per_day[version_id, day] = per_day.get((version_id, day), 0) + n
+    # In id order, so two replicas' batches take row locks in the same order (no deadlock).
+    for version_id, n in sorted(per_version.items()):
+        session.exec(sa.update(Version).where(col(Version.id) == version_id).values(downloads=col(Version.downloads) + n))
+    for package_id, n in sorted(per_package.items()):
+        session.exec(sa.update(Package).where(col(Package.id) == package_id).values(downloads=col(Package.downloads) + n))
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(DownloadCount).values(version_id=version.id, day=today, count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["version_id", "day"], set_={"count": DownloadCount.count + 1}
-    )
-    session.exec(stmt)
+    for (version_id, day), n in sorted(per_day.items()):
+        stmt = insert(DownloadCount).values(version_id=version_id, day=day, count=n)
+        stmt = stmt.on_conflict_do_update(index_elements=["version_id", "day"],
+                                          set_={"count": DownloadCount.count + stmt.excluded.count})
+        session.exec(stmt)
 
 
 def download_history(session: Session, package: Package, since: date) -> list[dict[str, Any]]:

@@ -90,6 +90,7 @@ def run_client(hub: LiveHub, home: Path, code: str, *, token: str | None = None,
 
 
 def downloads(hub: LiveHub, name: str) -> int:
+    hub.context.downloads.flush()  # downloads are counted in memory and written in batches
     r = hub.client().get(f"/api/v1/packages/{name}/downloads")
     assert r.status_code == 200, r.text
     return int(r.json()["total"])

@@ -64,6 +64,7 @@ def download(hub: LiveHub, name: str, version: str, path: str = "cvflow.toml") -
     """Fetch a file as a client does; fetching the manifest counts a download."""
     r = hub.client().get(f"/api/v1/packages/{name}/versions/{version}/files/{path}")
     assert r.status_code == 200, r.text
+    hub.context.downloads.flush()  # counted in memory and written in batches: written now
 
 
 def csrf(html: str) -> str:
