@@ -98,6 +98,7 @@ class SerialTracker:
         self.value = 0
         self._checked = float("-inf")
         self._lock = threading.Lock()
+        self._refreshing = False  # a refresh_soon thread runs (read and set on the event loop only)
 
     def stale(self) -> bool:
         return time.monotonic() - self._checked > self.interval
@@ -111,6 +112,24 @@ class SerialTracker:
                 pass  # keep the last value; readiness probes report the database
             self._checked = time.monotonic()
             return self.value
+
+    def loaded(self) -> bool:
+        return self._checked != float("-inf")
+
+    def refresh_soon(self) -> None:
+        """Refresh in a thread of its own, unless one already runs; readers keep the current
+        value meanwhile, so no request waits on the database for a header (called on the loop)."""
+        if self._refreshing:
+            return
+        self._refreshing = True
+
+        def run() -> None:
+            try:
+                self.refresh()
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=run, name="cvflow-serial", daemon=True).start()
 
     def mark_stale(self) -> None:
         self._checked = float("-inf")

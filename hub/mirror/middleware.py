@@ -18,9 +18,10 @@ Scope = dict[str, Any]
 class SerialHeaderMiddleware:
     """Adds the hub's current change-feed serial to every response that does not carry one.
 
-    Reads use the value the tracker holds (refreshed at most once a second); after a write
-    the tracker is refreshed before the header goes out, so a client that just published
-    sees a serial that includes its change.
+    Reads use the value the tracker holds, refreshed at most once a second in a thread while
+    reads go on with the value held (only the very first read waits); after a write the
+    tracker is refreshed before the header goes out, so a client that just published sees a
+    serial that includes its change.
     """
 
     def __init__(self, app: Any, tracker: SerialTracker) -> None:
@@ -34,7 +35,10 @@ class SerialHeaderMiddleware:
         tracker = self.tracker
         write = scope["method"] not in SAFE_METHODS
         if not write and tracker.stale():
-            await run_in_threadpool(tracker.refresh)
+            if tracker.loaded():
+                tracker.refresh_soon()  # this answer carries the value held; the next ones the new
+            else:
+                await run_in_threadpool(tracker.refresh)
 
         async def send_with_serial(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
