@@ -15,6 +15,8 @@ import io
 import json
 import os
 import tempfile
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +36,9 @@ from cvflow.paths import FileEntry, validate_file_list
 from cvflow.progress import SILENT, Transfer, format_size
 
 __all__ = ["PackageDir", "UploadState", "check_package_dir", "package_url", "publish_dir"]
+
+#: Blobs uploaded at once by :func:`publish_dir`.
+UPLOAD_THREADS = 2
 
 
 @dataclass
@@ -175,8 +180,8 @@ def publish_dir(
     progress: Transfer | None = None,
 ) -> dict[str, Any]:
     """Publish the package in ``directory``: check it like ``cvflow validate``, upload the
-    blobs the hub lacks (largest first, resuming uploads kept in ``state_dir/uploads``),
-    then commit the version.
+    blobs the hub lacks (largest first, :data:`UPLOAD_THREADS` at a time, resuming uploads kept
+    in ``state_dir/uploads``), then commit the version.
 
     ``private`` applies to a new package (None: the hub's default, public). ``namespace``
     is for a legacy CVPM package. ``progress`` receives bars and log lines.
@@ -206,11 +211,9 @@ def publish_dir(
         f"{manifest.name} {manifest.version}: {len(package.files)} files ({format_size(package.total_size)});"
         f" {len(todo)} to upload ({format_size(todo_bytes)}), {len(by_digest) - len(todo)} already on the hub"
     )
-    uploaded = []
     overall = progress.add(f"{len(todo)} files", todo_bytes) if len(todo) > 1 else None
-    for entry in todo:
-        resumed_from = _upload(client, package, entry, state, progress, overall)
-        uploaded.append({**dataclasses.asdict(entry), "resumed_from": resumed_from})
+    resumed = _upload_all(client, package, todo, state, progress, overall)
+    uploaded = [{**dataclasses.asdict(entry), "resumed_from": r} for entry, r in zip(todo, resumed, strict=True)]
     doc = client.publish(
         str(manifest.name), package.manifest_text, [dataclasses.asdict(f) for f in package.files], private=private
     )
@@ -226,9 +229,46 @@ def publish_dir(
     }
 
 
+class _Stopped(Exception):
+    """Raised in an upload thread, between two pieces, once another upload failed or was interrupted."""
+
+
+def _upload_all(
+    client: HubClient, package: PackageDir, todo: list[FileEntry], state: UploadState, progress: Transfer,
+    overall: int | None,
+) -> list[int | None]:
+    """Upload ``todo`` (largest first), :data:`UPLOAD_THREADS` at a time; returns each one's resume offset.
+
+    Several uploads at once keep the hub busy while one of them waits for its chunk to reach
+    the disk (the hub fsyncs each chunk before it answers). The first error, or a Ctrl-C,
+    stops the others at their next 1 MiB piece; every session stays resumable.
+    """
+    if len(todo) <= 1 or UPLOAD_THREADS <= 1:
+        return [_upload(client, package, entry, state, progress, overall) for entry in todo]
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=min(UPLOAD_THREADS, len(todo)), thread_name_prefix="cvflow-upload") as pool:
+        futures = [pool.submit(_upload, client, package, entry, state, progress, overall, stop) for entry in todo]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            # An error or a Ctrl-C: the uploads under way stop at their next piece, the rest never start.
+            if not all(f.done() for f in futures):
+                stop.set()
+                for future in futures:
+                    future.cancel()
+    errors: list[BaseException] = []
+    for future in futures:
+        if not future.cancelled() and (error := future.exception()) is not None:
+            errors.append(error)
+    if errors:
+        # The first real error is the one to report; the others only stopped because of it.
+        raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+    return [f.result() for f in futures]
+
+
 def _upload(
     client: HubClient, package: PackageDir, entry: FileEntry, state: UploadState, progress: Transfer,
-    overall: int | None,
+    overall: int | None, stop: threading.Event | None = None,
 ) -> int | None:
     """Upload one blob, resuming a kept session; returns the offset it resumed from."""
     location = state.load(entry.sha256, hub=client.base_url, size=entry.size)
@@ -245,6 +285,8 @@ def _upload(
     task = progress.add(entry.path, entry.size)
 
     def advance(n: int) -> None:
+        if stop is not None and stop.is_set():
+            raise _Stopped(entry.path)
         progress.advance(task, n)
         if overall is not None:
             progress.advance(overall, n)
