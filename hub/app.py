@@ -31,6 +31,7 @@ from hub.mirror.middleware import ReadOnlyMiddleware, SerialHeaderMiddleware
 from hub.mirror.upstream import upstream_pool
 from hub.services import throttle, training
 from hub.settings import Settings
+from hub.storage import BlobNotFound, StorageError
 from web import security as web_security
 from web.views import docs as web_docs
 
@@ -72,7 +73,11 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
         exception_handlers={
             HubError: _hub_error,
             HTTPException: _http_error,
-            sa.exc.OperationalError: _db_error,
+            sa.exc.OperationalError: _db_error,  # the server is down, restarting, or cut us off
+            sa.exc.InterfaceError: _db_error,  # a connection it closed, used again
+            sa.exc.DBAPIError: _db_error,  # others: a 503 when the connection was lost, else a 500
+            sa.exc.TimeoutError: _db_error,  # every pooled connection busy for pool_timeout
+            StorageError: _storage_error,
             Exception: _unexpected,
         },
         lifespan=partial(_lifespan, owns_context=context is None),
@@ -214,10 +219,14 @@ def _page(request: Request, status: int, title: str, message: str) -> Response:
 
 async def _hub_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HubError)
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers["www-authenticate"] = "Bearer"
     if _wants_page(request):
-        return _page(request, exc.status, "Something went wrong" if exc.status >= 500 else "Cannot do that",
+        page = _page(request, exc.status, "Something went wrong" if exc.status >= 500 else "Cannot do that",
                      exc.message)
-    headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        page.headers.update(headers)
+        return page
     return json_response(exc.body(), status=exc.status, headers=headers)
 
 
@@ -237,10 +246,23 @@ def _wants_page(request: Request) -> bool:
 
 
 async def _db_error(request: Request, exc: Exception) -> Response:
-    log.warning("database error: %s", exc)
-    if _wants_page(request):
-        return _page(request, 503, "Unavailable", "The hub's database cannot be reached. Try again shortly.")
-    return json_response(HubError("database_unavailable").body(), status=503)
+    """The database is away (down, restarting, its connections cut): 503 ``database_unavailable``
+    with Retry-After. Other driver errors (a constraint, bad SQL) are bugs: 500, logged."""
+    lost = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+    if not lost:
+        return await _unexpected(request, exc)
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).split("\n", 1)[0])
+    return await _hub_error(request, HubError("database_unavailable"))
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """A blob store error that no endpoint translated: 503 ``storage_unavailable`` with Retry-After,
+    or 404 ``blob_not_found`` for a blob that is recorded but missing."""
+    log.warning("blob store error on %s %s: %s", request.method, request.url.path, exc)
+    if isinstance(exc, BlobNotFound):
+        return await _hub_error(request, HubError("blob_not_found", "the blob is recorded but missing from storage"))
+    return await _hub_error(request, HubError("storage_unavailable", str(exc)))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -21,6 +21,7 @@ maps to, a message (the code's meaning unless given) and optional details. The s
     500  an unexpected error (logged)
     502  an upstream hub sent what fails verification (mirrors)
     503  the database, the blob store, the sign-in limiter or every upstream cannot be reached
+         (with Retry-After: :data:`RETRY_AFTER` seconds)
 
 Codes are listed in :data:`CODES` with their status and meaning; the OpenAPI document
 is generated from the same table, so the two cannot drift apart. :data:`ErrorCode` is the same
@@ -140,6 +141,11 @@ if set(CODES) != set(get_args(ErrorCode)):  # pragma: no cover - a table edit wi
     raise AssertionError(f"hub.errors: CODES and ErrorCode differ: {set(CODES) ^ set(get_args(ErrorCode))}")
 
 
+#: Seconds a client should wait before retrying a 503: the part the hub lacks (database, blob
+#: store, limiter, upstreams) is usually back within seconds (a restart, a failover).
+RETRY_AFTER = 5
+
+
 class HubError(Exception):
     """An error with a stable code, shown to the caller as JSON."""
 
@@ -153,6 +159,11 @@ class HubError(Exception):
         self.message = message or CODES[code][1]
         self.details = details or {}
         super().__init__(self.message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the code calls for: ``Retry-After`` on 503 (something is away for now)."""
+        return {"retry-after": str(RETRY_AFTER)} if self.status == 503 else {}
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
