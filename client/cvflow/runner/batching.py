@@ -14,9 +14,15 @@ every batch; under load that alone took a third of the runner's time.)
 
 Batches form only for a solver whose manifest has ``batch = {max_size, max_wait_ms}`` and
 that defines ``infer_batch``. The thread running it waits for a batch to fill only while
-more calls for the solver are on their way, that is, still being received or decoded by
-other connections (``arriving``), and never longer than ``max_wait_ms``: a lone request
-does not wait at all.
+more calls for the solver are on their way, and never longer than ``max_wait_ms``: a lone
+request does not wait at all. A call is on its way while another connection receives or
+decodes it (``arriving``), and also, for up to ``max_wait_ms``, once a connection has had
+its answer and not yet sent its next request (``returning``): clients in a loop send the
+next call as soon as the answer is in, and on a busy runner the first of them to come
+back would otherwise run alone while the others are still reading their answers and
+sending again (under 16 connections on one core, most batches were of one call). The
+wait costs nothing while the others are being received, which keeps the CPU busy; a
+connection that goes quiet, asks something else or closes stops being counted.
 
 When ``infer_batch`` raises, each call of that batch is run again alone with ``infer``, so
 one bad input fails its own request only.
@@ -61,22 +67,33 @@ class Stats:
 
 
 class Arrival:
-    """A call on its way to a solver (see ``SolverWorker.arriving``)."""
+    """A call on its way to a solver (see ``SolverWorker.arriving``), then, when it ``returns``,
+    its connection after the answer, which may bring the next call (see ``release``)."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("expires", "pending", "returning", "returns", "worker")
 
-    def __init__(self) -> None:
+    def __init__(self, worker: SolverWorker, returns: bool) -> None:
+        self.worker = worker
         self.pending = True
+        self.returns = returns  # counted as returning once answered, until released or expired
+        self.returning = False
+        self.expires = 0.0
+
+    def release(self) -> None:
+        """The connection will not bring the solver its next call (it asked something else, or
+        closed): a batch no longer waits for it. Idempotent."""
+        self.worker._release(self)
 
 
 class _Call:
     """A queued call, and the gate its caller sleeps on until the call is done or it is its turn
     to run the solver. Every call has its own gate, so a batch wakes exactly its own callers."""
 
-    __slots__ = ("future", "gate", "kwargs", "lead", "woken")
+    __slots__ = ("arrival", "future", "gate", "kwargs", "lead", "woken")
 
-    def __init__(self, kwargs: dict[str, Any]) -> None:
+    def __init__(self, kwargs: dict[str, Any], arrival: Arrival | None) -> None:
         self.kwargs = kwargs
+        self.arrival = arrival
         self.future: Future[Any] = Future()
         self.gate = threading.Lock()
         self.gate.acquire()
@@ -108,16 +125,29 @@ class SolverWorker:
         self._arrived = threading.Condition(self._lock)  # only the thread filling a batch waits on it
         self._queue: deque[_Call] = deque()
         self._arriving = 0
+        self._returns: deque[Arrival] = deque()  # answered calls that may come back, by expiry
+        self._returning = 0  # how many of them are still counted
         self._running = False  # a thread is running the solver, or has been handed the turn
 
     @contextlib.contextmanager
-    def arriving(self) -> Iterator[Arrival]:
+    def arriving(self, after: Any = None, *, returns: bool = False) -> Iterator[Arrival]:
         """Held by a connection thread while it receives and decodes a call for this solver; pass
         the arrival to ``call``, which ends it as the call joins the queue (at the same instant, so
-        a batch waiting for arrivals never misses it)."""
-        arrival = Arrival()
+        a batch waiting for arrivals never misses it).
+
+        ``after``: the connection's previous arrival (or anything with ``release()``), released as
+        this one starts (for this solver at the same instant, so it is counted throughout). ``returns``: once answered,
+        the connection counts as returning until the caller releases the arrival, passes it
+        as ``after``, or ``max_wait_ms`` passes; give it only when something will release it.
+        """
+        mine = isinstance(after, Arrival) and after.worker is self
+        if after is not None and not mine:
+            after.release()
+        arrival = Arrival(self, returns and self.max_size > 1 and self.max_wait > 0)
         with self._lock:
             self._arriving += 1
+            if mine:
+                self._unreturn(after)
         try:
             yield arrival
         finally:
@@ -128,8 +158,28 @@ class SolverWorker:
         if arrival is not None and arrival.pending:
             arrival.pending = False
             self._arriving -= 1
-            if not self._arriving:
+            if not self._arriving and not self._returning:
                 self._arrived.notify()  # a batch waiting for arrivals need not wait longer
+
+    def _unreturn(self, arrival: Arrival) -> None:  # under the lock
+        if arrival.returning:
+            arrival.returning = False
+            self._returning -= 1
+
+    def _release(self, arrival: Arrival) -> None:
+        with self._lock:
+            arrival.returns = False  # released before its answer: it will not be counted either
+            if arrival.returning:
+                self._unreturn(arrival)
+                if not self._arriving and not self._returning:
+                    self._arrived.notify()
+
+    def _still_returning(self, now: float) -> int:  # under the lock
+        """How many answered connections may still bring a call; drops the expired and released."""
+        returns = self._returns
+        while returns and (not returns[0].returning or returns[0].expires <= now):
+            self._unreturn(returns.popleft())
+        return self._returning
 
     def call(self, kwargs: dict[str, Any], *, timeout: float, arrival: Arrival | None = None) -> Any:
         """Run one call and return its result (or raise the solver's exception).
@@ -138,7 +188,7 @@ class SolverWorker:
             QueueFull: ``max_queue`` calls are waiting already.
             CallTimeout: no result within ``timeout`` seconds (the call is dropped if it had not started).
         """
-        call = _Call(kwargs)
+        call = _Call(kwargs, arrival)
         with self._lock:
             self._depart(arrival)
             if len(self._queue) >= self.max_queue:
@@ -146,8 +196,8 @@ class SolverWorker:
             self._queue.append(call)
             if not self._running:
                 self._running = call.lead = True
-            else:
-                self._arrived.notify()
+            elif len(self._queue) >= self.max_size:
+                self._arrived.notify()  # the batch is full (``_depart`` tells when none is on its way)
         if not call.lead and not call.gate.acquire(timeout=timeout):
             with self._lock:
                 if not call.lead:
@@ -173,13 +223,20 @@ class SolverWorker:
 
     def _take(self) -> list[_Call]:
         with self._lock:
-            if self.max_size > 1 and len(self._queue) < self.max_size and self._arriving:
-                deadline = time.monotonic() + self.max_wait
-                while len(self._queue) < self.max_size and self._arriving:
-                    left = deadline - time.monotonic()
+            if self.max_size > 1 and len(self._queue) < self.max_size and (self._arriving or self._returning):
+                now = time.monotonic()
+                deadline = now + self.max_wait
+                while len(self._queue) < self.max_size:
+                    returning = self._still_returning(now)
+                    if not self._arriving and not returning:
+                        break
+                    left = deadline - now
                     if left <= 0:
                         break
+                    if not self._arriving:  # only returning ones: no longer than the first of them counts
+                        left = min(left, self._returns[0].expires - now)
                     self._arrived.wait(left)
+                    now = time.monotonic()
             n = min(self.max_size, len(self._queue))
             return [self._queue.popleft() for _ in range(n)]
 
@@ -190,6 +247,14 @@ class SolverWorker:
             self._call(live)
             seconds = time.perf_counter() - start
         with self._lock:
+            now = time.monotonic()
+            self._still_returning(now)
+            for c in batch:  # answered at the same instant, so a batch formed next counts them
+                a = c.arrival
+                if a is not None and a.returns and not a.returning:
+                    a.returning, a.expires = True, now + self.max_wait
+                    self._returns.append(a)
+                    self._returning += 1
             if live:
                 s = self.stats
                 s.batches += 1

@@ -103,7 +103,8 @@ def infer(runner: Runner, request: Request, parts: list[str]) -> tuple[int, byte
     """``POST /v2/models/{m}[/versions/{v}]/infer``: decode, check, run the N calls, answer."""
     solver = _model(runner, parts)
     limit = runner.settings.max_request_bytes
-    with solver.worker.arriving() as arrival:
+    with solver.worker.arriving(request.connection.held, returns=True) as arrival:
+        request.connection.held = arrival  # counted as returning once answered (``batching``)
         body = _decompress(request.body(limit), request.headers.get("content-encoding", ""), limit)
         head, tensors = _split(body, request.headers.get(_HEADER))
         calls = _calls(solver.schema, head, tensors)

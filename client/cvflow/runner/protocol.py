@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Protocol
 
 from cvflow.runner.errors import ErrorCode
 
@@ -165,14 +166,35 @@ class Reader:
         return bytes(whole)
 
 
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
+class Connection:
+    """What the application keeps from one request of a connection to the next: ``held``, whose
+    ``release()`` is called when the connection ends (the runner keeps its last solver call there,
+    to count the connection as likely to send the next one; see ``batching``)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: Releasable | None = None
+
+    def close(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.release()
+
+
 class Request:
     """One request: method, path, query string, headers (lower-case names), and its body on demand."""
 
-    __slots__ = ("_chunked", "_length", "_limits", "_read", "_reader", "client", "expect_continue", "headers",
-                 "keep_alive", "method", "path", "query", "response_headers", "target", "version")
+    __slots__ = ("_chunked", "_length", "_limits", "_read", "_reader", "client", "connection", "expect_continue",
+                 "headers", "keep_alive", "method", "path", "query", "response_headers", "target", "version")
 
     def __init__(self, reader: Reader, limits: Limits, client: str, method: str, target: str, version: str,
-                 headers: dict[str, str], *, length: int, chunked: bool) -> None:
+                 headers: dict[str, str], *, length: int, chunked: bool, connection: Connection | None = None) -> None:
+        self.connection = connection if connection is not None else Connection()
         self._reader = reader
         self._limits = limits
         self.client = client
@@ -184,11 +206,11 @@ class Request:
         self._length = length
         self._chunked = chunked
         self._read = False
-        connection = _tokens(headers.get("connection", ""))
+        options = _tokens(headers.get("connection", ""))
         if version == "1.1":
-            self.keep_alive = "close" not in connection
+            self.keep_alive = "close" not in options
         else:
-            self.keep_alive = "keep-alive" in connection and not chunked  # RFC 9112 6.1
+            self.keep_alive = "keep-alive" in options and not chunked  # RFC 9112 6.1
         self.expect_continue = version == "1.1" and "100-continue" in _tokens(headers.get("expect", ""))
         self.response_headers: list[tuple[str, str]] = []
 
@@ -348,7 +370,8 @@ def parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, dict[str, st
             int(length) if length is not None else 0, chunked)
 
 
-def read_request(reader: Reader, limits: Limits, client: str = "?") -> Request | None:
+def read_request(reader: Reader, limits: Limits, client: str = "?",
+                 connection: Connection | None = None) -> Request | None:
     """The next request on the connection, its body unread; None once the client is gone or idle.
 
     Raises:
@@ -371,7 +394,7 @@ def read_request(reader: Reader, limits: Limits, client: str = "?") -> Request |
         if head not in (b"\r\n", b"\n"):  # empty lines between requests are skipped (RFC 9112 2.2)
             method, target, version, headers, length, chunked = parse_head(head, limits)
             return Request(reader, limits, client, method, target, version, headers, length=length,
-                           chunked=chunked)
+                           chunked=chunked, connection=connection)
 
 
 #: The application: request -> (status, body, content type). It must not raise.
@@ -386,11 +409,11 @@ class Handler(socketserver.BaseRequestHandler):
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = self.client_address[0] if isinstance(self.client_address, tuple) else "?"
-        reader, limits = Reader(sock), self.server.limits
+        reader, limits, connection = Reader(sock), self.server.limits, Connection()
         try:
             while True:
                 try:
-                    request = read_request(reader, limits, client)
+                    request = read_request(reader, limits, client, connection)
                 except BadRequest as exc:
                     body = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
                     self.send(exc.status, body, "application/json", keep_alive=False)
@@ -415,6 +438,8 @@ class Handler(socketserver.BaseRequestHandler):
                     return
         except (TimeoutError, ConnectionError, OSError):
             pass  # the client went away, or stayed silent too long inside a body
+        finally:
+            connection.close()
 
     def send(self, status: int, body: bytes, ctype: str, *, keep_alive: bool, length: int | None = None,
              extra: Sequence[tuple[str, str]] = ()) -> None:

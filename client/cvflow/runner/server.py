@@ -184,10 +184,16 @@ class Runner:
             log.error("solver %s raised %s: %s", solver.name, type(exc).__name__, exc, exc_info=exc)
             raise RunnerError("solver_error", f"{type(exc).__name__}: {exc}", {"type": type(exc).__name__}) from None
 
-    def infer(self, name: str, content_type: str, body: bytes, query: str) -> bytes:
+    def infer(self, name: str, request: Request) -> bytes:
+        """``POST /solvers/{name}/infer``: the call is on its way from the end of the headers (its
+        body still to come), and its connection counts as returning once answered (``batching``)."""
         solver = self.solver(name)
-        with solver.worker.arriving() as arrival:
-            kwargs = parse_inputs(solver.schema, content_type, body, query, self.settings.images)
+        connection = request.connection
+        with solver.worker.arriving(connection.held, returns=True) as arrival:
+            connection.held = arrival
+            body = request.body(self.settings.max_request_bytes)
+            kwargs = parse_inputs(solver.schema, request.headers.get("content-type", ""), body, request.query,
+                                  self.settings.images)
             result = self.call(solver, kwargs, arrival)
         return encode_result(result, solver.name)
 
@@ -211,6 +217,7 @@ class Runner:
             self._inflight += 1
         status = 500
         v2 = request.path.startswith("/v2/")  # errors in KServe's shape, {"error": "code: message"}
+        held = request.connection.held  # the connection's last solver call (see ``infer``)
         try:
             status, body, ctype = self._route(request)
         except RunnerError as exc:
@@ -229,6 +236,9 @@ class Runner:
         finally:
             with self._inflight_lock:
                 self._inflight -= 1
+            if held is not None and request.connection.held is held:  # not a call that took it over
+                request.connection.held = None
+                held.release()
         if self.settings.access_log and not (request.path == "/readyz" and POLL_HEADER in request.headers):
             _access.write(request, status, len(body), (time.perf_counter() - start) * 1000)
         return status, body, ctype
@@ -246,8 +256,7 @@ class Runner:
         if method == "POST" and infer:
             if parts[0] == "v2":
                 return kserve.infer(self, request, parts[1:])  # reads (and decompresses) its body itself
-            body = request.body(self.settings.max_request_bytes)
-            return 200, self.infer(parts[1], request.headers.get("content-type", ""), body, request.query), _JSON
+            return 200, self.infer(parts[1], request), _JSON
         if method in ("GET", "HEAD") and not infer:
             if not parts:
                 return 200, _dumps(self.describe()), _JSON
@@ -293,23 +302,23 @@ def _allowed(parts: list[str]) -> tuple[str, ...] | None:
 
 class _AccessLog:
     """One line per request on stderr, in the format of the runner's other log lines. Written
-    directly: the logging module's record, formatter and handler took a tenth of a small request."""
+    directly: the logging module's record, formatter and handler took a tenth of a small request.
+    No lock: the second's time stamp is cached as one tuple, replaced whole, and a line is one
+    ``write`` (a lock here made sixteen connection threads queue behind each other's writes)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._second = -1
-        self._stamp = ""
+        self._stamp: tuple[int, str] = (-1, "")
 
     def write(self, request: Request, status: int, size: int, ms: float) -> None:
         now = time.time()
-        with self._lock:
-            if int(now) != self._second:
-                self._second = int(now)
-                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-            line = (f"{self._stamp},{int(now * 1000) % 1000:03d} INFO cvflow.runner: {request.client}"
-                    f' "{request.method} {request.path[:200]}" {status} {size} {ms:.1f}ms\n')
-            with contextlib.suppress(OSError, ValueError):  # a closed or full log must not fail the request
-                sys.stderr.write(line)
+        second, stamp = self._stamp
+        if int(now) != second:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            self._stamp = (int(now), stamp)
+        line = (f"{stamp},{int(now * 1000) % 1000:03d} INFO cvflow.runner: {request.client}"
+                f' "{request.method} {request.path[:200]}" {status} {size} {ms:.1f}ms\n')
+        with contextlib.suppress(OSError, ValueError):  # a closed or full log must not fail the request
+            sys.stderr.write(line)
 
 
 _access = _AccessLog()
