@@ -436,7 +436,13 @@ def _version_exists(pkg_name: PackageName, version: str) -> HubError:
 
 
 def apply_latest(session: Session, package: Package) -> None:
-    """Recompute the latest version, and the package's summary fields from its manifest."""
+    """Recompute the latest version, and the package's summary fields from its manifest.
+
+    Takes the package's row lock first (PostgreSQL): two replicas publishing or yanking in one
+    package at once would otherwise both delete the tags and insert the same ones, and the later
+    insert fails on ``package_tags_pkey`` (a 500). Pending writes (the version) flush first.
+    """
+    session.exec(select(Package.id).where(Package.id == package.id).with_for_update())
     rows = session.exec(
         select(Version.version, Version.is_prerelease, Version.yanked, Version.manifest)
         .where(Version.package_id == package.id)
