@@ -46,7 +46,7 @@ from cvflow.versions import Version
 if TYPE_CHECKING:
     from cvflow.api import HubClient
 
-__all__ = ["STAMPS_FILE", "VERSION_FILE", "Cache", "CachedVersion", "DiskFullError"]
+__all__ = ["STAMPS_FILE", "VERSION_FILE", "BlobBatch", "Cache", "CachedVersion", "DiskFullError"]
 
 VERSION_FILE = ".cvflow-version.json"
 STAMPS_FILE = ".cvflow-stamps.json"
@@ -94,6 +94,9 @@ class Cache:
         self.retry = retry
         self._verified: dict[str, tuple[int, int]] = {}  # digest -> (inode, mtime) hashed ok here
         self._memo_lock = threading.Lock()
+        self._writers_lock = threading.Lock()
+        self._writers = 0  # writing() blocks running; the first takes the shared lock, the last drops it
+        self._held: contextlib.ExitStack | None = None
 
     # -- where things are
 
@@ -118,9 +121,25 @@ class Cache:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
-        """Hold the cache's shared lock: ``prune`` waits until the block ends."""
-        with file_lock(self.root / "locks" / "cache.lock", shared=True):
+        """Hold the cache's shared lock: ``prune`` waits until the block ends.
+
+        The blocks of one Cache share one lock, held while any of them runs: a pull of
+        10,000 blobs takes it once, not once per blob.
+        """
+        with self._writers_lock:
+            if self._writers == 0:
+                held = contextlib.ExitStack()
+                held.enter_context(file_lock(self.root / "locks" / "cache.lock", shared=True))
+                self._held = held
+            self._writers += 1
+        try:
             yield
+        finally:
+            with self._writers_lock:
+                self._writers -= 1
+                if self._writers == 0 and self._held is not None:
+                    held, self._held = self._held, None
+                    held.close()
 
     # -- metadata seen online
 
@@ -183,13 +202,15 @@ class Cache:
     def fetch_blob(
         self, client: HubClient, url_path: str, digest: str, size: int, *,
         progress: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None,
-        label: str | None = None,
+        label: str | None = None, batch: BlobBatch | None = None,
     ) -> Path:
         """The blob ``digest``, downloaded from ``url_path`` unless the cache has it.
 
         A partial download in ``tmp/`` is resumed with a Range request; transient failures
         (a cut, a timeout, 5xx, 429) are tried again with backoff as ``self.retry`` says (see
-        :mod:`cvflow.transfer`). ``progress`` receives byte counts.
+        :mod:`cvflow.transfer`). ``progress`` receives byte counts. With ``batch`` (from
+        :meth:`batch`), a blob smaller than :attr:`BlobBatch.largest` is verified but enters
+        ``blobs/`` only when the batch commits: the returned path exists after that.
 
         Raises:
             IntegrityError: the bytes do not hash to ``digest`` (nothing is kept).
@@ -199,24 +220,41 @@ class Cache:
         final = self.blob_path(digest)
         if self.has_blob(digest, size):
             return final
+        deferred = batch is not None and self.fsync and size < batch.largest
         with self.writing(), file_lock(self.root / "locks" / f"{digest}.lock"):
             if self.has_blob(digest, size):  # another process or thread finished it meanwhile
                 return final
             final.unlink(missing_ok=True)  # a blob of the wrong size is a corrupted one
-            self._download(client, url_path, digest, size, progress, log or (lambda _: None), label or digest[:12])
-        self._remember(digest)
+            partial = self._tmp() / f"{digest}.incomplete"
+            download(client, url_path, partial, digest=digest, size=size, dest=None if deferred else final,
+                     seal=_seal, fsync=self.fsync and not deferred, policy=self.retry, progress=progress,
+                     log=log, what=label or digest[:12], write=_write,
+                     full_hint="free some space (`cvflow cache prune`)")
+            if deferred:
+                _seal(partial)
+        if batch is not None and deferred:
+            batch.add(digest, size)
+        else:
+            self._remember(digest)
         return final
 
-    def _download(self, client: HubClient, url_path: str, digest: str, size: int,
-                  progress: Callable[[int], None] | None, log: Callable[[str], None], what: str) -> None:
-        def seal(partial: Path) -> None:
-            partial.chmod(0o444)
-            stable = _stable_mtime_ns()
-            os.utime(partial, ns=(stable, stable))
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[BlobBatch]:
+        """Blobs fetched with this batch reach the disk together: one file-system sync, then renames.
 
-        download(client, url_path, self._tmp() / f"{digest}.incomplete", digest=digest, size=size,
-                 dest=self.blob_path(digest), seal=seal, fsync=self.fsync, policy=self.retry, progress=progress,
-                 log=log, what=what, write=_write, full_hint="free some space (`cvflow cache prune`)")
+        Each small blob is downloaded and verified into ``tmp/`` without its own fsync; a commit
+        (every :attr:`BlobBatch.most` blobs, and when the block ends, even by an error) syncs the
+        file system once, renames them into ``blobs/`` and fsyncs that folder. A blob is thus
+        never named by its digest before its bytes are durable, as with one fsync per blob.
+        """
+        batch = BlobBatch(self)
+        try:
+            yield batch
+        except BaseException:
+            with contextlib.suppress(OSError, CVFlowError):  # what stays in tmp/ is resumed next time
+                batch.commit()
+            raise
+        batch.commit()
 
     # -- snapshots
 
@@ -363,6 +401,97 @@ class Cache:
         with self._memo_lock:
             self._verified.clear()
         return freed
+
+
+class BlobBatch:
+    """Verified small blobs waiting in ``tmp/`` for one sync (see :meth:`Cache.batch`). Thread-safe."""
+
+    largest = 16 << 20  # bytes: larger blobs are fsynced on their own, as they arrive
+    most = 2000  # blobs: a commit at least this often
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+        self._pending: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    def add(self, digest: str, size: int) -> None:
+        with self._lock:
+            self._pending.append((digest, size))
+            full = len(self._pending) >= self.most
+        if full:
+            self.commit()
+
+    def commit(self) -> None:
+        """Sync the file system, then rename every pending blob into ``blobs/``.
+
+        Raises:
+            CVFlowError: a pending blob vanished from ``tmp/`` and the cache does not have it.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        cache = self._cache
+        tmp = cache._tmp()
+        _sync_files(tmp, [tmp / f"{d}.incomplete" for d, _ in pending])
+        folder = cache.blob_path(pending[0][0]).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for digest, size in pending:
+            with file_lock(cache.root / "locks" / f"{digest}.lock"):
+                try:
+                    os.replace(tmp / f"{digest}.incomplete", cache.blob_path(digest))
+                except FileNotFoundError:
+                    if not cache.has_blob(digest, size):  # another process stored it meanwhile: fine
+                        raise CVFlowError(f"the download of {digest} vanished from {tmp}; pull again") from None
+        _fsync_path(folder)
+        for digest, _ in pending:
+            cache._remember(digest)
+
+
+def _seal(partial: Path) -> None:
+    """Read-only, with a stable mtime (see the module docstring)."""
+    partial.chmod(0o444)
+    stable = _stable_mtime_ns()
+    os.utime(partial, ns=(stable, stable))
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's ``syncfs(fd)`` (one journal commit for a whole file system), or None elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int]
+    call.restype = ctypes.c_int
+    return call
+
+
+_SYNCFS = _syncfs() if os.name == "posix" else None
+
+
+def _sync_files(folder: Path, files: list[Path]) -> None:
+    """Make the bytes and metadata of ``files`` (all in ``folder``) durable: one syncfs, else fsync each."""
+    if _SYNCFS is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):  # another process stored it: its own fsync did
+            _fsync_path(path)
 
 
 def _spelled(folder: Path, name: str, suffix: str = "") -> Path:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["choose_version", "parse_spec", "pull", "pull_version"]
 
+OWN_BAR = 1 << 20  # bytes: of many files, those this large get their own progress bar
+
 
 def parse_spec(spec: str) -> tuple[str, VersionRange]:
     """``ns/name`` or ``ns/name@RANGE`` as (name, range); no range means ``*``.
@@ -126,18 +128,23 @@ def _pull_exact(client: HubClient, cache: Cache, name: str, version: str, *, wor
                 return
             progress.log(f"the cached copy of {entry['path']} is corrupted; downloading it again")
             cache.discard(digest)
-        task = progress.add(entry["path"], entry["size"])
+        # A bar per file while they fit on a screen; of many files only the large ones get one.
+        task = progress.add(entry["path"], entry["size"]) if few or entry["size"] >= OWN_BAR else None
 
         def advance(n: int) -> None:
-            progress.advance(task, n)
+            if task is not None:
+                progress.advance(task, n)
             if overall is not None:
                 progress.advance(overall, n)
 
         cache.fetch_blob(client, client.file_path(name, str(doc["version"]), entry["path"]), digest,
                          entry["size"], progress=advance, log=progress.log, label=f"{name}@{doc['version']}:"
-                         f" {entry['path']}")
+                         f" {entry['path']}", batch=batch)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cvflow-pull") as pool:
+    few = len(missing) <= 20
+    # Small blobs reach the disk together (one sync per batch, see Cache.batch), not one fsync each.
+    with cache.batch() as batch, ThreadPoolExecutor(max_workers=max(1, workers),
+                                                    thread_name_prefix="cvflow-pull") as pool:
         futures = [pool.submit(fetch, d, f) for d, f in blobs.items()]
         _, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:  # one failed: start no more, let the running ones finish

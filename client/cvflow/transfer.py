@@ -226,7 +226,9 @@ def _receive(client: HubClient, url_path: str, digest: str, partial: Path, have:
             with open(fd, "rb", closefd=False) as f:  # the part already here counts too
                 for block in iter(lambda: f.read(CHUNK), b""):
                     hasher.update(block)
-        if have >= size:
+        if have >= size:  # complete already (an earlier run, or a batch not yet committed)
+            if fsync:
+                os.fsync(fd)
             return hasher
         with _get(client, url_path, {"range": f"bytes={have}-"} if have else None) as response:
             etag = response.headers.get("etag", "").strip('"')
