@@ -231,9 +231,15 @@ class DownloadCounter:
         self._flush_lock = threading.Lock()  # one flush at a time: the thread's, stop's, a test's
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._day = utcnow().date()
+        self._day_ends = 0.0
 
     def add(self, version_id: int, package_id: int, n: int = 1) -> None:
-        key = (version_id, package_id, utcnow().date())
+        now = time.time()
+        if now >= self._day_ends:  # the day (UTC) changes once a day: not worth a datetime per download
+            self._day = utcnow().date()
+            self._day_ends = (now // 86400 + 1) * 86400
+        key = (version_id, package_id, self._day)
         with self._counts_lock:
             self._counts[key] = self._counts.get(key, 0) + n
 

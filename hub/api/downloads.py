@@ -56,9 +56,29 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+class _SmallBlob(Response):
+    """A whole small blob from memory, its headers built once per digest and file name."""
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.body = body
+        self.background = None
+        self.raw_headers = list(raw_headers)  # a copy: middleware may add to the list it is sent
+
+
+#: The answer's headers for a whole small blob, by (digest, file name): immutable, like the blob.
+_SMALL_HEADERS: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
+
+
 async def blob_response(
     request: Request, hub: HubContext, digest: str, size: int, *, filename: str
 ) -> Response:
+    small = size <= hub.small_blobs.largest and not hub.settings.accel_redirect_prefix
+    if small and "range" not in request.headers and "if-range" not in request.headers:
+        data = hub.small_blobs.get(digest)
+        raw = _SMALL_HEADERS.get((digest, filename))
+        if data is not None and raw is not None:  # the hot path: no file system call, no header building
+            return _SmallBlob(data, raw)
     etag = f'"{digest}"'
     headers = {
         "etag": etag,
@@ -68,10 +88,10 @@ async def blob_response(
     }
     store, settings = hub.store, hub.settings
     rng = parse_range(request.headers.get("range", ""), size)  # unsatisfiable: 416 with a code
-    small = size <= hub.small_blobs.largest and not settings.accel_redirect_prefix and "if-range" not in request.headers
+    small = small and "if-range" not in request.headers
     data = hub.small_blobs.get(digest) if small else None
     if data is not None:  # read from the file store before (below): no file system call now
-        return _bytes_response(data, rng, headers)
+        return _bytes_response(data, rng, headers, digest, filename)
     try:
         path = store.local_path(digest)
     except BlobNotFound as exc:
@@ -93,7 +113,7 @@ async def blob_response(
             if len(data) != size:  # a recorded size that the stored bytes do not have: sent as stored
                 return BlobFileResponse(path, media_type="application/octet-stream", headers=headers)
             hub.small_blobs.put(digest, data)
-        return _bytes_response(data, rng, headers)
+        return _bytes_response(data, rng, headers, digest, filename)
     if path is not None:
         return BlobFileResponse(path, media_type="application/octet-stream", headers=headers)
     start, end = rng or (0, size)
@@ -111,10 +131,15 @@ async def blob_response(
                              media_type="application/octet-stream")
 
 
-def _bytes_response(data: bytes, rng: tuple[int, int] | None, headers: dict[str, str]) -> Response:
+def _bytes_response(data: bytes, rng: tuple[int, int] | None, headers: dict[str, str], digest: str,
+                    filename: str) -> Response:
     headers = {**headers, "accept-ranges": "bytes", "content-type": "application/octet-stream"}
     if rng is None:
-        return Response(data, headers=headers)
+        response = Response(data, headers=headers)
+        if len(_SMALL_HEADERS) > 10_000:
+            _SMALL_HEADERS.clear()
+        _SMALL_HEADERS[digest, filename] = response.raw_headers
+        return _SmallBlob(data, response.raw_headers)
     start, end = rng
     headers["content-range"] = f"bytes {start}-{end - 1}/{len(data)}"
     return Response(data[start:end], status_code=206, headers=headers)
