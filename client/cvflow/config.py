@@ -33,8 +33,9 @@ a pair, so a ``--hub`` elsewhere gets that hub's saved token, or none), and othe
 whichever hub the command uses. The one-token file of older clients (``hub`` and ``token`` at
 the top) is read as that hub's token, and rewritten in this form at the next login or logout.
 
-``CVFLOW_CACHE_FSYNC=0`` skips the fsync before a downloaded blob is renamed into the cache:
-faster pulls, at the cost that a power cut may leave a blob that fails its digest check
+``CVFLOW_CACHE_FSYNC=0`` skips the fsync before a downloaded blob is renamed into the cache
+(and the one sync of a batch of small blobs, see :meth:`cvflow.cache.Cache.batch`): faster
+pulls, at the cost that a power cut may leave a blob that fails its digest check
 (it is then fetched again, never trusted).
 """
 

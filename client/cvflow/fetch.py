@@ -27,7 +27,6 @@ import io
 import socket
 import ssl
 import threading
-import urllib.request
 from collections.abc import Iterator
 from email.message import Message
 from http.client import parse_headers
@@ -56,6 +55,7 @@ def _origin_of(url: str) -> Origin:
 
 def _uses_proxy(url: str) -> bool:
     """Whether httpx would send a request for ``url`` through a proxy from the environment."""
+    import urllib.request  # here: only a client that downloads pays for its import
     proxies = urllib.request.getproxies()
     scheme, host, _ = _origin_of(url)
     return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
