@@ -31,6 +31,10 @@ def _migrations_dir() -> Path:
     return Path(migrations.__file__).resolve().parent
 
 
+#: Seconds a new PostgreSQL connection may take (``?connect_timeout=`` in the URL overrides it).
+_CONNECT_TIMEOUT = 5
+
+
 def create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
@@ -60,7 +64,11 @@ def create_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
 
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # pool_pre_ping: a connection the server closed (a restart, a failover) is replaced when it is
+    # checked out, so the hub recovers by itself. A server that does not answer at all (a host
+    # gone, a hung server) fails a new connection after connect_timeout, not the OS's minutes.
+    connect_args = {} if "connect_timeout" in sa.engine.make_url(url).query else {"connect_timeout": _CONNECT_TIMEOUT}
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args)
 
 
 def writer(engine: Engine) -> Engine:

@@ -13,8 +13,10 @@ process, so they survive).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -32,8 +34,9 @@ README = b"# Detector\n\nFinds things.\n"
 WEIGHTS = b"\x00weights\x01" * 1000
 
 
-def _settings(tmp_path: Path, **kw: str | None) -> Settings:
-    return Settings.create(data_dir=tmp_path, environ={}, auto_migrate=True, argon2_time_cost=1,
+def _settings(tmp_path: Path, **kw: Any) -> Settings:
+    kw.setdefault("auto_migrate", True)
+    return Settings.create(data_dir=tmp_path, environ={}, argon2_time_cost=1,
                            argon2_memory_cost=1024, metadata_cache_ttl=0, **kw)
 
 
@@ -105,6 +108,17 @@ def test_database_away_is_503_with_retry_after_and_back_without_a_restart(pg_hub
     assert anonymous.get("/api/v1/packages/alice/detector").status_code == 200
     assert publish(alice, "alice/detector", "1.1.0").status_code == 201
     assert anonymous.get("/alice/detector", headers=PAGE).status_code == 200
+
+
+def test_a_database_server_that_never_answers_is_503_not_a_hang(tmp_path: Path) -> None:
+    # A listening socket that takes connections and never says a word: a hung server, or a
+    # host gone behind a load balancer. New connections give up after connect_timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"postgresql+psycopg://hub@127.0.0.1:{silent.getsockname()[1]}/hub"
+        with running_hub(_settings(tmp_path, database_url=url, auto_migrate=False)) as live:
+            _unavailable(live.client().get("/api/v1/packages"), "database_unavailable")  # or a 60 s timeout
 
 
 # --- the blob store -------------------------------------------------------------------------------
