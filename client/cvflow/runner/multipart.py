@@ -21,6 +21,7 @@ _PARAM_RE = re.compile(r"[ \t]*;[ \t]*(" + _TOKEN + r")=(?:(" + _TOKEN + r")|" +
 _TYPE_RE = re.compile(_TOKEN + "/" + _TOKEN)
 _EXT_VALUE = re.compile(r"(?i:(UTF-8|ISO-8859-1))'[A-Za-z0-9-]*'((?:%[0-9A-Fa-f]{2}|[-!#$&+.^_`|~0-9A-Za-z])*)")
 _HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 MAX_PARTS = 1000
 MAX_HEADER_BYTES = 8192
 
@@ -61,9 +62,15 @@ def _params(text: str) -> dict[str, str]:
         name = m.group(1).lower()
         if name in out:
             raise MultipartError(f"the parameter {name} is given twice")
-        out[name] = m.group(2) if m.group(2) is not None else re.sub(r"\\(.)", r"\1", m.group(3))
+        token, quoted = m.group(2, 3)
+        out[name] = token if token is not None else _unescape(quoted) if "\\" in quoted else quoted
         pos = m.end()
     return out
+
+
+def _unescape(quoted: str) -> str:
+    """A quoted-string's content without its backslash escapes (RFC 9110 5.6.4)."""
+    return _QUOTED_PAIR.sub(r"\1", quoted)
 
 
 def boundary_of(content_type: str) -> str:

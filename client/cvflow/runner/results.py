@@ -28,9 +28,14 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+# ``json.dumps`` with these options builds an encoder per call; one serves every call (``encode``
+# keeps no state between calls, so threads share it).
+_ENCODER = json.JSONEncoder(default=_default, allow_nan=False, separators=(",", ":"))
+
+
 def encode_result(result: Any, solver: str) -> bytes:
     """Raises RunnerError ``invalid_result`` (500) for what JSON cannot hold."""
     try:
-        return json.dumps(result, default=_default, allow_nan=False, separators=(",", ":")).encode()
+        return _ENCODER.encode(result).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise RunnerError("invalid_result", f"solver {solver} returned a result that is not JSON: {exc}") from None
