@@ -50,6 +50,9 @@ RATIO_TARGET = 0.8
 REPULL_SLACK = 1.05  # bytes a re-pull may move, as a multiple of the one changed file
 ROUNDS = 2
 NAME = "bench/shards"
+SMALL_NAME = "bench/pieces"
+SMALL_SIZE = 4 << 10
+CURL_PARALLEL = 16
 SOLVER = b"class Detector:\n    def infer(self, image):\n        return []\n"
 
 
@@ -130,11 +133,81 @@ def curl_parallel(urls: list[str], dest: Path | None, sizes: list[int], *, fsync
                 os.close(fd)
 
 
-def pulled(home: Path, version: str, names: list[str], size: int) -> None:
-    snap = home / "cache" / "snapshots" / Path(NAME) / version
-    for rel in names:
+def pulled(home: Path, name: str, version: str, names: list[str], sizes: list[int]) -> None:
+    snap = home / "cache" / "snapshots" / Path(name) / version
+    for rel, size in zip(names, sizes, strict=True):
         if (snap / rel).stat().st_size != size:
             raise RuntimeError(f"{snap / rel} has the wrong size")
+
+
+def curl_list(urls: list[str], dest: Path, sizes: list[int], *, parallel: int) -> None:
+    """One ``curl --parallel`` over a config file of every URL (keep-alive connections), to files in ``dest``."""
+    dest.mkdir(parents=True)
+    config = dest.parent / f"{dest.name}.curl"
+    config.write_text("".join(f'url = "{u}"\noutput = "{dest / f"f{i}"}"\n' for i, u in enumerate(urls)))
+    done = subprocess.run([tool("curl"), "-sf", "--parallel", "--parallel-max", str(parallel), "--config",
+                           str(config)], capture_output=True, timeout=600)
+    config.unlink()
+    if done.returncode != 0:
+        raise RuntimeError(f"curl --parallel exited {done.returncode}: {done.stderr[-500:]!r}")
+    got = sorted(p.stat().st_size for p in dest.iterdir())
+    if got != sorted(sizes):
+        raise RuntimeError(f"curl --parallel fetched {len(got)} files of the wrong sizes")
+
+
+def write_small_package(root: Path, count: int, size: int) -> list[str]:
+    """A package of ``count`` random files of ``size`` bytes under ``data/`` (no weights); their paths."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "cvflow.toml").write_text(manifest(SMALL_NAME, "1.0.0"))
+    (root / "solver.py").write_bytes(SOLVER)
+    names = [f"data/{i // 1000:02d}/{i:05d}.bin" for i in range(count)]
+    for rel in names:
+        (root / rel).parent.mkdir(exist_ok=True)
+        (root / rel).write_bytes(os.urandom(size))
+    return names
+
+
+def seed_small(env: Env, pkg: Path, names: list[str]) -> None:
+    """Publish the small-file package in-process: every blob stored, then one ``packages.publish``.
+
+    ``cvflow publish`` uploads each file with its own upload session (three requests and a
+    stored file each), which takes minutes for 10,000 files; ``--publish-small`` times that.
+    """
+    import hashlib
+
+    from sqlmodel import select
+
+    from hub.context import build_context
+    from hub.db import session_scope
+    from hub.models import User
+    from hub.security import Scopes
+    from hub.services import packages
+    from hub.services.accounts import Principal
+    from hub.services.blobs import grant, insert_blob, user_holder
+    from hub.settings import Settings
+
+    settings = Settings.create(data_dir=env.data_dir, environ={})
+    ctx = build_context(settings)
+    try:
+        files: list[dict[str, object]] = []
+        sizes: dict[str, int] = {}
+        for rel in ["cvflow.toml", "solver.py", *names]:
+            data = (pkg / rel).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            ctx.uploads.store.put_bytes(digest, data)
+            files.append({"path": rel, "size": len(data), "sha256": digest})
+            sizes[digest] = len(data)
+        namespace, short = SMALL_NAME.split("/")
+        with session_scope(ctx.engine, write=True) as session:
+            user = session.exec(select(User).where(User.name == namespace)).one()
+            for digest, size in sizes.items():
+                insert_blob(session, digest, size)
+            grant(session, user_holder(user.id), sizes)
+        with session_scope(ctx.engine, write=True) as session:
+            packages.publish(session, settings, Principal(user=user, scopes=Scopes.parse("publish")), namespace,
+                             short, manifest_toml=(pkg / "cvflow.toml").read_text(), files=files)
+    finally:
+        ctx.engine.dispose()
 
 
 def library_pull(home: Path, hub: str, spec: str, *, fsync: bool, workers: int = 4) -> None:
@@ -164,13 +237,14 @@ def blob_bytes(home: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=10)
-    parser.add_argument("--size-mib", type=int, default=100, help="size of each file")
+    parser.add_argument("--files", type=int, default=10, help="large files (0: skip that table)")
+    parser.add_argument("--size-mib", type=int, default=100, help="size of each large file")
+    parser.add_argument("--small-files", type=int, default=10_000, help="4 KiB files (0: skip that table)")
+    parser.add_argument("--publish-small", action="store_true",
+                        help="publish the small files with `cvflow publish` (slow) instead of in-process")
     parser.add_argument("--dir", help="where the hub, the package and the downloads go (default: the system temp dir)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds over all rows; each keeps its best")
     args = parser.parse_args()
-    size, count = args.size_mib << 20, args.files
-    total = size * count
     quiet = Quiet()
 
     with workdir("client-pull", args.dir) as tmp, Procs(tmp) as procs:
@@ -178,18 +252,6 @@ def main() -> None:
         hub_port, nginx_port = free_port(), free_port()
         hub = f"http://127.0.0.1:{hub_port}"
         server = procs.serve("hub", hub_uvicorn_argv(setup, hub_port), hub + "/api/v1/openapi.json")
-
-        names = [f"weights/shard-{i:02d}.dat" for i in range(count)]
-        pkg = tmp / "package"
-        print(f"writing {count} x {args.size_mib} MiB of random bytes and publishing {NAME}@1.0.0...", flush=True)
-        write_package(pkg, "1.0.0", dict.fromkeys(names, True), size)
-        start = time.perf_counter()
-        cvflow_run(tmp / "publisher", hub, "publish", str(pkg), "--json", "-q", token=setup.token, timeout=600)
-        publish_s = time.perf_counter() - start
-        doc = httpx.get(f"{hub}/api/v1/packages/{NAME}/versions/1.0.0").raise_for_status().json()
-        digests = {f["path"]: f["sha256"] for f in doc["files"]}
-        blob_urls = [f"http://127.0.0.1:{nginx_port}/blobs/{digests[n][:2]}/{digests[n]}" for n in names]
-
         # One nginx: the stored blobs directly (the peer), and a proxy to the hub that logs bytes sent.
         proxy_log_path = tmp / "proxy-bytes.log"
         locations = (f"        location /blobs/ {{ alias {setup.storage}/blobs/sha256/; }}\n"
@@ -199,47 +261,87 @@ def main() -> None:
         conf = nginx_conf(tmp, nginx_port, locations,
                           extra_http="log_format bytes '$request_method $request_uri $status $bytes_sent';")
         proxy = f"http://127.0.0.1:{nginx_port}"
-        nginx = procs.serve("nginx", nginx_argv(conf), blob_urls[0])
+        nginx = procs.serve("nginx", nginx_argv(conf), proxy + "/api/v1/openapi.json")
+        env = Env(tmp, setup.data_dir, setup.token, hub, proxy, server.pid, nginx.pid, proxy_log_path, args.rounds)
+        if args.files > 0:
+            large_files(env, args.files, args.size_mib << 20, quiet)
+        if args.small_files > 0:
+            small_files(env, args.small_files, quiet, publish=args.publish_small)
 
-        spec = f"{NAME}@1.0.0"
-        rows = {
-            "curl-files": Row(lambda out: curl_parallel(blob_urls, out, [size] * count), nginx.pid),
-            "curl-fsync": Row(lambda out: curl_parallel(blob_urls, out, [size] * count, fsync=True), nginx.pid),
-            "curl-null": Row(lambda out: curl_parallel(blob_urls, None, [size] * count), nginx.pid),
-            "cli-j4": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q"), server.pid),
-            "cli-j10": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q", "-j", str(count)), server.pid),
-            "cli-nofsync": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q",
-                                                      extra_env={"CVFLOW_CACHE_FSYNC": "0"}), server.pid),
-            "lib-nofsync": Row(lambda out: library_pull(out, hub, spec, fsync=False), server.pid),
-        }
-        for n in range(args.rounds):
-            print(f"round {n + 1} of {args.rounds}...", flush=True)
-            for key, row in rows.items():
-                out = tmp / f"out-{key}"
-                row.measure(out)
-                if key.startswith(("cli", "lib")):
-                    pulled(out, "1.0.0", names, size)
-                drop(out)
 
-        # The re-pull: 1.0.1 with one shard replaced, pulled after 1.0.0 into the same cache.
-        print("publishing 1.0.1 with one file changed, then pulling 1.0.0 and 1.0.1 through the proxy...", flush=True)
-        changed = names[count // 2]
-        write_package(pkg, "1.0.1", {n: n == changed for n in names}, size)
-        published = json.loads(cvflow_run(tmp / "publisher", hub, "publish", str(pkg), "--json", "-q",
-                                          token=setup.token).stdout)
-        uploaded = [u["path"] for u in published["uploaded"]]
-        home = tmp / "repull-home"
-        offset = proxy_log_path.stat().st_size if proxy_log_path.exists() else 0
-        start = time.perf_counter()
-        cvflow_run(home, proxy, "pull", spec, "-q")
-        first_s = time.perf_counter() - start
-        first, blobs_first = proxy_log(proxy_log_path, offset), blob_bytes(home)
-        offset = proxy_log_path.stat().st_size
-        start = time.perf_counter()
-        cvflow_run(home, proxy, "pull", f"{NAME}@1.0.1", "-q")
-        again_s = time.perf_counter() - start
-        again, blobs_again = proxy_log(proxy_log_path, offset), blob_bytes(home) - blobs_first
-        pulled(home, "1.0.1", names, size)
+@dataclass
+class Env:
+    """What both tables share: the work dir, the hub and its token, nginx, the rounds."""
+
+    tmp: Path
+    data_dir: Path
+    token: str
+    hub: str
+    proxy: str
+    hub_pid: int
+    nginx_pid: int
+    proxy_log: Path
+    rounds: int
+
+    def blob_url(self, digest: str) -> str:
+        return f"{self.proxy}/blobs/{digest[:2]}/{digest}"
+
+
+def large_files(env: Env, count: int, size: int, quiet: Quiet) -> None:
+    tmp, hub, proxy, proxy_log_path, setup_token = env.tmp, env.hub, env.proxy, env.proxy_log, env.token
+    total = size * count
+    size_mib = size >> 20
+    names = [f"weights/shard-{i:02d}.dat" for i in range(count)]
+    pkg = tmp / "package"
+    print(f"writing {count} x {size_mib} MiB of random bytes and publishing {NAME}@1.0.0...", flush=True)
+    write_package(pkg, "1.0.0", dict.fromkeys(names, True), size)
+    start = time.perf_counter()
+    cvflow_run(tmp / "publisher", hub, "publish", str(pkg), "--json", "-q", token=setup_token, timeout=600)
+    publish_s = time.perf_counter() - start
+    doc = httpx.get(f"{hub}/api/v1/packages/{NAME}/versions/1.0.0").raise_for_status().json()
+    digests = {f["path"]: f["sha256"] for f in doc["files"]}
+    blob_urls = [env.blob_url(digests[n]) for n in names]
+
+    spec = f"{NAME}@1.0.0"
+    server_pid, nginx_pid = env.hub_pid, env.nginx_pid
+    rows = {
+        "curl-files": Row(lambda out: curl_parallel(blob_urls, out, [size] * count), nginx_pid),
+        "curl-fsync": Row(lambda out: curl_parallel(blob_urls, out, [size] * count, fsync=True), nginx_pid),
+        "curl-null": Row(lambda out: curl_parallel(blob_urls, None, [size] * count), nginx_pid),
+        "cli-j4": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q"), server_pid),
+        "cli-j10": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q", "-j", str(count)), server_pid),
+        "cli-nofsync": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q",
+                                                  extra_env={"CVFLOW_CACHE_FSYNC": "0"}), server_pid),
+        "lib-nofsync": Row(lambda out: library_pull(out, hub, spec, fsync=False), server_pid),
+    }
+    for n in range(env.rounds):
+        print(f"round {n + 1} of {env.rounds}...", flush=True)
+        for key, row in rows.items():
+            out = tmp / f"out-{key}"
+            row.measure(out)
+            if key.startswith(("cli", "lib")):
+                pulled(out, NAME, "1.0.0", names, [size] * count)
+            drop(out)
+
+    # The re-pull: 1.0.1 with one shard replaced, pulled after 1.0.0 into the same cache.
+    print("publishing 1.0.1 with one file changed, then pulling 1.0.0 and 1.0.1 through the proxy...", flush=True)
+    changed = names[count // 2]
+    write_package(pkg, "1.0.1", {n: n == changed for n in names}, size)
+    published = json.loads(cvflow_run(tmp / "publisher", hub, "publish", str(pkg), "--json", "-q",
+                                      token=setup_token).stdout)
+    uploaded = [u["path"] for u in published["uploaded"]]
+    home = tmp / "repull-home"
+    offset = proxy_log_path.stat().st_size if proxy_log_path.exists() else 0
+    start = time.perf_counter()
+    cvflow_run(home, proxy, "pull", spec, "-q")
+    first_s = time.perf_counter() - start
+    first, blobs_first = proxy_log(proxy_log_path, offset), blob_bytes(home)
+    offset = proxy_log_path.stat().st_size
+    start = time.perf_counter()
+    cvflow_run(home, proxy, "pull", f"{NAME}@1.0.1", "-q")
+    again_s = time.perf_counter() - start
+    again, blobs_again = proxy_log(proxy_log_path, offset), blob_bytes(home) - blobs_first
+    pulled(home, NAME, "1.0.1", names, [size] * count)
 
     base = rows["curl-files"].best_s
 
@@ -270,11 +372,11 @@ def main() -> None:
          f"<= {REPULL_SLACK} x {size:,}", verdict(repull_ok)],
     ]
     notes = [
-        f"{count} random files of {args.size_mib} MiB ({total / 1e9:.2f} GB) plus `cvflow.toml` and `solver.py`, "
+        f"{count} random files of {size_mib} MiB ({total / 1e9:.2f} GB) plus `cvflow.toml` and `solver.py`, "
         f"published with `cvflow publish` ({publish_s:.1f} s, {total / publish_s / 1e9:.2f} GB/s) to `cvflow-hub "
         "serve` (uvicorn, one process, data dir on the same disk); the stored blobs are in the page cache. "
         f"GB/s = the {count} files' bytes / wall time (1 GB = 10^9 bytes). "
-        f"{args.rounds} rounds over all rows, best kept; each row starts from an empty destination, which is "
+        f"{env.rounds} rounds over all rows, best kept; each row starts from an empty destination, which is "
         "deleted and `sync`ed afterwards. The cvflow rows run the installed command in a child process "
         "(interpreter start-up included) and check every sha256 while writing; curl checks nothing.",
         "",
@@ -293,10 +395,87 @@ def main() -> None:
         "",
         quiet.note(),
     ]
-    report("client_pull", f"`cvflow pull`: {count} x {args.size_mib} MiB on loopback",
+    report("client_pull", f"`cvflow pull`: {count} x {size_mib} MiB on loopback",
            ["what", "best s", "GB/s", "vs nginx + curl", "CPU s/GiB server / client", "bytes sent by the server",
             "target", "result"],
            table, notes)
+
+
+
+
+def small_files(env: Env, count: int, quiet: Quiet, *, publish: bool) -> None:
+    """``count`` files of 4 KiB: cvflow pull against curl --parallel over keep-alive connections."""
+    tmp, hub = env.tmp, env.hub
+    pkg = tmp / "small-package"
+    print(f"writing {count:,} files of {SMALL_SIZE >> 10} KiB and publishing {SMALL_NAME}@1.0.0...", flush=True)
+    names = write_small_package(pkg, count - 2, SMALL_SIZE)  # with cvflow.toml and solver.py: count files
+    start = time.perf_counter()
+    if publish:
+        cvflow_run(tmp / "publisher", hub, "publish", str(pkg), "--json", "-q", token=env.token, timeout=3600)
+    else:
+        seed_small(env, pkg, names)
+    publish_s = time.perf_counter() - start
+    how = "with `cvflow publish`" if publish else "in-process (blobs stored, then `hub.services.packages.publish`)"
+    doc = httpx.get(f"{hub}/api/v1/packages/{SMALL_NAME}/versions/1.0.0", timeout=60).raise_for_status().json()
+    files = doc["files"]  # the 4 KiB files, cvflow.toml and solver.py: every row fetches them all
+    if not set(names) <= {f["path"] for f in files}:
+        raise RuntimeError(f"{SMALL_NAME}@1.0.0 lacks some of the files published")
+    urls, sizes = [env.blob_url(f["sha256"]) for f in files], [int(f["size"]) for f in files]
+    spec = f"{SMALL_NAME}@1.0.0"
+
+    def curl_then_sync(out: Path) -> None:
+        curl_list(urls, out, sizes, parallel=CURL_PARALLEL)
+        os.sync()
+
+    rows = {
+        "curl": Row(lambda out: curl_list(urls, out, sizes, parallel=CURL_PARALLEL), env.nginx_pid),
+        "curl-sync": Row(curl_then_sync, env.nginx_pid),
+        "cli": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q", timeout=1800), env.hub_pid),
+        "cli-j16": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q", "-j", "16", timeout=1800), env.hub_pid),
+        "cli-nofsync": Row(lambda out: cvflow_run(out, hub, "pull", spec, "-q", timeout=1800,
+                                                  extra_env={"CVFLOW_CACHE_FSYNC": "0"}), env.hub_pid),
+    }
+    for n in range(env.rounds):
+        print(f"{count:,} small files, round {n + 1} of {env.rounds}...", flush=True)
+        for key, row in rows.items():
+            out = tmp / f"out-small-{key}"
+            row.measure(out)
+            if key.startswith("cli"):
+                pulled(out, SMALL_NAME, "1.0.0", [f["path"] for f in files], sizes)
+            drop(out)
+
+    base = rows["curl"].best_s
+
+    def files_row(label: str, key: str) -> list[str]:
+        row = rows[key]
+        per_file = 1000 / (len(files) * row.rounds)
+        return [label, f"{row.best_s:.2f}", f"{len(files) / row.best_s:,.0f}", f"{base / row.best_s:.2f}",
+                f"{row.server_cpu * per_file:.2f} / {row.client_cpu * per_file:.2f}"]
+
+    table = [
+        files_row(f"nginx + `curl --parallel --parallel-max {CURL_PARALLEL}`, to files (the peer)", "curl"),
+        files_row("... then `sync` once", "curl-sync"),
+        files_row("**`cvflow pull`** (CLI defaults: -j 4, fsync on)", "cli"),
+        files_row("`cvflow pull -j 16`", "cli-j16"),
+        files_row("`CVFLOW_CACHE_FSYNC=0 cvflow pull`", "cli-nofsync"),
+    ]
+    notes = [
+        f"{len(files):,} files: {len(names):,} random files of {SMALL_SIZE >> 10} KiB, `cvflow.toml` and "
+        "`solver.py` (10,000 files is the most a version may hold), "
+        f"published {how} ({publish_s:.1f} s, {len(files) / publish_s:,.0f} files/s) to "
+        "`cvflow-hub serve` (uvicorn, one process). curl reads one config file of every stored blob's URL and "
+        f"keeps up to {CURL_PARALLEL} transfers (and keep-alive connections) going; it checks nothing. The cvflow "
+        "rows run the installed command with a fresh CVFLOW_HOME (interpreter start-up, the version document "
+        "and the snapshot of hard links included) and check every sha256. "
+        f"{env.rounds} rounds over all rows, best kept; each row's directory is deleted and `sync`ed afterwards.",
+        "",
+        "CPU ms per file: user + system milliseconds per file fetched, averaged over the rounds: the server's "
+        "(nginx, or the hub's process) and the client's (curl, or the `cvflow` process).",
+        "",
+        quiet.note(),
+    ]
+    report("client_pull_small", f"`cvflow pull`: {count:,} x {SMALL_SIZE >> 10} KiB on loopback",
+           ["what", "best s", "files/s", "vs nginx + curl", "CPU ms/file server / client"], table, notes)
 
 
 if __name__ == "__main__":
