@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cvflow.errors import Problem
@@ -25,7 +26,7 @@ def scan_package_files(root: Path) -> tuple[list[FileEntry], list[Problem]]:
     Symlinks are reported rather than followed: a package is published as plain files,
     and a link could point outside the package directory.
     """
-    entries: list[FileEntry] = []
+    found: list[tuple[str, Path]] = []
     problems: list[Problem] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -44,7 +45,15 @@ def scan_package_files(root: Path) -> tuple[list[FileEntry], list[Problem]]:
             if full.is_symlink():
                 problems.append(Problem("invalid_path", rel, "symlinks cannot be packaged"))
                 continue
-            with full.open("rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-            entries.append(FileEntry(rel, full.stat().st_size, digest))
+            found.append((rel, full))
+    # hashlib releases the GIL: files hash side by side, one per CPU.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(found), os.cpu_count() or 1, 8))) as pool:
+        entries = list(pool.map(_entry, found))
     return entries, problems
+
+
+def _entry(found: tuple[str, Path]) -> FileEntry:
+    rel, full = found
+    with full.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return FileEntry(rel, full.stat().st_size, digest)
