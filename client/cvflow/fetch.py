@@ -9,11 +9,11 @@ so each byte is copied once by the kernel, then hashed and written from that buf
         for view in answer.views():  # memoryviews of the buffer, each valid until the next
             ...
 
-It keeps one keep-alive connection per thread and origin (a pull of many small files
-reuses them), follows redirects (a presigned store URL) and sends the token only to the
-hub's own origin, like :class:`cvflow.api.HubClient`. Only a client that talks to the
-network directly gets one (:meth:`Fetcher.for_hub`): a caller's own httpx client or
-transport (the app in-process, a mock) and a proxy from the environment keep httpx.
+Its threads share keep-alive connections (a pull of many small files reuses them); it
+follows redirects (a presigned store URL) and sends the token only to the hub's own origin,
+like :class:`cvflow.api.HubClient`. Only a client that talks to the network directly gets
+one (:meth:`Fetcher.for_hub`): a caller's own httpx client or transport (the app
+in-process, a mock) and a proxy from the environment keep httpx.
 
 Errors, as :mod:`cvflow.transfer` expects them: no connection, a cut or a timeout raise
 :class:`~cvflow.errors.HubUnavailableError`; an answer of 400 or more is handed back like
@@ -40,6 +40,7 @@ __all__ = ["Answer", "Fetcher"]
 BUFFER = 1 << 20
 MAX_REDIRECTS = 20
 MAX_ERROR_BODY = 1 << 20
+MAX_IDLE = 32  # idle keep-alive connections kept per origin
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 Origin = tuple[str, str, int]
@@ -158,7 +159,7 @@ class Answer:
 
 
 class Fetcher:
-    """GETs to one hub (and wherever it redirects), one keep-alive connection per thread and origin."""
+    """GETs to one hub (and wherever it redirects) over keep-alive connections shared by its threads."""
 
     def __init__(self, base_url: str, *, headers: dict[str, str], token_header: str | None,
                  timeout: float, connect_timeout: float = 10.0) -> None:
@@ -168,7 +169,8 @@ class Fetcher:
         self._token = token_header
         self._timeout, self._connect_timeout = timeout, connect_timeout
         self._tls: ssl.SSLContext | None = None
-        self._local = threading.local()
+        self._local = threading.local()  # each thread's body buffer
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
 
@@ -185,7 +187,7 @@ class Fetcher:
 
     def close(self) -> None:
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._all, self._idle = self._all, [], {}
         for conn in conns:
             conn.close()
 
@@ -200,7 +202,7 @@ class Fetcher:
     def get(self, url_path: str, headers: dict[str, str] | None = None) -> Iterator[Answer]:
         """GET ``url_path`` (relative to the hub, or absolute), following redirects.
 
-        The connection goes back to this thread's pool when the body was read to its end.
+        The connection goes back to the idle ones when the body was read to its end.
 
         Raises:
             HubUnavailableError: no connection, a timeout, a cut, or too many redirects.
@@ -261,14 +263,11 @@ class Fetcher:
         raise AssertionError("unreachable")
 
     def _connection(self, origin: Origin, fresh: bool) -> _Connection:
-        pool: dict[Origin, _Connection] | None = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = {}
-        conn = pool.pop(origin, None)
-        if conn is not None and not fresh:
-            return conn
-        if conn is not None:
-            self._forget(conn)
+        if not fresh:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if idle:
+                    return idle.pop()
         if origin[0] == "https" and self._tls is None:
             import httpx  # the same certificates as the rest of the client
 
@@ -290,13 +289,12 @@ class Fetcher:
             with contextlib.suppress(HubUnavailableError):
                 answer.read()
         if answer.complete and answer.reusable:
-            pool: dict[Origin, _Connection] = self._local.pool
-            old = pool.pop(conn.origin, None)
-            if old is not None and old is not conn:
-                self._forget(old)
-            pool[conn.origin] = conn
-        else:
-            self._forget(conn)
+            with self._lock:
+                idle = self._idle.setdefault(conn.origin, [])
+                if len(idle) < MAX_IDLE:
+                    idle.append(conn)
+                    return
+        self._forget(conn)
 
     def _forget(self, conn: _Connection) -> None:
         conn.close()

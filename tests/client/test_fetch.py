@@ -124,6 +124,7 @@ def start(stores: list[Store], mode: str = "plain", target: Store | None = None)
 
 
 def fetch_all(client: HubClient, tmp: Path, paths: list[str]) -> None:
+    tmp.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(paths):
         data = BLOBS[path]
         dest = tmp / f"out-{i}"
@@ -139,6 +140,19 @@ def test_a_real_hub_client_fetches_over_its_own_sockets_and_keeps_one_connection
         fetch_all(client, tmp_path, [*BLOBS])
     assert store.served == len(BLOBS)
     assert store.connections == 1, "every download of one thread reuses one keep-alive connection"
+
+
+def test_threads_and_later_pulls_share_the_idle_connections(stores: list[Store], tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = start(stores)
+    paths = [p for p in BLOBS if p.startswith("/b/")]
+    with HubClient(store.url, timeout=10) as client:
+        for run in range(3):  # a new pool of threads each time, as each pull of `cvflow install` has
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda p, r=run: fetch_all(client, tmp_path / f"{r}-{p[3:]}", [p]), paths))
+    assert store.served == 3 * len(paths)
+    assert store.connections <= 4, "no more connections than requests ever in flight at once"
 
 
 def test_a_client_with_its_own_transport_keeps_httpx(stores: list[Store]) -> None:
