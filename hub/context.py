@@ -185,7 +185,8 @@ def watch_catalog(engine: Engine, cache: MetadataCache) -> None:
 
 
 def _db_key(bind: Any) -> str:
-    return str(bind.url)
+    url = getattr(bind, "url", None) or bind.engine.url  # an Engine, an OptionEngine or a Connection
+    return str(url)
 
 
 @sa.event.listens_for(OrmSession, "after_flush")
@@ -201,9 +202,13 @@ def _note_catalog_change(session: OrmSession, _context: Any) -> None:
 def _clear_after_catalog_change(session: OrmSession) -> None:
     if not session.info.pop("catalog_changed", False) or not _WATCHED:
         return
-    bind = session.get_bind()
+    try:
+        key = _db_key(session.get_bind())
+    except Exception:  # a session without one bind: clear every cache rather than none
+        log.warning("a catalog commit on an unknown database; clearing every metadata cache", exc_info=True)
+        key = None
     with _WATCHED_GUARD:
-        caches = list(_WATCHED.get(_db_key(bind), ()))
+        caches = [c for k, group in _WATCHED.items() if key in (None, k) for c in group]
     for cache in caches:
         cache.clear()
 
