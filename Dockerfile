@@ -4,7 +4,7 @@
 # Every Python package comes from requirements/hub.lock (pinned, with hashes; scripts/lock writes
 # it), so two builds install the same versions. git is there for the indexer (docs/indexer.md).
 #
-#   docker build -t cvflow-hub .
+#   docker build -t cvflow/hub .
 #
 # Build arguments (docs/deployment.md, "The container image"; scripts/image-check uses them):
 #   BASE             the image both stages start from: Debian with python3 (3.11) and python3-venv
