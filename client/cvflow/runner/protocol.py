@@ -22,9 +22,12 @@ closed after ``idle_timeout``, and a body must arrive within ``body_timeout`` (e
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import socketserver
+import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,21 +83,46 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-class Reader:
-    """Buffered reads from a socket, each with a deadline (``time.monotonic()``)."""
+def _timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for ``SO_RCVTIMEO``/``SO_SNDTIMEO``, at least 1 µs (0 would be no limit)."""
+    micro = max(1, math.ceil(seconds * 1e6))
+    return struct.pack("@ll", micro // 1_000_000, micro % 1_000_000)
 
-    __slots__ = ("buf", "sock")
+
+#: Time limits by the kernel (Linux, macOS); elsewhere by Python's socket timeouts.
+KERNEL_TIMEOUTS = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
+
+
+class Reader:
+    """Buffered reads from a socket, each with a deadline (``time.monotonic()``).
+
+    A socket in blocking mode gets its time limit from the kernel (``SO_RCVTIMEO``, set before
+    each read): a Python socket with a timeout polls before every receive, and the poll and the
+    receive each let go of the GIL, which sixteen connection threads then pass around (a tenth of
+    the runner's CPU per request at 16 connections, ``bench/runner_digits.py``)."""
+
+    __slots__ = ("buf", "kernel", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.kernel = KERNEL_TIMEOUTS and sock.gettimeout() is None
+
+    def _limit(self, left: float) -> None:
+        if self.kernel:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(left))
+        else:
+            self.sock.settimeout(left)
 
     def _fill(self, deadline: float) -> bool:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
-        self.sock.settimeout(left)
-        data = self.sock.recv(65536)
+        self._limit(left)
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            raise TimeoutError from None
         if not data:
             return False
         self.buf += data
@@ -158,8 +186,11 @@ class Reader:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            self.sock.settimeout(left)
-            got = self.sock.recv_into(view[have:], min(n - have, 1 << 20))
+            self._limit(left)
+            try:
+                got = self.sock.recv_into(view[have:], min(n - have, 1 << 20))
+            except BlockingIOError:
+                raise TimeoutError from None
             if not got:
                 raise ConnectionError("the client closed the connection inside a body")
             have += got
@@ -408,6 +439,9 @@ class Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if KERNEL_TIMEOUTS:  # blocking, with the kernel's time limits (see ``Reader``)
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.server.limits.body_timeout))
         client = self.client_address[0] if isinstance(self.client_address, tuple) else "?"
         reader, limits, connection = Reader(sock), self.server.limits, Connection()
         try:
