@@ -67,7 +67,8 @@ def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+        # One line, not indented: only then does json use its C encoder (a 10,000-file snapshot's stamps)
+        f.write(json.dumps(data, sort_keys=True))
     os.replace(tmp, path)
 
 
