@@ -28,9 +28,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from email.message import Message
-from http.client import parse_headers
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 from cvflow.errors import HubUnavailableError
@@ -40,6 +38,7 @@ __all__ = ["Answer", "Fetcher"]
 BUFFER = 1 << 20
 MAX_REDIRECTS = 20
 MAX_ERROR_BODY = 1 << 20
+MAX_HEADERS = 100
 MAX_IDLE = 32  # idle keep-alive connections kept per origin
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -60,6 +59,31 @@ def _uses_proxy(url: str) -> bool:
     proxies = urllib.request.getproxies()
     scheme, host, _ = _origin_of(url)
     return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
+
+
+class Headers(dict[str, str]):
+    """An answer's headers by lower-case name (a repeated header's values joined by commas)."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
+def _read_headers(reader: io.BufferedReader) -> Headers:
+    """The header lines up to the blank one (http.client's email parser costs more than a small body)."""
+    headers = Headers()
+    for _ in range(MAX_HEADERS + 1):
+        line = reader.readline(65537)
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        name, colon, value = line.decode("latin-1").partition(":")
+        if not colon:
+            raise ValueError(f"a malformed header line: {line[:80]!r}")
+        key, value = name.strip().lower(), value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    raise ValueError(f"more than {MAX_HEADERS} header lines")
 
 
 class _Connection:
@@ -92,7 +116,7 @@ class _Connection:
 class Answer:
     """A response: ``status_code``, ``headers`` (case-insensitive ``get``) and the body by :meth:`views`."""
 
-    def __init__(self, conn: _Connection, status: int, reason: str, headers: Message, buffer: bytearray,
+    def __init__(self, conn: _Connection, status: int, reason: str, headers: Headers, buffer: bytearray,
                  head: bool = False) -> None:
         self.status_code = status
         self.reason_phrase = reason
@@ -246,7 +270,7 @@ class Fetcher:
                 code, _, reason = rest.strip().partition(" ")
                 if not version.startswith("HTTP/1.") or not code.isdigit():
                     raise HubUnavailableError(f"{url} did not answer HTTP/1.1: {status_line[:80]!r}")
-                message = parse_headers(conn.reader)
+                message = _read_headers(conn.reader)
             except TimeoutError as exc:
                 self._forget(conn)
                 raise HubUnavailableError(f"{scheme}://{host}:{port} did not answer in time") from exc
