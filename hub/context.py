@@ -247,6 +247,8 @@ class DownloadCounter:
         key = (version_id, package_id, self._day)
         with self._counts_lock:
             self._counts[key] = self._counts.get(key, 0) + n
+        if self._thread is None:  # an app served without lifespan events still writes its counts
+            self.start()
 
     def pending(self) -> int:
         return sum(self._counts.values())
