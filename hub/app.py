@@ -252,7 +252,15 @@ async def _db_error(request: Request, exc: Exception) -> Response:
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
     if not lost:
         return await _unexpected(request, exc)
-    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).split("\n", 1)[0])
+    first_line = str(exc).split("\n", 1)[0]
+    if str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "").startswith("40"):
+        # Class 40, transaction rollback: a deadlock or serialization failure. The server is
+        # fine and a retry will do, but two of the hub's own transactions met in the wrong order.
+        log.error("transaction rolled back by the database on %s %s: %s", request.method, request.url.path,
+                  first_line)
+        return await _hub_error(request, HubError(
+            "database_unavailable", "the database rolled this transaction back for a conflicting one; retry"))
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, first_line)
     return await _hub_error(request, HubError("database_unavailable"))
 
 

@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import Session, select
 
 from hub.db import session_scope
-from hub.models import Package, PackageTag
+from hub.models import Package, PackageTag, row_id
 from hub.services import packages
 from hub.settings import Settings
 from tests.conftest import PG_ADMIN_URL, running_hub, scratch_pg_database
@@ -72,3 +72,42 @@ def test_two_transactions_recomputing_one_package_take_turns(pg_hub: tuple[LiveH
     assert outcome == {"done": True}
     with Session(engine) as session:
         assert sorted(session.exec(select(PackageTag.tag)).all()) == ["a", "b"]
+
+
+def test_two_publishes_in_one_package_do_not_deadlock(pg_hub: tuple[LiveHub, str]) -> None:
+    # Each publish first writes rows that refer to the package (its version: a key-share lock on
+    # the package row), then recomputes the package. A lock there that waits for key-share locks
+    # (FOR UPDATE) made two of them wait for each other until PostgreSQL killed one.
+    live, _ = pg_hub
+    assert publish(live.user_client("alice"), "alice/detector", "1.0.0").status_code == 201
+    engine = live.context.engine
+    found = select(Package).where(Package.full_name == "alice/detector")
+    outcome: dict[str, object] = {}
+
+    def refer(session: Session, tag: str) -> Package:
+        package = session.exec(found).one()
+        session.add(PackageTag(package_id=row_id(package), tag=tag))  # its foreign key is the package
+        session.flush()
+        return package
+
+    def second() -> None:
+        try:
+            with session_scope(engine, write=True) as session:
+                packages.apply_latest(session, refer(session, "second"))
+            outcome["second"] = "done"
+        except Exception as exc:
+            outcome["second"] = exc
+
+    with Session(engine) as first:
+        package = refer(first, "first")
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(15)  # it finishes unless it waits for this transaction's key-share lock
+        try:
+            packages.apply_latest(first, package)
+            first.commit()
+            outcome["first"] = "done"
+        except Exception as exc:
+            outcome["first"] = exc
+    thread.join(30)
+    assert (outcome["first"], outcome["second"]) == ("done", "done")

@@ -440,9 +440,12 @@ def apply_latest(session: Session, package: Package) -> None:
 
     Takes the package's row lock first (PostgreSQL): two replicas publishing or yanking in one
     package at once would otherwise both delete the tags and insert the same ones, and the later
-    insert fails on ``package_tags_pkey`` (a 500). Pending writes (the version) flush first.
+    insert fails on ``package_tags_pkey`` (a 500). Pending writes (the version) flush first. The
+    lock is ``FOR NO KEY UPDATE``, the one an UPDATE takes: a publish's new version row already
+    holds a key-share lock on the package (its foreign key), which ``FOR UPDATE`` would wait for,
+    so two publishes would deadlock.
     """
-    session.exec(select(Package.id).where(Package.id == package.id).with_for_update())
+    session.exec(select(Package.id).where(Package.id == package.id).with_for_update(key_share=True))
     rows = session.exec(
         select(Version.version, Version.is_prerelease, Version.yanked, Version.manifest)
         .where(Version.package_id == package.id)
