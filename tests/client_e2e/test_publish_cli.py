@@ -7,6 +7,8 @@ import io
 import json
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -347,3 +349,50 @@ def test_transfer_bars_stay_quiet_without_a_terminal(capsys):
         task = bar.add("weights/x.bin", 2048)
         bar.advance(task, 2048)
     assert "weights/x.bin" in screen.getvalue() and "2.0/2.0 KiB" in screen.getvalue()
+
+
+class _ChangesOneFile:
+    """Progress that overwrites ``path`` (same size, other bytes) as its upload starts."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path, self.data, self.started = path, data, list[str]()
+
+    def add(self, description: str, total: int | None) -> int:
+        self.started.append(description)
+        if self.path.as_posix().endswith(description):
+            self.path.write_bytes(self.data)
+        return len(self.started)
+
+    def advance(self, task_id: int, n: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+def test_a_failed_upload_stops_the_others_and_is_the_error_reported(hub: Any, token: str, tmp_path: Path) -> None:
+    from cvflow.errors import HubError
+    from cvflow.publish import publish_dir
+
+    big, small = os.urandom(40 * MiB), os.urandom(MiB)
+    pkg = write_package(tmp_path / "p", "alice/p", files={"weights/big.dat": big, "weights/small.dat": small},
+                        weights=("weights/big.dat", "weights/small.dat"))
+    progress = _ChangesOneFile(pkg / "weights/small.dat", os.urandom(MiB))
+    with HubClient(hub.url, token) as client, pytest.raises(HubError) as failed:
+        publish_dir(client, pkg, state_dir=tmp_path / "state", progress=progress)
+    # Both uploads ran at once; the changed file's digest_mismatch is what the caller hears,
+    # not the stop it caused in the other upload.
+    assert {"weights/big.dat", "weights/small.dat"} <= set(progress.started)
+    assert failed.value.code == "digest_mismatch"
+    assert "weights/small.dat changed while it was uploaded" in str(failed.value)
+    assert httpx.get(f"{hub.url}/api/v1/packages/alice/p").status_code == 404
+    # The big file either got through or was stopped with its session kept for the next run.
+    big_digest = hashlib.sha256(big).hexdigest()
+    assert big_digest in blob_digests(hub) or (tmp_path / "state" / "uploads" / f"{big_digest}.json").is_file()
+
+    # The next run sends what is missing (resuming the big file if it was stopped half-way) and publishes.
+    with HubClient(hub.url, token) as client:
+        done = publish_dir(client, pkg, state_dir=tmp_path / "state")
+    assert done["version"] == "1.0.0" and upload_ids(hub) == set()
+    got = httpx.get(f"{hub.url}/api/v1/packages/alice/p/versions/1.0.0/files/weights/big.dat")
+    assert hashlib.sha256(got.content).hexdigest() == big_digest
