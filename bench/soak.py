@@ -130,7 +130,7 @@ class TcpProxy:
             for w in (writer, upstream):
                 if w is not None:
                     self._open.discard(w)
-                    w.transport.abort() if w.is_closing() else w.close()
+                    w.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
