@@ -9,7 +9,7 @@ fsyncs each chunk), side by side in the same run with:
 - hashlib.sha256 and sha256sum (the hashing ceiling) and writing 1 GiB with an fsync per
   64 MiB chunk, on disk and on tmpfs (the storage ceiling);
 - `cvflow publish` of a package of 10 files x 100 MiB (hashing, checking, uploading, committing),
-  each round as a new user, to whom every blob is missing.
+  each round as a new user and as a private package, so every blob is missing to that user.
 
 Every server runs side by side; the rows are measured in rounds and keep their best.
 Targets: the hub >= 500 MB/s (on disk and on tmpfs), `cvflow publish` >= 500 MB/s.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -162,8 +163,9 @@ def hub_upload_whole(url: str, token: str, pieces: list[bytes], digest: str) -> 
 
 
 class Publisher:
-    """``cvflow publish`` of one package directory, each round as a new user of the hub (a user
-    holds no grant for blobs others uploaded, so every blob is missing to them and travels)."""
+    """``cvflow publish --private`` of one package directory, each round as a new user of the hub
+    (a user holds no grant for blobs others uploaded, and cannot read the earlier rounds' private
+    versions, so every blob is missing to them and travels)."""
 
     def __init__(self, name: str, package: Path, data_dir: Path, url: str, home: Path) -> None:
         self.name, self.package, self.data_dir, self.url, self.home = name, package, data_dir, url, home
@@ -177,11 +179,15 @@ class Publisher:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CVFLOW_") and k != "XDG_DATA_HOME"}
         env.update(CVFLOW_HOME=str(self.home / user), CVFLOW_HUB=self.url, CVFLOW_TOKEN=token)
         start = time.perf_counter()
-        done = subprocess.run([tool("cvflow"), "publish", str(self.package), "--json", "-q"], capture_output=True,
-                              text=True, env=env, stdin=subprocess.DEVNULL, timeout=600)
+        # Private: a public version would make its blobs "present" to the next round's user.
+        done = subprocess.run([tool("cvflow"), "publish", str(self.package), "--private", "--json", "-q"],
+                              capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"cvflow publish exited {done.returncode}:\n{done.stderr[-2000:]}")
+        sent = {u["path"] for u in json.loads(done.stdout)["uploaded"]}
+        if not sent >= set(shard_names()):
+            raise RuntimeError(f"cvflow publish as {user} did not upload every file: {sorted(sent)}")
         return seconds
 
 
@@ -341,7 +347,7 @@ def main() -> None:
              "sha256 (computed before the clock starts); the hub hashes while streaming, writes to its staging file, "
              "fsyncs each chunk and links the blob into place. `cvflow publish`: the command's whole run (start, "
              f"hashing and checking the {package_size >> 20} MiB, uploads, the version's commit), each round as a new "
-             "user, so every blob travels. "
+             "user and a private package, so every blob travels. "
              f"MB = 10^6 bytes. {args.rounds} rounds over all rows, best shown (the whole-body rows and sha256sum: "
              "first round only). Server CPU: user+system seconds of the server process per GiB received, averaged "
              "over the rounds (the client's CPU is not counted); it is less noisy than MB/s on a shared machine.",
