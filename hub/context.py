@@ -19,7 +19,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
@@ -228,12 +229,14 @@ class DownloadCounter:
     database refuses is kept and tried again with the next one.
     """
 
+    thread_name = "cvflow-download-counts"
+
     def __init__(self, engine: Engine, interval: float = 1.0) -> None:
         self.engine = engine
         self.interval = interval
         self._counts: dict[tuple[int, int, date], int] = {}
         self._counts_lock = threading.Lock()  # held for a dict update or swap, never for I/O
-        self._flush_lock = threading.Lock()  # one flush at a time: the thread's, stop's, a test's
+        self._flush_lock = threading.RLock()  # one flush at a time: the thread's, stop's, a test's
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._day = utcnow().date()
@@ -277,10 +280,20 @@ class DownloadCounter:
         with self._flush_lock, self._counts_lock:
             self._counts = {}
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """No batch is written while held: one being written is waited for first.
+
+        For a caller that empties or locks the tables the batches write (a test's reset; a
+        TRUNCATE beside a batch's transaction deadlocks on PostgreSQL).
+        """
+        with self._flush_lock:
+            yield
+
     def start(self) -> None:
         if self._thread is None:
             self._wake.clear()
-            self._thread = threading.Thread(target=self._run, name="cvflow-download-counts", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
