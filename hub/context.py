@@ -15,11 +15,12 @@ after the session has closed: no session is held while a body streams in or a fi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -62,8 +63,10 @@ class MetadataCache:
         #: Bumped by every invalidation; a reader takes it before its query and passes it to put.
         self.generation = 0
         self._items: dict[str, tuple[float, bytes, str]] = {}
-        self._files: dict[tuple[str, str, str, str], tuple[float, PublicFile]] = {}
+        self._versions: dict[tuple[str, str, str], tuple[float, PublicVersion]] = {}
+        self._version_files = 0  # how many files the entries of _versions hold together
         self._refreshing: set[str] = set()
+        self._loading: dict[tuple[str, str, str], asyncio.Event] = {}  # event loop only
         self._lock = threading.Lock()  # invalidations come from worker threads (watch_catalog)
 
     def get(self, key: str) -> tuple[bytes, str] | None:
@@ -106,30 +109,54 @@ class MetadataCache:
 
     def get_file(self, key: tuple[str, str, str, str]) -> PublicFile | None:
         """A public, live version's file by ``(namespace, name, version, path)`` as requested."""
-        item = self._files.get(key)
+        item = self._versions.get(key[:3])
         if item is None or item[0] < time.monotonic():
             return None
-        return item[1]
+        version = item[1]
+        found = version.files.get(key[3])
+        if found is None:
+            return None
+        return PublicFile(found[0], found[1], key[3], version.version_id, version.package_id)
 
-    def put_file(self, key: tuple[str, str, str, str], file: PublicFile, *, generation: int) -> None:
-        """Only for a file of a public package's live version, read after ``generation`` was taken."""
+    def put_version(self, key: tuple[str, str, str], version: PublicVersion, *, generation: int) -> None:
+        """Every file of a public package's live version, read after ``generation`` was taken,
+        under ``(namespace, name, version)`` as requested."""
         with self._lock:
             if self.ttl > 0 and generation == self.generation:
-                if len(self._files) > 100_000:
-                    self._files = {}
-                self._files[key] = (time.monotonic() + self.ttl, file)
+                if self._version_files + len(version.files) > 200_000:
+                    self._versions, self._version_files = {}, 0
+                old = self._versions.get(key)
+                self._version_files += len(version.files) - (len(old[1].files) if old else 0)
+                self._versions[key] = (time.monotonic() + self.ttl, version)
+
+    def loading(self, key: tuple[str, str, str]) -> asyncio.Event | None:
+        """Single flight for a version's file map, on the event loop: None for the caller that
+        should load it (and then call :meth:`loaded`), else the event that load sets.
+
+        A pull of a version's 10,000 files starts with a burst of misses; one of them reads the
+        version's files, the others wait for it rather than read them too.
+        """
+        event = self._loading.get(key)
+        if event is None:
+            self._loading[key] = asyncio.Event()
+        return event
+
+    def loaded(self, key: tuple[str, str, str]) -> None:
+        event = self._loading.pop(key, None)
+        if event is not None:
+            event.set()
 
     def invalidate(self, prefix: str) -> None:
         with self._lock:
             self.generation += 1
-            # Which files a look-alike spelling reached is not known here: every file entry goes.
-            self._files = {}
+            # Which versions a look-alike spelling reached is not known here: every file map goes.
+            self._versions, self._version_files = {}, 0
             self._items = {k: v for k, v in self._items.items() if not k.startswith(prefix)}
 
     def clear(self) -> None:
         with self._lock:
             self.generation += 1
-            self._files = {}
+            self._versions, self._version_files = {}, 0
             self._items = {}
 
 
@@ -158,6 +185,15 @@ class SmallBlobs:
         if digest not in self._items:
             self._items[digest] = data
             self._bytes += len(data)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicVersion:
+    """Every file of a public package's live version: ``files`` maps a path to (sha256, size)."""
+
+    version_id: int
+    package_id: int
+    files: Mapping[str, tuple[str, int]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from hub.api import bodies
 from hub.api._http import Registry, dumps, json_response, principal, read_body, read_query
 from hub.api.access import OPTIONAL, Access
 from hub.api.downloads import blob_response
-from hub.context import HubContext, PublicFile, ctx, in_session, run_sync
+from hub.context import HubContext, PublicFile, PublicVersion, ctx, in_session, run_sync
 from hub.db import session_scope
 from hub.errors import HubError
 from hub.mirror.copies import origin_json
@@ -355,39 +355,71 @@ async def download_file(request: Request) -> Response:
     # client that already has the version does not fetch again (the way Hugging Face counts
     # a model's config file). Resumed ranges and 304s are not new downloads.
     counts = p["path"] == MANIFEST_FILENAME and (not rng or rng.replace(" ", "").startswith("bytes=0-"))
-    # A public package's file is everyone's to read: found once, it is served without a query
-    # until the cache's TTL, or until a change to the catalog on this replica clears it.
+    # A public package's file is everyone's to read. The first miss of a public version reads
+    # all its files at once (a pull asks for each of them next); the map is served without a
+    # query until the cache's TTL, or until a change to the catalog on this replica clears it.
     key = (p["namespace"], p["name"], p["version"], p["path"])
     file = hub.cache.get_file(key)
+    loader = False
     if file is None:
-        pool = _pool(request)
-        generation = hub.cache.generation  # taken before the query: see MetadataCache.put_file
-
-        def lookup(session: Session) -> tuple[PublicFile, bool] | None:
-            found = _local_version(session, who, pool, p)
-            if found is None:
-                return None
-            package, version = found
-            row = session.exec(select(File).where(File.version_id == version.id, File.path == p["path"])).first()
-            if row is None:
-                raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {p['path']!r}")
-            return PublicFile(row.sha256, row.size, row.path, row_id(version), row_id(package)), package.private
-
-        found = await in_session(request, lookup)
-        if found is None:  # fetched from an upstream, verified and stored, then sent from here
+        pending = hub.cache.loading(key[:3])
+        loader = pending is None
+        if pending is not None:  # another request is reading this version's files
+            await pending.wait()
+            file = hub.cache.get_file(key)  # None: not a public file, or dropped since; ask
+    if file is None:
+        try:
+            file = await _lookup_file(request, who, key)
+        finally:
+            if loader:
+                hub.cache.loaded(key[:3])
+        if file is None:  # fetched from an upstream, verified and stored, then sent from here
+            pool = _pool(request)
             assert pool is not None
             entry = await run_sync(pool.fetch_file, f"{p['namespace']}/{p['name']}", p["version"], p["path"])
             return await blob_response(request, hub, entry["sha256"], entry["size"],
                                        filename=p["path"].rsplit("/", 1)[-1])
-        file, private = found
-        if not private:
-            hub.cache.put_file(key, file, generation=generation)
     etag = f'"{file.sha256}"'
     if request.headers.get("if-none-match") in (etag, "*"):
         return Response(status_code=304, headers={"etag": etag})
     if counts:  # counted in memory, written in batches (hub.context.DownloadCounter)
         hub.downloads.add(file.version_id, file.package_id)
     return await blob_response(request, hub, file.sha256, file.size, filename=file.path.rsplit("/", 1)[-1])
+
+
+async def _lookup_file(request: Request, who: Principal, key: tuple[str, str, str, str]) -> PublicFile | None:
+    """The file ``key`` names, or None when the upstreams should answer; a public version's
+    whole file map goes into the cache on the way."""
+    hub = ctx(request)
+    pool = _pool(request)
+    generation = hub.cache.generation  # taken before the query: see MetadataCache.put_version
+    namespace, name, version_name, path = key
+
+    def lookup(session: Session) -> tuple[PublicFile, PublicVersion | None] | None:
+        found = _local_version(session, who, pool, {"namespace": namespace, "name": name, "version": version_name})
+        if found is None:
+            return None
+        package, version = found
+        ids = row_id(version), row_id(package)
+        if package.private:
+            row = session.exec(select(File).where(File.version_id == version.id, File.path == path)).first()
+            hit = None if row is None else (row.sha256, row.size)
+            public = None
+        else:
+            query = select(File.path, File.sha256, File.size).where(File.version_id == version.id)
+            public = PublicVersion(*ids, {p: (sha256, size) for p, sha256, size in session.exec(query)})
+            hit = public.files.get(path)
+        if hit is None:
+            raise HubError("file_not_found", f"{package.full_name}@{version.version} has no file {path!r}")
+        return PublicFile(hit[0], hit[1], path, *ids), public
+
+    found = await in_session(request, lookup)
+    if found is None:
+        return None
+    file, public = found
+    if public is not None:
+        hub.cache.put_version(key[:3], public, generation=generation)
+    return file
 
 
 @endpoint("GET", "/api/v1/packages/{namespace}/{name}/downloads", "Downloads per day over the last 90 days",

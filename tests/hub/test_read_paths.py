@@ -8,7 +8,9 @@ looks like from here): this replica may only learn of it when its cache entries 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from hub.app import create_app
-from hub.context import HubContext, MetadataCache, PublicFile, build_context
+from hub.context import HubContext, MetadataCache, PublicFile, PublicVersion, build_context
 from hub.db import session_scope
 from hub.models import DownloadCount, Package, Version
 from hub.settings import Settings
@@ -32,12 +34,13 @@ MANIFEST = "/api/v1/packages/alice/detector/versions/1.0.0/files/cvflow.toml"
 
 
 @contextlib.contextmanager
-def own_hub(database: str, data_dir: Path, *, interval: float = 1.0) -> Iterator[tuple[LiveHub, ServerThread]]:
+def own_hub(database: str, data_dir: Path, *, interval: float = 1.0,
+            ttl: float = TTL) -> Iterator[tuple[LiveHub, ServerThread]]:
     """A hub of the test's own (its own database), with a short metadata TTL."""
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(scratch_pg_database("cvflow_reads")) if database == "postgres" else None
         settings = Settings.create(data_dir=data_dir, database_url=url, environ={}, auto_migrate=True,
-                                   argon2_time_cost=1, argon2_memory_cost=1024, metadata_cache_ttl=TTL)
+                                   argon2_time_cost=1, argon2_memory_cost=1024, metadata_cache_ttl=ttl)
         context = build_context(settings)
         context.downloads.interval = interval  # before the app's lifespan starts the writer thread
         server = ServerThread(create_app(settings, context=context)).__enter__()
@@ -197,16 +200,46 @@ def test_another_replicas_changes_stop_cached_files_within_the_ttl(database: str
         assert alice.get(FILE).status_code == 200
 
 
+def test_a_pull_of_a_public_version_reads_its_file_list_once(database: str, tmp_path: Path) -> None:
+    """16 readers fetch every file of a cold public version at once, as `cvflow pull -j 16` does:
+    one request reads the version's files, the others wait for it, and none reads them again."""
+    images = {f"images/{i:03d}.png": f"image {i}".encode() for i in range(96)}
+    with own_hub(database, tmp_path, ttl=60) as (live, _):
+        alice = live.user_client("alice")
+        assert publish(alice, files={"solver.py": b"class Detector: pass\n", **images}).status_code == 201
+        reads: list[str] = []
+
+        def note(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+            if re.search(r"\bFROM files\b", statement):
+                reads.append(statement)
+
+        sa.event.listen(live.context.engine, "before_cursor_execute", note)
+        try:
+            base = FILE.rsplit("/", 1)[0]
+            with httpx.Client(base_url=live.url, limits=httpx.Limits(max_connections=16)) as client, \
+                    concurrent.futures.ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda path: client.get(f"{base}/{path}"), images))
+                assert len(reads) == 1, reads
+                # a path the cached list lacks is asked of the database, and answered as before
+                missing = client.get(f"{base}/images/none.png")
+        finally:
+            sa.event.remove(live.context.engine, "before_cursor_execute", note)
+        assert [(a.status_code, a.content) for a in answers] == [(200, body) for body in images.values()]
+        assert missing.status_code == 404 and error_code(missing) == "file_not_found"
+
+
 def test_a_read_that_raced_an_invalidation_is_not_cached() -> None:
     cache = MetadataCache(ttl=60)
     key, file = ("alice", "detector", "1.0.0", "solver.py"), PublicFile("0" * 64, 1, "solver.py", 1, 1)
+    version = PublicVersion(1, 1, {"solver.py": ("0" * 64, 1)})
     generation = cache.generation  # a reader takes this, then queries...
     cache.invalidate("pkg:alice/")  # ...while a commit makes the package private
-    cache.put_file(key, file, generation=generation)
+    cache.put_version(key[:3], version, generation=generation)
     cache.put("pkg:alice/detector", b"{}", '"e"', generation=generation)
     assert cache.get_file(key) is None and cache.get("pkg:alice/detector") is None
-    cache.put_file(key, file, generation=cache.generation)
+    cache.put_version(key[:3], version, generation=cache.generation)
     assert cache.get_file(key) == file
+    assert cache.get_file((*key[:3], "other.py")) is None
 
 
 # --- the package document: an expired entry is refreshed off the event loop ------------------
@@ -240,7 +273,6 @@ def test_documents_and_files_answer_under_concurrent_readers(database: str, tmp_
     with own_hub(database, tmp_path) as (live, _):
         alice = live.user_client("alice")
         assert publish(alice, files={"solver.py": b"x" * 3000}).status_code == 201
-        import concurrent.futures
 
         def read(n: int) -> tuple[int, int]:
             with httpx.Client(base_url=live.url) as client:
