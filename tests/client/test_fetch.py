@@ -213,6 +213,24 @@ def test_a_batch_names_no_blob_before_its_commit_then_all_of_them(stores: list[S
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
 
 
+def test_small_blobs_share_256_locks_and_threads_fetching_one_blob_store_it_once(stores: list[Store],
+                                                                               tmp_path: Path) -> None:
+    """Blobs under 16 MiB lock by digest prefix, with no lock file each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = start(stores)
+    cache = Cache(tmp_path / "cache", fsync=True)
+    paths = [p for p in BLOBS if p.startswith("/b/")] * 3  # each blob asked for by three threads
+    with HubClient(store.url, timeout=10) as client, cache.batch() as batch, ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: cache.fetch_blob(client, p, sha(BLOBS[p]), len(BLOBS[p]), batch=batch), paths))
+        cache.fetch_blob(client, "/big", sha(BIG), len(BIG), batch=batch)
+    for path in set(paths):
+        assert cache.blob_path(sha(BLOBS[path])).read_bytes() == BLOBS[path]
+    locks = {p.name for p in (tmp_path / "cache" / "locks").iterdir()}
+    assert locks == {"cache.lock"} | {f"small-{sha(BLOBS[p])[:2]}.lock" for p in [*paths, "/big"]}, locks
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
 def test_a_bad_blob_in_a_batch_is_kept_nowhere_and_the_good_ones_still_land(stores: list[Store],
                                                                             tmp_path: Path) -> None:
     store = start(stores)
