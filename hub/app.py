@@ -24,6 +24,7 @@ import web
 from hub import api
 from hub.api import hf, openapi
 from hub.api._http import dumps, json_response
+from hub.api.packages import cached_document
 from hub.context import HubContext, build_context, run_sync
 from hub.errors import ErrorCode, HubError
 from hub.mirror.feed import SerialTracker
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, context: HubContext | None = None) -> Star
         middleware=[
             *mirror_middleware,
             Middleware(web_security.SecurityHeadersMiddleware),
+            Middleware(CachedDocumentMiddleware, hub=hub),  # outside what an API GET never needs
             Middleware(web_security.SessionMiddleware, secret=secret),
             Middleware(QueryTokenMiddleware),  # innermost: its error page may read the session
             Middleware(CsrfMiddleware),  # inside the session: it reads the session's token
@@ -131,6 +133,26 @@ class CsrfMiddleware(web_security.CsrfMiddleware):
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+class CachedDocumentMiddleware:
+    """Answers an anonymous GET of a package document the cache holds from here: the bytes and
+    headers its endpoint would send (:func:`hub.api.packages.cached_document`), without the
+    session, query-token, CSRF, exception and routing layers, which such a request never needs
+    (no cookie is read on an API path, the query string is empty, nothing can raise). The
+    serial and security headers are added outside, as on every answer."""
+
+    def __init__(self, app: ASGIApp, hub: HubContext) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            answer = cached_document(self.hub, scope)
+            if answer is not None:
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class ApiRoutes(BaseRoute):

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -226,6 +227,58 @@ def test_a_pull_of_a_public_version_reads_its_file_list_once(database: str, tmp_
             sa.event.remove(live.context.engine, "before_cursor_execute", note)
         assert [(a.status_code, a.content) for a in answers] == [(200, body) for body in images.values()]
         assert missing.status_code == 404 and error_code(missing) == "file_not_found"
+
+
+def test_a_cached_document_is_answered_early_with_the_endpoints_bytes_and_headers(database: str,
+                                                                                 tmp_path: Path) -> None:
+    """hub.app.CachedDocumentMiddleware answers an anonymous GET of a cached document before the
+    router: the same status, body and headers (serial and security headers included) as the
+    endpoint's answer; a token, a query string or another method still reach the endpoint."""
+    with own_hub(database, tmp_path, ttl=60) as (live, _):
+        alice = live.user_client("alice")
+        assert publish(alice).status_code == 201
+        doc = "/api/v1/packages/alice/detector"
+        anon = live.client()
+        import hub.app
+
+        real = hub.app.cached_document
+        answered: list[int] = []
+
+        def noted(*args: Any) -> Any:
+            answer = real(*args)
+            answered.append(0 if answer is None else answer.status_code)
+            return answer
+
+        hub.app.cached_document = noted  # type: ignore[assignment]  # looked up per request
+        try:
+            first = anon.get(doc)  # the endpoint's answer, which fills the cache
+            early = anon.get(doc)  # from the cache, before the router
+            etag = first.headers["etag"]
+            not_modified = anon.get(doc, headers={"if-none-match": etag})
+        finally:
+            hub.app.cached_document = real
+        assert answered == [0, 200, 304]
+
+        def comparable(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+            return r.status_code, r.content, {k: v for k, v in r.headers.items() if k not in ("date", "server")}
+
+        assert comparable(early) == comparable(first)
+        assert not_modified.status_code == 304 and not_modified.headers["etag"] == etag
+        assert "x-cvflow-serial" in early.headers and "x-content-type-options" in early.headers
+        # still the endpoint's (and the middlewares') to answer:
+        assert alice.get(doc).status_code == 200  # a token: who asks matters
+        refused = anon.get(doc, params={"token": "cvf_abcdefgh12345678"})
+        assert refused.status_code == 400 and error_code(refused) == "token_in_query"
+        assert anon.head(doc).status_code == 200 and anon.head(doc).content == b""
+        assert anon.get(doc + "/").status_code == 404
+
+
+def test_no_other_endpoint_has_the_package_documents_path_shape() -> None:
+    from hub import api
+
+    shaped = [(r.path, sorted(getattr(r, "methods", None) or ())) for r in api.routes()
+              if re.fullmatch(r"/api/v1/packages/[^/]+/[^/]+", getattr(r, "path", ""))]
+    assert shaped == [("/api/v1/packages/{namespace}/{name}", ["GET", "HEAD", "PATCH"])]
 
 
 def test_a_read_that_raced_an_invalidation_is_not_cached() -> None:
