@@ -7,7 +7,7 @@ ones refused, ``Allow`` on 405 listing the path's methods. Once anonymous, once 
 token. Bounded: a fixed number of examples per operation (``CVFLOW_SCHEMATHESIS_EXAMPLES``),
 one worker, and a fixed seed so that CI is repeatable (``CVFLOW_SCHEMATHESIS_SEED`` to vary it).
 
-No check is turned off. Eight operations accept 4xx answers to schema-valid requests, for
+No check is turned off. Nine operations accept 4xx answers to schema-valid requests, for
 rules JSON Schema cannot state; each has its reason in ``CONFIG`` below.
 """
 
@@ -78,6 +78,13 @@ include-operation-id = "snapshot"
 # A package name's rules across its two halves (their lengths, reserved namespaces) are
 # checked by cvflow.names; JSON Schema's pattern cannot state them without look-ahead.
 checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "422"]
+
+[[operations]]
+include-operation-id = "put_blobs"
+# The body is binary records (a line "<sha256> <size>", then the bytes) whose blobs must hash to
+# their lines: a framing and a digest that no schema of an octet stream can state (400), and
+# limits on each blob and on their number (413).
+checks.positive_data_acceptance.expected-statuses = {_ACCEPTED}, "400", "413"]
 
 [[operations]]
 include-operation-id = "create_upload"

@@ -165,15 +165,22 @@ async def _resolve_principal(request: Request) -> Principal:
     return await run_sync(resolve)
 
 
-async def read_json(request: Request, limit: int = 1 << 20) -> dict[str, Any]:
+async def read_bytes(request: Request, limit: int, what: str = "the body") -> bytearray:
+    """The whole body, refused with ``body_too_large`` past ``limit`` bytes (before reading any,
+    when Content-Length says so)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise HubError("body_too_large", f"the JSON body may be at most {limit} bytes")
+        raise HubError("body_too_large", f"{what} may be at most {limit} bytes", details={"limit": limit})
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HubError("body_too_large", f"the JSON body may be at most {limit} bytes")
+            raise HubError("body_too_large", f"{what} may be at most {limit} bytes", details={"limit": limit})
+    return body
+
+
+async def read_json(request: Request, limit: int = 1 << 20) -> dict[str, Any]:
+    body = await read_bytes(request, limit, "the JSON body")
     try:
         data = loads_json(body)  # nesting is bounded before parsing: no RecursionError
     except TooDeepError as exc:

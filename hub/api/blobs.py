@@ -8,6 +8,11 @@ Protocol::
     GET    /api/v1/uploads/{id}                            -> {"offset": K, ...}  (resume here)
     POST   /api/v1/uploads/{id}/finish {"sha256": "..."}   -> 201 {"sha256", "size"}
     DELETE /api/v1/uploads/{id}
+    POST   /api/v1/blobs               body = records "<sha256> <size>\n" + bytes  -> 201 {"blobs": [...]}
+
+The last uploads many small blobs (up to 1 MiB each, 32 MiB and 2,000 blobs a request) in one
+request and one transaction: a dataset's thousands of images, which would take three requests
+and a session each.
 
 "Present" means present *for the caller*: a blob they uploaded, or one a version they may
 read references. Knowing a digest never gives the bytes (``hub.services.blobs``).
@@ -24,13 +29,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from hub.api import bodies
-from hub.api._http import Registry, json_response, principal, read_body
+from hub.api._http import Registry, json_response, principal, read_body, read_bytes
 from hub.api.access import Access
 from hub.context import ctx, in_session, run_sync
 from hub.errors import HubError
 from hub.models import Upload
 from hub.services.access import reader
-from hub.services.blobs import referable, user_holder
+from hub.services.blobs import BATCH_BODY_LIMIT, referable, user_holder
 
 endpoint = Registry()
 PIECE = 1 << 20  # bytes handed to the storage thread at a time
@@ -64,6 +69,21 @@ async def check_blobs(request: Request) -> Response:
 
     found = await in_session(request, work, write=True)
     return json_response({"missing": sorted(set(digests) - found.keys()), "present": sorted(found)})
+
+
+@endpoint("POST", "/api/v1/blobs", "Upload small blobs whole, many in one request (records of '<sha256> <size>\\n' "
+          "then the bytes)", "blobs",
+          access=Access("publish:any"), status=201, request_type="application/octet-stream",
+          errors=("unauthenticated", "insufficient_scope", "bad_request", "invalid_digest", "digest_mismatch",
+                  "upload_too_large", "body_too_large", "storage_unavailable"),
+          response={"type": "object", "properties": {"blobs": {"type": "array", "items": {
+              "type": "object", "properties": {"sha256": {"type": "string"}, "size": {"type": "integer"}}}}}})
+async def put_blobs(request: Request) -> Response:
+    who = await principal(request, required=True)
+    user = _publisher(who)
+    body = await read_bytes(request, BATCH_BODY_LIMIT, "a batch of blobs")
+    stored = await run_sync(ctx(request).uploads.put_batch, user, body)  # hashing: off the event loop
+    return json_response({"blobs": [{"sha256": d, "size": n} for d, n in stored]}, status=201)
 
 
 def _upload_json(upload: Upload, hub: Any) -> dict[str, Any]:

@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import re
 import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, TypeVar, get_args
 
 import sqlalchemy as sa
@@ -137,6 +139,56 @@ def referable(session: Session, holder: str, digests: Iterable[str], *,
 
 def _chunks(items: list[str], n: int = 500) -> list[list[str]]:
     return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+#: A batch upload (``POST /api/v1/blobs``): at most this many bytes in all, blobs of at most
+#: ``BATCH_BLOB_LIMIT`` bytes each, at most ``BATCH_COUNT`` of them. Larger blobs take an upload
+#: session of their own (resumable, in chunks).
+BATCH_BODY_LIMIT = 32 << 20
+BATCH_BLOB_LIMIT = 1 << 20
+BATCH_COUNT = 2000
+_BATCH_RECORD = re.compile(rb"([^ \n]{1,100}) ([0-9]{1,10})\n")
+
+
+def split_batch(body: bytes | bytearray) -> list[tuple[str, memoryview]]:
+    """The blobs of a batch body, each verified against its digest.
+
+    The body is a sequence of records, each a line ``<sha256> <size>`` (ASCII, ending in
+    ``\\n``) followed by exactly ``size`` bytes of the blob, and nothing after the last one.
+    Raises ``bad_request`` (the framing, with the offset where it broke), ``invalid_digest``,
+    ``upload_too_large`` (a blob over :data:`BATCH_BLOB_LIMIT`), ``body_too_large`` (more
+    than :data:`BATCH_COUNT` blobs) or ``digest_mismatch`` (naming the blob).
+    """
+    view = memoryview(body)
+    blobs: list[tuple[str, memoryview]] = []
+    pos = 0
+    while pos < len(body):
+        match = _BATCH_RECORD.match(body, pos)
+        if match is None:
+            raise HubError("bad_request", f"expected a line '<sha256> <size>' at byte {pos} of the batch",
+                           details={"offset": pos})
+        digest = check_digest(match.group(1).decode("latin-1"))
+        size = int(match.group(2))
+        if size > BATCH_BLOB_LIMIT:
+            raise HubError("upload_too_large", f"blob {digest} is {size} bytes; a batch takes blobs of at most "
+                           f"{BATCH_BLOB_LIMIT} bytes (larger ones take an upload session)",
+                           details={"limit": BATCH_BLOB_LIMIT, "sha256": digest})
+        if len(blobs) == BATCH_COUNT:
+            raise HubError("body_too_large", f"a batch may hold at most {BATCH_COUNT} blobs",
+                           details={"limit": BATCH_COUNT})
+        start, end = match.end(), match.end() + size
+        if end > len(body):
+            raise HubError("bad_request", f"the batch ends inside blob {digest} (byte {pos})", details={"offset": pos})
+        data = view[start:end]
+        actual = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(actual, digest):
+            raise HubError("digest_mismatch", f"the bytes sent for blob {digest} hash to {actual}",
+                           details={"expected": digest, "actual": actual})
+        blobs.append((digest, data))
+        pos = end
+    if not blobs:
+        raise HubError("bad_request", "the batch holds no blob")
+    return blobs
 
 
 def insert_blob(session: Session, digest: str, size: int) -> None:
@@ -312,6 +364,25 @@ class UploadService:
         with self._guard:
             self._hashes.pop(upload.id, None)
             self._locks.pop(upload.id, None)
+
+    def put_batch(self, user: User, body: bytes | bytearray) -> list[tuple[str, int]]:
+        """Store every blob of a batch body (:func:`split_batch`) and grant them all to ``user``
+        in one transaction; returns ``(digest, size)`` of each, in the body's order.
+
+        Nothing is stored unless every blob of the batch hashes to its digest. Blobs the hub
+        has already are only granted (the bytes prove that the caller holds them).
+        """
+        blobs = split_batch(body)
+        stored: set[str] = set()
+        for digest, data in blobs:
+            if digest not in stored:
+                self._storage(partial(self.store.put_bytes, digest, bytes(data)))
+                stored.add(digest)
+        with session_scope(self.engine, write=True) as session:
+            for digest, data in {d: b for d, b in blobs}.items():
+                insert_blob(session, digest, len(data))
+            grant(session, user_holder(user.id), stored)
+        return [(digest, len(data)) for digest, data in blobs]
 
     def put_small(self, data: bytes, *, grant_to: str | None) -> str:
         """Store bytes known in full (the demo loader, the indexer); returns the digest.

@@ -370,14 +370,95 @@ class _ChangesOneFile:
         pass
 
 
+class _Spy:
+    """Counts calls to the live hub's own upload service (batches, sessions); calls go through."""
+
+    def __init__(self, service: Any) -> None:
+        self.service, self.calls = service, {"batches": 0, "sessions": 0}
+        self.put_batch, self.create = service.put_batch, service.create
+
+    def __enter__(self) -> dict[str, int]:
+        def batch(*args: Any) -> Any:
+            self.calls["batches"] += 1
+            return self.put_batch(*args)
+
+        def session(*args: Any) -> Any:
+            self.calls["sessions"] += 1
+            return self.create(*args)
+
+        self.service.put_batch, self.service.create = batch, session
+        return self.calls
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.put_batch, self.service.create = self.put_batch, self.create
+
+
+class _ChangesOnLog:
+    """Progress that overwrites ``path`` when the first line is logged (after hashing, before uploads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, description: str, total: int | None) -> int:
+        return 0
+
+    def advance(self, task_id: int, n: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.path.write_bytes(b"changed after hashing")
+
+
+def test_small_files_go_up_in_batches(hub: Any, token: str, tmp_path: Path) -> None:
+    """A dataset's many small files take a few batch requests, not a session each; a file changed
+    since it was hashed stops the publish, named, before its batch is sent."""
+    from cvflow.errors import HubError
+    from cvflow.publish import BATCH_COUNT, publish_dir
+
+    images = {f"images/{i:04d}.png": os.urandom(200 + i % 50) for i in range(BATCH_COUNT + 20)}
+    pkg = write_package(tmp_path / "p", "alice/p", files=images)
+    with _Spy(hub.context.uploads) as calls, HubClient(hub.url, token) as client:
+        with pytest.raises(HubError, match="images/0007.png changed since it was hashed"):
+            publish_dir(client, pkg, state_dir=tmp_path / "state", progress=_ChangesOnLog(pkg / "images/0007.png"))
+        assert calls == {"batches": 0, "sessions": 0}, "the first batch held the changed file: nothing was sent"
+        (pkg / "images/0007.png").write_bytes(images["images/0007.png"])
+        done = publish_dir(client, pkg, state_dir=tmp_path / "state")
+    assert calls == {"batches": 2, "sessions": 0}, calls  # 1,022 files (with cvflow.toml and solver.py)
+    assert done["version"] == "1.0.0" and len(done["uploaded"]) == len(images) + 2
+    got = httpx.get(f"{hub.url}/api/v1/packages/alice/p/versions/1.0.0/files/images/0999.png")
+    assert got.content == images["images/0999.png"]
+
+
+def test_a_hub_without_batch_uploads_gets_upload_sessions(hub: Any, token: str, tmp_path: Path) -> None:
+    """A hub from before batch uploads (here: this hub's app without that route, on the same
+    database and store) answers 404; the client then opens a session per blob."""
+    from cvflow.publish import publish_dir
+    from hub.app import ApiRoutes, create_app
+    from tests.conftest import ServerThread
+
+    app = create_app(hub.context.settings, context=hub.context)
+    api_routes = next(r for r in app.routes if isinstance(r, ApiRoutes))
+    api_routes.router.routes = [r for r in api_routes.router.routes if getattr(r, "path", "") != "/api/v1/blobs"]
+    files = {f"data/{i}.txt": f"line {i}\n".encode() for i in range(5)}
+    pkg = write_package(tmp_path / "p", "alice/p", files=files)
+    with ServerThread(app) as older, _Spy(hub.context.uploads) as calls:
+        with HubClient(f"http://127.0.0.1:{older.port}", token) as client:
+            assert client.request("POST", "/api/v1/blobs/check", json={"digests": []}).status_code == 200
+            done = publish_dir(client, pkg, state_dir=tmp_path / "state")
+    assert calls == {"batches": 0, "sessions": 7}, calls
+    got = httpx.get(f"{hub.url}/api/v1/packages/alice/p/versions/1.0.0/files/data/3.txt")
+    assert done["version"] == "1.0.0" and got.content == b"line 3\n"
+
+
 def test_a_failed_upload_stops_the_others_and_is_the_error_reported(hub: Any, token: str, tmp_path: Path) -> None:
     from cvflow.errors import HubError
     from cvflow.publish import publish_dir
 
-    big, small = os.urandom(40 * MiB), os.urandom(MiB)
+    # Both over 1 MiB: each takes an upload session (smaller blobs go up in batches).
+    big, small = os.urandom(40 * MiB), os.urandom(2 * MiB)
     pkg = write_package(tmp_path / "p", "alice/p", files={"weights/big.dat": big, "weights/small.dat": small},
                         weights=("weights/big.dat", "weights/small.dat"))
-    progress = _ChangesOneFile(pkg / "weights/small.dat", os.urandom(MiB))
+    progress = _ChangesOneFile(pkg / "weights/small.dat", os.urandom(2 * MiB))
     with HubClient(hub.url, token) as client, pytest.raises(HubError) as failed:
         publish_dir(client, pkg, state_dir=tmp_path / "state", progress=progress)
     # Both uploads ran at once; the changed file's digest_mismatch is what the caller hears,
