@@ -76,19 +76,15 @@ def _check_port(cfg: Config, host: str, port: int) -> None:
     Raises:
         RunnerError: another runner or another program listens there.
     """
-    import socket
 
     for other in RunnerState(cfg.state_dir).all():
         if other.port == port and other.is_alive():
             raise supervisor.RunnerError(f"port {port} is used by runner {other.name}; pick another --port")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise supervisor.RunnerError(
-                f"port {port} on {host} is not free ({exc.strerror or exc}): another program listens there;"
-                f" pick another --port, or leave --port out to get any free port") from None
+    error = supervisor.bind_error(host, port)
+    if error is not None:
+        raise supervisor.RunnerError(
+            f"port {port} on {host} is not free ({error}): another program listens there;"
+            f" pick another --port, or leave --port out to get any free port")
 
 
 def _warnings(installed: InstalledPackage, host: str) -> None:

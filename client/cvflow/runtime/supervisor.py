@@ -326,19 +326,41 @@ def restart(config: Config, record: RunnerRecord, installed: InstalledPackage, *
             timeout: float = 10.0) -> RunnerRecord:
     """Stop the runner (if it runs) and start it again the same way, on the same port when it is free.
 
-    Raises what ``start`` raises.
+    The port is waited for up to ``PORT_WAIT`` seconds: a killed runner's main thread shows as a
+    zombie while its other threads still hold its sockets for a moment. Raises what ``start`` raises.
     """
     _terminate(record, timeout)
     options = RunOptions.from_dict(record.options)
-    hint = record.port if options.port is None and record.port and _port_free(record.host, record.port) else None
+    hint = None
+    if options.port is None and record.port:
+        deadline = time.monotonic() + PORT_WAIT
+        while hint is None and time.monotonic() < deadline:
+            if _port_free(record.host, record.port):
+                hint = record.port
+            else:
+                time.sleep(0.05)
     return start(config, installed, record.solvers, options, name=record.name, replace=True, port_hint=hint)
 
 
+#: Seconds a restart waits for the runner's old port to be released before taking another.
+PORT_WAIT = 3.0
+
+
 def _port_free(host: str, port: int) -> bool:
+    return bind_error(host, port) is None
+
+
+def bind_error(host: str, port: int) -> str | None:
+    """Why the runner could not bind ``port`` on ``host``, or None when it could.
+
+    The check binds with SO_REUSEADDR, as the runner's server does, so a connection of a runner
+    that was killed, left in TIME_WAIT on that port, does not count as a listener.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return str(exc.strerror or exc)
+    return None
