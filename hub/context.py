@@ -64,7 +64,6 @@ class MetadataCache:
         self.generation = 0
         self._items: dict[str, tuple[float, bytes, str]] = {}
         self._versions: dict[tuple[str, str, str], tuple[float, PublicVersion]] = {}
-        self._version_files = 0  # how many files the entries of _versions hold together
         self._refreshing: set[str] = set()
         self._loading: dict[tuple[str, str, str], asyncio.Event] = {}  # event loop only
         self._lock = threading.Lock()  # invalidations come from worker threads (watch_catalog)
@@ -123,10 +122,10 @@ class MetadataCache:
         under ``(namespace, name, version)`` as requested."""
         with self._lock:
             if self.ttl > 0 and generation == self.generation:
-                if self._version_files + len(version.files) > 200_000:
-                    self._versions, self._version_files = {}, 0
-                old = self._versions.get(key)
-                self._version_files += len(version.files) - (len(old[1].files) if old else 0)
+                # Counted once per version loaded (not per download): at most 200,000 files held.
+                held = sum(len(v.files) for k, (_, v) in self._versions.items() if k != key)
+                if held + len(version.files) > 200_000:
+                    self._versions = {}
                 self._versions[key] = (time.monotonic() + self.ttl, version)
 
     def loading(self, key: tuple[str, str, str]) -> asyncio.Event | None:
@@ -150,13 +149,13 @@ class MetadataCache:
         with self._lock:
             self.generation += 1
             # Which versions a look-alike spelling reached is not known here: every file map goes.
-            self._versions, self._version_files = {}, 0
+            self._versions = {}
             self._items = {k: v for k, v in self._items.items() if not k.startswith(prefix)}
 
     def clear(self) -> None:
         with self._lock:
             self.generation += 1
-            self._versions, self._version_files = {}, 0
+            self._versions = {}
             self._items = {}
 
 

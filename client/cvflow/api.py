@@ -190,12 +190,9 @@ class HubClient:
         """Upload small blobs whole in one request (``POST /api/v1/blobs``): records of a line
         ``<sha256> <size>`` and the bytes. False when the hub has no such endpoint (an older
         hub: upload them one by one instead); raises the hub's error otherwise."""
-        body = bytearray()
-        for digest, data in blobs:
-            body += f"{digest} {len(data)}\n".encode()
-            body += data
+        body = b"".join(part for digest, data in blobs for part in (f"{digest} {len(data)}\n".encode(), data))
         try:
-            self.request("POST", "/api/v1/blobs", content=bytes(body),
+            self.request("POST", "/api/v1/blobs", content=body,
                          headers={"content-type": "application/octet-stream"})
         except HubError as exc:
             if exc.status in (404, 405):  # no route: a hub from before batches

@@ -373,15 +373,13 @@ class UploadService:
         has already are only granted (the bytes prove that the caller holds them).
         """
         blobs = split_batch(body)
-        stored: set[str] = set()
-        for digest, data in blobs:
-            if digest not in stored:
-                self._storage(partial(self.store.put_bytes, digest, bytes(data)))
-                stored.add(digest)
+        unique = dict(blobs)  # a blob sent twice is stored once
+        for digest, data in unique.items():
+            self._storage(partial(self.store.put_bytes, digest, bytes(data)))
         with session_scope(self.engine, write=True) as session:
-            for digest, data in {d: b for d, b in blobs}.items():
+            for digest, data in unique.items():
                 insert_blob(session, digest, len(data))
-            grant(session, user_holder(user.id), stored)
+            grant(session, user_holder(user.id), unique.keys())
         return [(digest, len(data)) for digest, data in blobs]
 
     def put_small(self, data: bytes, *, grant_to: str | None) -> str:

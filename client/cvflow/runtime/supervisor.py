@@ -335,7 +335,7 @@ def restart(config: Config, record: RunnerRecord, installed: InstalledPackage, *
     if options.port is None and record.port:
         deadline = time.monotonic() + PORT_WAIT
         while hint is None and time.monotonic() < deadline:
-            if _port_free(record.host, record.port):
+            if bind_error(record.host, record.port) is None:
                 hint = record.port
             else:
                 time.sleep(0.05)
@@ -344,10 +344,6 @@ def restart(config: Config, record: RunnerRecord, installed: InstalledPackage, *
 
 #: Seconds a restart waits for the runner's old port to be released before taking another.
 PORT_WAIT = 3.0
-
-
-def _port_free(host: str, port: int) -> bool:
-    return bind_error(host, port) is None
 
 
 def bind_error(host: str, port: int) -> str | None:
